@@ -1,0 +1,1 @@
+//! Cost model (being written).

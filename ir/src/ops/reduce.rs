@@ -1,0 +1,4 @@
+//! Reductions and scans: Reduce*, ArgMax/ArgMin, TopK, CumSum.
+
+#[allow(unused_imports)]
+use super::*;

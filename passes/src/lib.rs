@@ -1,0 +1,1 @@
+//! Passes (being written).
