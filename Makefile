@@ -106,11 +106,15 @@ test: setup
 	fi
 	exit "$$status"
 
+DEMO_DIR := $(dir $(DEMO_MODEL))
+
 demo: build
-	echo "==> IR of $(DEMO_MODEL)"
-	$(TESSERA) compile $(DEMO_MODEL) --target ref --emit ir
-	echo "==> op statistics of $(DEMO_MODEL)"
-	$(TESSERA) compile $(DEMO_MODEL) --target ref --op-stats
+	echo "==> Tessera IR of $(DEMO_MODEL) (weights elided)"
+	$(TESSERA) compile $(DEMO_MODEL) --target ref --emit ir --elide-constants
+	echo "==> op statistics after -O2"
+	$(TESSERA) compile $(DEMO_MODEL) --target ref --op-stats --timing
+	echo "==> run on the reference backend, checked against onnxruntime's outputs"
+	$(TESSERA) run $(DEMO_MODEL) --target ref --inputs $(DEMO_DIR)test_data_set_0 --check $(DEMO_DIR)test_data_set_0 -o target/demo-out
 
 # ------------------------------------------------------------------ convenience
 

@@ -1,1 +1,123 @@
-fn main() {}
+//! `tessera`: the command-line driver.
+
+mod cli;
+mod driver;
+mod progress;
+mod runner;
+mod stats;
+
+use clap::Parser;
+use cli::{Cli, Command, CompileArgs, ListWhat, RunArgs};
+use std::io::Write;
+use std::process::ExitCode;
+use tessera_backend::{Artifact, Stage};
+use tessera_ir::{print_graph_with, OpKind, PrintOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Compile(a) => compile(a),
+        Command::Run(a) => run(a),
+        Command::List { what } => {
+            list(what);
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_output(path: Option<&std::path::Path>, bytes: &[u8]) -> Result<(), String> {
+    match path {
+        Some(p) if p.as_os_str() != "-" => std::fs::write(p, bytes).map_err(|e| format!("{}: {e}", p.display())),
+        _ => std::io::stdout().write_all(bytes).map_err(|e| e.to_string()),
+    }
+}
+
+fn compile(a: CompileArgs) -> Result<ExitCode, String> {
+    let stage = Stage::from_name(&a.emit).ok_or_else(|| {
+        let names: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown stage '{}' (stages: {})", a.emit, names.join(", "))
+    })?;
+    let backend = driver::backend(a.opts.target);
+    let compiled = driver::compile(&a.opts, stage != Stage::Ir)?;
+    let graph = if stage == Stage::Ir { &compiled.imported } else { &compiled.optimized };
+    if a.opts.timing {
+        eprint!("{}", compiled.timings.report());
+    }
+    if a.op_stats {
+        let s = stats::OpStats::of(graph);
+        let text = if a.json { format!("{:#}\n", s.to_json()) } else { s.to_text() };
+        write_output(a.output.as_deref(), text.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let print_opts = if a.elide_constants { PrintOptions::snapshot() } else { PrintOptions::default() };
+    match stage {
+        Stage::Ir | Stage::OptIr => write_output(a.output.as_deref(), print_graph_with(graph, &print_opts).as_bytes())?,
+        _ => {
+            if !stage.is_text() && a.output.as_ref().is_none_or(|p| p.as_os_str() == "-") {
+                return Err(format!("--emit {stage} is binary: give an output file with -o"));
+            }
+            match backend.emit(graph, stage).map_err(|e| e.to_string())? {
+                Artifact::Text(t) => write_output(a.output.as_deref(), t.as_bytes())?,
+                Artifact::Binary(b) => write_output(a.output.as_deref(), &b)?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(a: RunArgs) -> Result<ExitCode, String> {
+    let backend = driver::backend(a.opts.target);
+    let compiled = driver::compile(&a.opts, true)?;
+    let g = &compiled.optimized;
+    let inputs = runner::read_inputs(g, &a.inputs)?;
+    let start = std::time::Instant::now();
+    let outputs = runner::run(backend.as_ref(), g, &inputs)?;
+    let elapsed = start.elapsed();
+    if a.opts.timing {
+        let mut t = compiled.timings;
+        t.add(format!("run on {}", a.opts.target.name()), elapsed, "");
+        eprint!("{}", t.report());
+    }
+    if let Some(dir) = &a.output {
+        runner::write_outputs(g, &outputs, dir)?;
+    }
+    for ((name, _), t) in g.outputs.iter().zip(&outputs) {
+        println!("{name}: {} {:?}", t.dtype, t.shape);
+    }
+    if let Some(dir) = &a.check {
+        let (lines, ok) = runner::check_outputs(g, &outputs, dir, a.atol, a.rtol)?;
+        for l in lines {
+            println!("{l}");
+        }
+        if !ok {
+            eprintln!("error: outputs differ from {}", dir.display());
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("all {} outputs match {}", outputs.len(), dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(what: ListWhat) {
+    match what {
+        ListWhat::Ops => {
+            for k in OpKind::ALL {
+                let d = k.def();
+                let sem = if d.eval.is_some() { "" } else { "  [no reference semantics]" };
+                println!("tsr.{:<32} {}{sem}", d.mnemonic, d.summary);
+            }
+        }
+        ListWhat::Passes => {
+            for p in tessera_passes::REGISTRY {
+                println!("{:<16} {}", p.name, p.summary);
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Building graphs op by op with types inferred from the op definitions.
 
 use crate::attr::Attrs;
+use crate::dim::Dim;
 use crate::graph::{Graph, Loc, ValueId};
 use crate::ops::{InferCtx, OpKind, Results};
 use crate::tensor::SharedTensor;
@@ -16,6 +17,19 @@ pub fn infer_op(
     num_results: usize,
     const_of: &dyn Fn(ValueId) -> Option<SharedTensor>,
 ) -> Result<Vec<TensorType>, String> {
+    infer_op_with_syms(g, kind, operands, attrs, num_results, const_of, &|_| None)
+}
+
+/// [`infer_op`], also giving `infer` the symbolic values of shape operands.
+pub fn infer_op_with_syms(
+    g: &Graph,
+    kind: OpKind,
+    operands: &[Option<ValueId>],
+    attrs: &Attrs,
+    num_results: usize,
+    const_of: &dyn Fn(ValueId) -> Option<SharedTensor>,
+    sym_of: &dyn Fn(ValueId) -> Option<Vec<Dim>>,
+) -> Result<Vec<TensorType>, String> {
     let def = kind.def();
     let consts: Vec<Option<SharedTensor>> = operands.iter().map(|o| o.and_then(const_of)).collect();
     let ctx = InferCtx {
@@ -23,6 +37,7 @@ pub fn infer_op(
         attrs,
         operands: operands.iter().map(|o| o.map(|v| g.ty(v))).collect(),
         consts: consts.iter().map(|c| c.as_ref()).collect(),
+        syms: operands.iter().map(|o| o.and_then(sym_of)).collect(),
         num_results,
     };
     let tys = (def.infer)(&ctx)?;

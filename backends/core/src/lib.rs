@@ -4,6 +4,8 @@
 //! A backend takes verified (and possibly optimized) Tessera IR; it never sees
 //! ONNX. Targets: `ref` (the interpreter), `cpu`, `cuda`, `accel`.
 
+pub mod compare;
+
 use std::fmt;
 use tessera_ir::{Diagnostic, Graph, Tensor};
 

@@ -3,6 +3,8 @@
 //! oracle every other backend and every rewrite is checked against, so it
 //! stays simple: no optimization beyond freeing values after their last use.
 
+pub mod diff;
+
 use std::collections::HashMap;
 use tessera_backend::{Backend, Executable, Stage};
 use tessera_ir::ops::{EvalCtx, OpKind};

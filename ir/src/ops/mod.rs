@@ -19,6 +19,7 @@ pub mod nn;
 pub mod quant;
 pub mod reduce;
 pub mod shape;
+pub mod symbolic;
 
 use crate::attr::{Attr, AttrKind, Attrs};
 use crate::dtype::DType;
@@ -145,6 +146,7 @@ macro_rules! op_table {
 op_table! {
     // core
     Constant => core::CONSTANT,
+    Dims => symbolic::DIMS,
     Identity => core::IDENTITY,
     // elementwise
     Add => elementwise::ADD,
@@ -152,15 +154,189 @@ op_table! {
     Mul => elementwise::MUL,
     Div => elementwise::DIV,
     Relu => elementwise::RELU,
+    Mod => elementwise::MOD,
+    Pow => elementwise::POW,
+    Max => elementwise::MAX,
+    Min => elementwise::MIN,
+    Sum => elementwise::SUM,
+    Mean => elementwise::MEAN,
+    Reciprocal => elementwise::RECIPROCAL,
+    Floor => elementwise::FLOOR,
+    Ceil => elementwise::CEIL,
+    Round => elementwise::ROUND,
+    Sqrt => elementwise::SQRT,
+    Exp => elementwise::EXP,
+    Log => elementwise::LOG,
+    Erf => elementwise::ERF,
+    Sin => elementwise::SIN,
+    Cos => elementwise::COS,
+    Tan => elementwise::TAN,
+    Asin => elementwise::ASIN,
+    Acos => elementwise::ACOS,
+    Atan => elementwise::ATAN,
+    Sinh => elementwise::SINH,
+    Cosh => elementwise::COSH,
+    Tanh => elementwise::TANH,
+    Asinh => elementwise::ASINH,
+    Acosh => elementwise::ACOSH,
+    Atanh => elementwise::ATANH,
+    Sigmoid => elementwise::SIGMOID,
+    HardSigmoid => elementwise::HARD_SIGMOID,
+    HardSwish => elementwise::HARD_SWISH,
+    LeakyRelu => elementwise::LEAKY_RELU,
+    Elu => elementwise::ELU,
+    Selu => elementwise::SELU,
+    Celu => elementwise::CELU,
+    Mish => elementwise::MISH,
+    Softplus => elementwise::SOFTPLUS,
+    Softsign => elementwise::SOFTSIGN,
+    ThresholdedRelu => elementwise::THRESHOLDED_RELU,
+    Swish => elementwise::SWISH,
+    Gelu => elementwise::GELU,
+    Abs => elementwise::ABS,
+    Neg => elementwise::NEG,
+    Sign => elementwise::SIGN,
+    Shrink => elementwise::SHRINK,
+    PRelu => elementwise::PRELU,
+    Clip => elementwise::CLIP,
+    IsInf => elementwise::IS_INF,
+    IsNaN => elementwise::IS_NAN,
+    Equal => elementwise::EQUAL,
+    Greater => elementwise::GREATER,
+    GreaterOrEqual => elementwise::GREATER_OR_EQUAL,
+    Less => elementwise::LESS,
+    LessOrEqual => elementwise::LESS_OR_EQUAL,
+    And => elementwise::AND,
+    Or => elementwise::OR,
+    Xor => elementwise::XOR,
+    Not => elementwise::NOT,
+    BitwiseAnd => elementwise::BITWISE_AND,
+    BitwiseOr => elementwise::BITWISE_OR,
+    BitwiseXor => elementwise::BITWISE_XOR,
+    BitwiseNot => elementwise::BITWISE_NOT,
+    BitShift => elementwise::BIT_SHIFT,
+    Where => elementwise::WHERE,
+    Cast => elementwise::CAST,
+    CastLike => elementwise::CAST_LIKE,
+    Dropout => elementwise::DROPOUT,
     // linalg
     MatMul => linalg::MATMUL,
+    Gemm => linalg::GEMM,
+    Einsum => linalg::EINSUM,
+    Det => linalg::DET,
     // shape
     Reshape => shape::RESHAPE,
+    Transpose => shape::TRANSPOSE,
+    Concat => shape::CONCAT,
+    Split => shape::SPLIT,
+    Slice => shape::SLICE,
+    Gather => shape::GATHER,
+    GatherElements => shape::GATHER_ELEMENTS,
+    GatherNd => shape::GATHER_ND,
+    ScatterElements => shape::SCATTER_ELEMENTS,
+    ScatterNd => shape::SCATTER_ND,
+    TensorScatter => shape::TENSOR_SCATTER,
+    Squeeze => shape::SQUEEZE,
+    Unsqueeze => shape::UNSQUEEZE,
+    Flatten => shape::FLATTEN,
+    Expand => shape::EXPAND,
+    Tile => shape::TILE,
+    Pad => shape::PAD,
+    CenterCropPad => shape::CENTER_CROP_PAD,
+    Shape => shape::SHAPE,
+    Size => shape::SIZE,
+    DepthToSpace => shape::DEPTH_TO_SPACE,
+    SpaceToDepth => shape::SPACE_TO_DEPTH,
+    Compress => shape::COMPRESS,
+    NonZero => shape::NON_ZERO,
+    ReverseSequence => shape::REVERSE_SEQUENCE,
+    Unique => shape::UNIQUE,
+    Resize => shape::RESIZE,
     // reduce
+    ReduceSum => reduce::REDUCE_SUM,
+    ReduceMean => reduce::REDUCE_MEAN,
+    ReduceMax => reduce::REDUCE_MAX,
+    ReduceMin => reduce::REDUCE_MIN,
+    ReduceProd => reduce::REDUCE_PROD,
+    ReduceL1 => reduce::REDUCE_L1,
+    ReduceL2 => reduce::REDUCE_L2,
+    ReduceLogSum => reduce::REDUCE_LOG_SUM,
+    ReduceLogSumExp => reduce::REDUCE_LOG_SUM_EXP,
+    ReduceSumSquare => reduce::REDUCE_SUM_SQUARE,
+    ArgMax => reduce::ARG_MAX,
+    ArgMin => reduce::ARG_MIN,
+    TopK => reduce::TOP_K,
+    CumSum => reduce::CUM_SUM,
+    CumProd => reduce::CUM_PROD,
     // nn
+    Softmax => nn::SOFTMAX,
+    LogSoftmax => nn::LOG_SOFTMAX,
+    Hardmax => nn::HARDMAX,
+    LayerNormalization => nn::LAYER_NORMALIZATION,
+    RmsNormalization => nn::RMS_NORMALIZATION,
+    GroupNormalization => nn::GROUP_NORMALIZATION,
+    InstanceNormalization => nn::INSTANCE_NORMALIZATION,
+    BatchNormalization => nn::BATCH_NORMALIZATION,
+    LpNormalization => nn::LP_NORMALIZATION,
+    MeanVarianceNormalization => nn::MEAN_VARIANCE_NORMALIZATION,
+    Lrn => nn::LRN,
+    Attention => nn::ATTENTION,
+    RotaryEmbedding => nn::ROTARY_EMBEDDING,
+    Conv => nn::CONV,
+    ConvTranspose => nn::CONV_TRANSPOSE,
+    AveragePool => nn::AVERAGE_POOL,
+    MaxPool => nn::MAX_POOL,
+    LpPool => nn::LP_POOL,
+    GlobalAveragePool => nn::GLOBAL_AVERAGE_POOL,
+    GlobalMaxPool => nn::GLOBAL_MAX_POOL,
+    GlobalLpPool => nn::GLOBAL_LP_POOL,
+    MaxUnpool => nn::MAX_UNPOOL,
+    NegativeLogLikelihoodLoss => nn::NEGATIVE_LOG_LIKELIHOOD_LOSS,
+    SoftmaxCrossEntropyLoss => nn::SOFTMAX_CROSS_ENTROPY_LOSS,
+    SwiGlu => nn::SWIGLU,
     // quant
+    QuantizeLinear => quant::QUANTIZE_LINEAR,
+    DequantizeLinear => quant::DEQUANTIZE_LINEAR,
+    DynamicQuantizeLinear => quant::DYNAMIC_QUANTIZE_LINEAR,
+    MatMulInteger => quant::MATMUL_INTEGER,
+    QLinearMatMul => quant::QLINEAR_MATMUL,
+    ConvInteger => quant::CONV_INTEGER,
+    QLinearConv => quant::QLINEAR_CONV,
     // generate
+    ConstantOfShape => generate::CONSTANT_OF_SHAPE,
+    Range => generate::RANGE,
+    EyeLike => generate::EYE_LIKE,
+    Trilu => generate::TRILU,
+    OneHot => generate::ONE_HOT,
+    RandomNormal => generate::RANDOM_NORMAL,
+    RandomUniform => generate::RANDOM_UNIFORM,
+    RandomNormalLike => generate::RANDOM_NORMAL_LIKE,
+    RandomUniformLike => generate::RANDOM_UNIFORM_LIKE,
+    Bernoulli => generate::BERNOULLI,
+    HannWindow => generate::HANN_WINDOW,
+    HammingWindow => generate::HAMMING_WINDOW,
+    BlackmanWindow => generate::BLACKMAN_WINDOW,
     // contrib
+    MsGelu => contrib::GELU,
+    MsQuickGelu => contrib::QUICK_GELU,
+    MsBiasGelu => contrib::BIAS_GELU,
+    MsFastGelu => contrib::FAST_GELU,
+    MsBiasAdd => contrib::BIAS_ADD,
+    MsSkipLayerNormalization => contrib::SKIP_LAYER_NORMALIZATION,
+    MsSkipSimplifiedLayerNormalization => contrib::SKIP_SIMPLIFIED_LAYER_NORMALIZATION,
+    SimplifiedLayerNormalization => contrib::SIMPLIFIED_LAYER_NORMALIZATION,
+    MsEmbedLayerNormalization => contrib::EMBED_LAYER_NORMALIZATION,
+    MsMatMulNBits => contrib::MATMUL_NBITS,
+    MsRotaryEmbedding => contrib::ROTARY_EMBEDDING,
+    MsAttention => contrib::ATTENTION,
+    MsGroupQueryAttention => contrib::GROUP_QUERY_ATTENTION,
+    MsQLinearAdd => contrib::QLINEAR_ADD,
+    MsQLinearMul => contrib::QLINEAR_MUL,
+    MsQLinearSoftmax => contrib::QLINEAR_SOFTMAX,
+    MsDynamicQuantizeMatMul => contrib::DYNAMIC_QUANTIZE_MATMUL,
+    MsMatMulIntegerToFloat => contrib::MATMUL_INTEGER_TO_FLOAT,
+    MsQuantizeLinear => contrib::MS_QUANTIZE_LINEAR,
+    MsDequantizeLinear => contrib::MS_DEQUANTIZE_LINEAR,
 }
 
 impl OpKind {
@@ -266,6 +442,9 @@ pub struct InferCtx<'a> {
     pub attrs: &'a Attrs,
     pub operands: Vec<Option<&'a TensorType>>,
     pub consts: Vec<Option<&'a SharedTensor>>,
+    /// Symbolic values of small integer operands that are computed from
+    /// shapes (`[batch, seq, 4, 32]`), when known; see [`crate::symbolic`].
+    pub syms: Vec<Option<Vec<crate::dim::Dim>>>,
     pub num_results: usize,
 }
 
@@ -295,6 +474,19 @@ impl<'a> InferCtx<'a> {
     /// The value of operand `i` when a constant defines it.
     pub fn const_input(&self, i: usize) -> Option<&'a Tensor> {
         self.consts.get(i).copied().flatten().map(|t| &**t)
+    }
+
+    /// The value of an integer operand as dims: from its constant value, or
+    /// its symbolic value (a shape computed from symbolic dims). Use it for
+    /// shape operands (Reshape, Expand, Range, Slice bounds...).
+    pub fn sym_input(&self, i: usize) -> Option<Vec<crate::dim::Dim>> {
+        if let Some(t) = self.const_input(i) {
+            if t.dtype.is_int() && t.rank() <= 1 {
+                return Some(t.to_i64_vec().into_iter().map(crate::dim::Dim::fixed).collect());
+            }
+            return None;
+        }
+        self.syms.get(i).cloned().flatten()
     }
 }
 

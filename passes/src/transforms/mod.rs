@@ -1,0 +1,5 @@
+//! The passes, one module each.
+
+pub mod canonicalize;
+pub mod dce;
+pub mod fold;

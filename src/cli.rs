@@ -1,0 +1,116 @@
+//! Command-line interface definitions.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "tessera", version, about = "Compile ONNX transformers for CPUs, GPUs and the Tessera accelerator")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Compile a model (.onnx, or Tessera IR text .tsr) and emit a stage.
+    Compile(CompileArgs),
+    /// Run a model on a target with inputs from .pb files; optionally check the outputs.
+    Run(RunArgs),
+    /// List the ops of the Tessera dialect or the registered passes.
+    List {
+        #[arg(value_enum)]
+        what: ListWhat,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ListWhat {
+    Ops,
+    Passes,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Target {
+    Cpu,
+    Cuda,
+    Accel,
+    Ref,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Cpu => "cpu",
+            Target::Cuda => "cuda",
+            Target::Accel => "accel",
+            Target::Ref => "ref",
+        }
+    }
+}
+
+/// Options shared by everything that compiles.
+#[derive(Args, Debug, Clone)]
+pub struct CompileOptions {
+    /// The model: an ONNX file, or Tessera IR text (.tsr).
+    pub model: PathBuf,
+    /// Target to compile for.
+    #[arg(long, value_enum, default_value = "ref")]
+    pub target: Target,
+    /// Optimization level 0..3 (-O0 runs no passes).
+    #[arg(short = 'O', default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub opt_level: u8,
+    /// Run this pass pipeline instead of the level's (comma-separated pass names).
+    #[arg(long)]
+    pub passes: Option<String>,
+    /// Verify the IR after every pass (always on in debug builds).
+    #[arg(long)]
+    pub verify_each: bool,
+    /// Print the IR after import and after every pass, to stderr.
+    #[arg(long)]
+    pub print_ir_after_all: bool,
+    /// Report the time of each phase and pass, to stderr.
+    #[arg(long)]
+    pub timing: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompileArgs {
+    #[command(flatten)]
+    pub opts: CompileOptions,
+    /// Stage to emit: ir, opt-ir (then target stages: mlir, llvm, obj, lib, cuda, ptx, asm, stream).
+    #[arg(long, default_value = "opt-ir")]
+    pub emit: String,
+    /// Output file; text stages go to stdout when absent or '-'.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Print a histogram of the ops (instead of the emitted stage).
+    #[arg(long)]
+    pub op_stats: bool,
+    /// With --op-stats: machine-readable JSON.
+    #[arg(long, requires = "op_stats")]
+    pub json: bool,
+    /// Elide constants larger than 16 elements in printed IR (not parseable back).
+    #[arg(long)]
+    pub elide_constants: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub opts: CompileOptions,
+    /// Inputs: a directory of input_K.pb files (ONNX test layout), or .pb files in graph input order.
+    #[arg(long, num_args = 1.., required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Write outputs as output_K.pb files into this directory.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Compare the outputs with the output_K.pb files in this directory; exit non-zero on mismatch.
+    #[arg(long)]
+    pub check: Option<PathBuf>,
+    /// Relative tolerance for float outputs (default: per element type).
+    #[arg(long)]
+    pub rtol: Option<f64>,
+    /// Absolute tolerance for float outputs (default: per element type).
+    #[arg(long)]
+    pub atol: Option<f64>,
+}

@@ -1,0 +1,105 @@
+//! The fixture models (tests/models/, copied from the project's shared model
+//! set): each imports with no unsupported op, verifies, prints and parses back
+//! exactly, keeps a snapshot of its imported IR, and matches onnxruntime's
+//! outputs on the reference backend for every stored test set.
+
+use std::path::{Path, PathBuf};
+use tessera_backend::compare::{compare, Tolerance};
+use tessera_ir::{parse_graph, print_graph, print_graph_with, verify, PrintOptions};
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models")
+}
+
+fn model_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(models_dir())
+        .expect("tests/models exists")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("model.onnx").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 11, "expected the 11 fixture models, found {names:?}");
+    names
+}
+
+fn import(name: &str) -> tessera_ir::Graph {
+    let path = models_dir().join(name).join("model.onnx");
+    tessera_frontend::import_model(&path).unwrap_or_else(|e| panic!("{name}: import failed:\n{e}"))
+}
+
+#[test]
+fn every_model_imports_verifies_and_round_trips() {
+    for name in model_names() {
+        let g = import(&name);
+        verify(&g).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let text = print_graph(&g);
+        let back = parse_graph(&text).unwrap_or_else(|e| panic!("{name}: reparse failed at {e}"));
+        verify(&back).unwrap_or_else(|e| panic!("{name}: reparsed IR invalid: {e}"));
+        assert!(print_graph(&back) == text, "{name}: print(parse(print(g))) differs from print(g)");
+        assert_eq!(back, g, "{name}: parsed graph differs structurally");
+    }
+}
+
+#[test]
+fn imported_ir_snapshots() {
+    for name in model_names() {
+        let g = import(&name);
+        let text = print_graph_with(&g, &PrintOptions::snapshot());
+        insta::assert_snapshot!(format!("imported_ir__{name}"), text);
+    }
+}
+
+/// Runs every test set of every model on `ref` and compares with the stored
+/// onnxruntime outputs (tolerance from the models' README: 1e-4 abs/rel for
+/// float models, 1e-3 for the quantized ones).
+#[test]
+fn reference_backend_matches_onnxruntime() {
+    let mut failures = Vec::new();
+    for name in model_names() {
+        let g = import(&name);
+        let dir = models_dir().join(&name);
+        let quantized = name.contains("int8") || name.contains("int4");
+        let tol = if quantized { Tolerance { atol: 1e-3, rtol: 1e-3 } } else { Tolerance { atol: 1e-4, rtol: 1e-4 } };
+        let mut sets: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+            .collect();
+        sets.sort();
+        assert!(!sets.is_empty(), "{name}: no test sets");
+        for set in sets {
+            let inputs = load_numbered(&set, "input_");
+            let expected = load_numbered(&set, "output_");
+            let outputs = match tessera_reference::run(&g, &inputs) {
+                Ok(o) => o,
+                Err(e) => {
+                    failures.push(format!("{name}/{}: run failed: {e}", set.display()));
+                    continue;
+                }
+            };
+            assert_eq!(outputs.len(), expected.len(), "{name}: output count");
+            for (k, (a, e)) in outputs.iter().zip(&expected).enumerate() {
+                let c = compare(a, e, tol);
+                if !c.ok {
+                    failures.push(format!("{name}/{}/output_{k}: {c}", set.file_name().unwrap().to_string_lossy()));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "mismatches against onnxruntime:\n{}", failures.join("\n"));
+}
+
+fn load_numbered(dir: &Path, prefix: &str) -> Vec<tessera_ir::Tensor> {
+    let mut k = 0;
+    let mut out = Vec::new();
+    loop {
+        let p = dir.join(format!("{prefix}{k}.pb"));
+        if !p.exists() {
+            break;
+        }
+        out.push(tessera_frontend::read_tensor_pb(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
+        k += 1;
+    }
+    out
+}

@@ -1,0 +1,290 @@
+//! The ONNX backend node tests, through the importer and the reference
+//! interpreter.
+//!
+//! Every test of `$TESSERA_NODE_TESTS` (default `.cache/onnx-node-tests`,
+//! made by `make setup`) gets one status:
+//!
+//! | status        | meaning                                                  |
+//! |---------------|----------------------------------------------------------|
+//! | `pass`        | outputs match within the test's rtol/atol                |
+//! | `mismatch`    | wrong values, shape or element type                      |
+//! | `run-error`   | the reference interpreter failed (or panicked)           |
+//! | `unsupported` | the model uses ops Tessera does not have                 |
+//! | `invalid`     | import or verification failed for another reason         |
+//! | `skip-data`   | inputs/outputs are sequences/optionals (UNSUPPORTED_DATA) |
+//!
+//! The expected statuses are checked in at `tests/node-tests.status`; the
+//! test fails when a status category changes in either direction, and
+//! `TESSERA_BLESS=1` rewrites the file. `TESSERA_NODE_FILTER=substr` runs the
+//! matching tests only, printing each result, without the drift check.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+use tessera_backend::compare::{compare, Tolerance};
+use tessera_ir::Tensor;
+
+const STATUS_FILE: &str = "tests/node-tests.status";
+const THREADS: usize = 2;
+const CATEGORIES: &[&str] = &["pass", "mismatch", "run-error", "unsupported", "invalid", "skip-data"];
+
+/// Name fragments of the ops transformer models are made of; the summary
+/// lists such tests that do not pass.
+const TRANSFORMER_OPS: &[&str] = &[
+    "matmul", "gemm", "softmax", "layer_norm", "rms_norm", "gelu", "erf", "tanh", "sigmoid", "relu", "reshape",
+    "transpose", "concat", "split", "slice", "gather", "squeeze", "unsqueeze", "where", "expand", "cast", "reduce",
+    "pow", "sqrt", "shape", "constantofshape", "range", "trilu", "cumsum", "einsum", "conv", "attention", "rotary",
+    "quantize", "dequantize", "matmulinteger", "qlinearmatmul",
+];
+
+struct Case {
+    name: String,
+    dir: PathBuf,
+    tol: Tolerance,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Outcome {
+    category: &'static str,
+    detail: String,
+}
+
+impl Outcome {
+    fn new(category: &'static str, detail: impl Into<String>) -> Outcome {
+        Outcome { category, detail: one_line(&detail.into()) }
+    }
+}
+
+/// Details go on one line of the status file: no tabs or newlines, bounded length.
+fn one_line(s: &str) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 240 {
+        format!("{}...", flat.chars().take(240).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn node_tests_dir() -> PathBuf {
+    let dir = std::env::var_os("TESSERA_NODE_TESTS").map(PathBuf::from).unwrap_or_else(|| ".cache/onnx-node-tests".into());
+    if dir.is_absolute() {
+        dir
+    } else {
+        repo_root().join(dir)
+    }
+}
+
+fn load_cases(root: &Path) -> Vec<Case> {
+    let index = root.join("index.json");
+    let text = std::fs::read_to_string(&index).unwrap_or_else(|e| {
+        panic!("cannot read {}: {e}\nthe ONNX node tests are missing: run `make setup` to generate them", index.display())
+    });
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", index.display()));
+    let tests = json["tests"].as_array().unwrap_or_else(|| panic!("{}: no 'tests' list", index.display()));
+    tests
+        .iter()
+        .map(|t| {
+            let name = t["name"].as_str().expect("test name").to_string();
+            Case {
+                dir: root.join(&name),
+                tol: Tolerance { atol: t["atol"].as_f64().unwrap_or(1e-7), rtol: t["rtol"].as_f64().unwrap_or(1e-3) },
+                name,
+            }
+        })
+        .collect()
+}
+
+/// `input_K.pb` / `output_K.pb` of a data set, in K order, with their names.
+fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(String, Tensor)>, String> {
+    let mut out = Vec::new();
+    for k in 0.. {
+        let p = dir.join(format!("{prefix}{k}.pb"));
+        if !p.exists() {
+            break;
+        }
+        out.push(tessera_frontend::read_named_tensor_pb(&p).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+fn run_case(case: &Case) -> Outcome {
+    if let Ok(reason) = std::fs::read_to_string(case.dir.join("UNSUPPORTED_DATA")) {
+        return Outcome::new("skip-data", reason);
+    }
+    let g = match tessera_frontend::import_model(case.dir.join("model.onnx")) {
+        Ok(g) => g,
+        Err(e) if e.is_unsupported() => return Outcome::new("unsupported", e.unsupported_op_types().join(" ")),
+        Err(e) => return Outcome::new("invalid", e.to_string()),
+    };
+    let data = case.dir.join("test_data_set_0");
+    let (inputs, expected) = match (numbered(&data, "input_"), numbered(&data, "output_")) {
+        (Ok(i), Ok(o)) => (i, o),
+        (Err(e), _) | (_, Err(e)) => return Outcome::new("run-error", format!("test data: {e}")),
+    };
+    // The .pb files follow the ONNX graph inputs, which may include ones the
+    // import turned into constants (initializers): match by name.
+    let mut ordered = Vec::with_capacity(g.inputs.len());
+    for (i, v) in g.inputs.iter().enumerate() {
+        let name = g.values[v.0 as usize].name.as_deref().unwrap_or("");
+        match inputs.iter().find(|(n, _)| n == name).or_else(|| inputs.get(i)) {
+            Some((_, t)) => ordered.push(t.clone()),
+            None => return Outcome::new("run-error", format!("no test data for graph input '{name}'")),
+        }
+    }
+    let outputs = match tessera_reference::run(&g, &ordered) {
+        Ok(o) => o,
+        Err(e) => return Outcome::new("run-error", e.to_string()),
+    };
+    if outputs.len() != expected.len() {
+        return Outcome::new("mismatch", format!("{} outputs, expected {}", outputs.len(), expected.len()));
+    }
+    for (k, (actual, (_, want))) in outputs.iter().zip(&expected).enumerate() {
+        let c = compare(actual, want, case.tol);
+        if !c.ok {
+            return Outcome::new("mismatch", format!("output {k} '{}': {c}", g.outputs[k].0));
+        }
+    }
+    Outcome::new("pass", "")
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+}
+
+/// Runs the cases on a few threads; a panic is the test's `run-error`.
+fn run_all(cases: &[Case]) -> Vec<Outcome> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; cases.len()]);
+    // Panics are reported as statuses; the default hook would also print
+    // each one in the middle of the output.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(case) = cases.get(i) else { break };
+                let outcome = catch_unwind(AssertUnwindSafe(|| run_case(case)))
+                    .unwrap_or_else(|p| Outcome::new("run-error", format!("panic: {}", panic_text(&*p))));
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
+            });
+        }
+    });
+    std::panic::set_hook(hook);
+    results.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().map(|o| o.expect("every case ran")).collect()
+}
+
+fn read_status_file(path: &Path) -> BTreeMap<String, (String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else { return BTreeMap::new() };
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, '\t');
+            let name = parts.next()?.to_string();
+            let status = parts.next()?.to_string();
+            Some((name, (status, parts.next().unwrap_or("").to_string())))
+        })
+        .collect()
+}
+
+fn write_status_file(path: &Path, cases: &[Case], outcomes: &[Outcome]) {
+    let mut rows: Vec<String> =
+        cases.iter().zip(outcomes).map(|(c, o)| format!("{}\t{}\t{}", c.name, o.category, o.detail)).collect();
+    rows.sort();
+    let mut text = String::from(
+        "# ONNX node tests on the reference backend: test<TAB>status<TAB>detail.\n\
+         # Regenerate with: TESSERA_BLESS=1 cargo test --release --test node_tests\n",
+    );
+    for r in rows {
+        text.push_str(&r);
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+fn is_transformer_test(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    TRANSFORMER_OPS.iter().any(|op| n.contains(op))
+}
+
+fn summary(cases: &[Case], outcomes: &[Outcome]) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in outcomes {
+        *counts.entry(o.category).or_default() += 1;
+    }
+    println!("\n==================== ONNX node tests (reference backend) ====================");
+    for cat in CATEGORIES {
+        println!("  {cat:<12} {:>5}", counts.get(cat).copied().unwrap_or(0));
+    }
+    let failing: Vec<String> = cases
+        .iter()
+        .zip(outcomes)
+        .filter(|(c, o)| o.category != "pass" && is_transformer_test(&c.name))
+        .map(|(c, o)| format!("{} ({})", c.name, o.category))
+        .collect();
+    if !failing.is_empty() {
+        println!("transformer-family tests not passing ({}):", failing.len());
+        for chunk in failing.chunks(4) {
+            println!("  {}", chunk.join(", "));
+        }
+    }
+    let passed = counts.get("pass").copied().unwrap_or(0);
+    println!("node tests (ref): {passed} passed, {} failed", outcomes.len() - passed);
+}
+
+#[test]
+fn onnx_node_tests() {
+    let root = node_tests_dir();
+    let mut cases = load_cases(&root);
+    let filter = std::env::var("TESSERA_NODE_FILTER").ok().filter(|f| !f.is_empty());
+    if let Some(f) = &filter {
+        cases.retain(|c| c.name.contains(f.as_str()));
+        assert!(!cases.is_empty(), "no node test matches TESSERA_NODE_FILTER={f}");
+    }
+    let start = Instant::now();
+    let outcomes = run_all(&cases);
+    if filter.is_some() {
+        for (c, o) in cases.iter().zip(&outcomes) {
+            println!("{:<60} {:<12} {}", c.name, o.category, o.detail);
+        }
+        summary(&cases, &outcomes);
+        return;
+    }
+    summary(&cases, &outcomes);
+    println!("({} tests in {:.1?})", cases.len(), start.elapsed());
+    let status_path = repo_root().join(STATUS_FILE);
+    if std::env::var("TESSERA_BLESS").is_ok_and(|v| v == "1") {
+        write_status_file(&status_path, &cases, &outcomes);
+        println!("wrote {}", status_path.display());
+        return;
+    }
+    let recorded = read_status_file(&status_path);
+    let mut drift = Vec::new();
+    for (c, o) in cases.iter().zip(&outcomes) {
+        match recorded.get(&c.name) {
+            None => drift.push(format!("  {}: not in the status file, now {} {}", c.name, o.category, o.detail)),
+            Some((want, _)) if want != o.category => {
+                drift.push(format!("  {}: was {want}, now {} {}", c.name, o.category, o.detail))
+            }
+            _ => {}
+        }
+    }
+    for name in recorded.keys() {
+        if !cases.iter().any(|c| &c.name == name) {
+            drift.push(format!("  {name}: in the status file but no longer a node test"));
+        }
+    }
+    assert!(
+        drift.is_empty(),
+        "{} node test(s) drifted from {STATUS_FILE} (if intended, rerun with TESSERA_BLESS=1):\n{}",
+        drift.len(),
+        drift.join("\n")
+    );
+}
