@@ -54,8 +54,10 @@ pub fn import_proto(model: &ModelProto, base_dir: Option<&Path>) -> Result<Graph
         let dom = if registry::is_default_domain(&o.domain) { "" } else { o.domain.as_str() };
         opsets.insert(dom.to_string(), o.version);
     }
-    if !opsets.contains_key("") {
-        return Err(ImportError::Invalid("the model imports no version of the default ONNX opset".into()));
+    // Models of other domains only (ai.onnx.ml...) may leave the default opset out.
+    let uses_default = graph.node.iter().any(|n| registry::is_default_domain(&n.domain));
+    if uses_default && !opsets.contains_key("") {
+        return Err(ImportError::Invalid("the model uses ONNX ops but imports no version of the default opset".into()));
     }
     Importer::new(graph, opsets, base_dir).run()
 }

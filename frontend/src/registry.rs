@@ -228,6 +228,16 @@ pub fn adapt(node: &mut Node) -> Result<(), String> {
             node.ints_to_input("axes", 3)?;
         }
         "TopK" if v < 10 => node.ints_to_input("k", 1)?,
+        "DFT" if v < 20 => {
+            // The axis became an input in opset 20, and its default changed
+            // from 1 to -2: the old default must be made explicit.
+            let axis = match node.attrs.remove("axis") {
+                None => 1,
+                Some(Attr::Int(a)) => a,
+                Some(a) => return Err(format!("attribute 'axis' must be an integer, got {:?}", a.kind())),
+            };
+            node.set_input(2, Tensor::scalar_i64(axis))?;
+        }
         "Reshape" if v < 5 => node.ints_to_input("shape", 1)?,
         "Dropout" if v < 12 => {
             node.drop_attr("is_test");
@@ -406,6 +416,20 @@ mod tests {
         // An attribute and an input for the same thing is an error.
         let mut n = node("Squeeze", 11, Attrs::from([("axes".into(), Attr::Ints(vec![0]))]), 2);
         assert!(adapt(&mut n).is_err());
+    }
+
+    #[test]
+    fn old_dft_axis_default_is_explicit() {
+        let mut n = node("DFT", 17, Attrs::new(), 1);
+        adapt(&mut n).unwrap();
+        assert_eq!(n.inputs[2], Input::Const(Tensor::scalar_i64(1)));
+        let mut n = node("DFT", 19, Attrs::from([("axis".into(), Attr::Int(2))]), 2);
+        adapt(&mut n).unwrap();
+        assert_eq!(n.inputs[1], Input::Value(ValueId(1)));
+        assert_eq!(n.inputs[2], Input::Const(Tensor::scalar_i64(2)));
+        let mut n = node("DFT", 20, Attrs::new(), 1);
+        adapt(&mut n).unwrap();
+        assert_eq!(n.inputs.len(), 1);
     }
 
     #[test]

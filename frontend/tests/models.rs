@@ -48,12 +48,27 @@ impl Rng {
     }
 }
 
+/// `TESSERA_DAMAGE_ROUNDS=n` runs n rounds over every fixture (a poor man's
+/// fuzzer for machines without cargo-fuzz); by default one quick round on
+/// the smallest model.
 #[test]
 fn damaged_models_fail_cleanly() {
-    // The smallest fixture keeps this quick.
-    let dir = model_dirs().into_iter().min_by_key(|d| std::fs::metadata(d.join("model.onnx")).map(|m| m.len()).unwrap_or(u64::MAX)).unwrap();
+    let rounds: u64 = std::env::var("TESSERA_DAMAGE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut dirs = model_dirs();
+    dirs.sort_by_key(|d| std::fs::metadata(d.join("model.onnx")).map(|m| m.len()).unwrap_or(u64::MAX));
+    if rounds == 0 {
+        damage_round(&dirs[0], 0);
+    }
+    for r in 0..rounds {
+        for dir in &dirs {
+            damage_round(dir, r + 1);
+        }
+    }
+}
+
+fn damage_round(dir: &std::path::Path, seed: u64) {
     let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut outcomes = (0, 0);
     let mut count = |r: Result<_, _>| match r {
         Ok(_) => outcomes.0 += 1,

@@ -7,6 +7,25 @@
 use crate::dtype::DType;
 use std::sync::OnceLock;
 
+/// f64 → f32 rounded to odd: truncated, with the last bit set when inexact.
+/// A second rounding of the result to nearest-even into any format of at
+/// most 22 significand bits (f16, bf16, fp8, fp4) is then the correct
+/// rounding of the f64 value; rounding twice to nearest could misround ties.
+pub fn f64_to_f32_odd(x: f64) -> f32 {
+    let f = x as f32;
+    if f as f64 == x || x.is_nan() {
+        return f;
+    }
+    // Step back toward zero where nearest rounding went away from it (an
+    // overflow to inf steps back to f32::MAX), then mark inexactness.
+    let t = if (f as f64).abs() > x.abs() {
+        f32::from_bits(f.to_bits() - 1)
+    } else {
+        f
+    };
+    f32::from_bits(t.to_bits() | 1)
+}
+
 struct Format {
     exp_bits: u32,
     man_bits: u32,
@@ -89,7 +108,8 @@ pub fn encode(d: DType, v: f32, saturate: bool) -> u8 {
         if v.is_nan() || v <= 0.0 {
             return 0xFF;
         }
-        let e = v.log2().round() as i32 + 127;
+        // ONNX's default for e8m0 rounds up: the smallest power of two >= v.
+        let e = v.log2().ceil() as i32 + 127;
         return e.clamp(0, 254) as u8;
     }
     let f = format(d).expect("encode() takes a narrow float type");

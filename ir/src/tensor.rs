@@ -235,8 +235,9 @@ impl Tensor {
         let data = match dtype {
             DType::F64 => Data::F64(v.to_vec()),
             DType::F32 => Data::F32(v.iter().map(|&x| x as f32).collect()),
-            DType::F16 => Data::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
-            DType::BF16 => Data::BF16(v.iter().map(|&x| bf16::from_f64(x)).collect()),
+            // Through f32 with round-to-odd: rounding f64 to f16 directly in `half` misrounds near ties.
+            DType::F16 => Data::F16(v.iter().map(|&x| f16::from_f32(minifloat::f64_to_f32_odd(x))).collect()),
+            DType::BF16 => Data::BF16(v.iter().map(|&x| bf16::from_f32(minifloat::f64_to_f32_odd(x))).collect()),
             DType::I64 => Data::I64(v.iter().map(|&x| x as i64).collect()),
             DType::I32 => Data::I32(v.iter().map(|&x| x as i64 as i32).collect()),
             DType::I16 => Data::I16(v.iter().map(|&x| x as i64 as i16).collect()),
@@ -259,7 +260,7 @@ impl Tensor {
             | DType::F8E5M2FNUZ
             | DType::F8E8M0
             | DType::F4E2M1 => {
-                Data::U8(v.iter().map(|&x| minifloat::encode(dtype, x as f32, true)).collect())
+                Data::U8(v.iter().map(|&x| minifloat::encode(dtype, minifloat::f64_to_f32_odd(x), true)).collect())
             }
             DType::Bool => Data::Bool(v.iter().map(|&x| x != 0.0).collect()),
             DType::Str => Data::Str(v.iter().map(|x| x.to_string()).collect()),

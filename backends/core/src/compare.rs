@@ -78,7 +78,7 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Comparison
     }
     let exact = !actual.dtype.is_float();
     let mut max_abs = 0f64;
-    let mut worst: Option<(usize, f64, f64, f64)> = None; // index, a, e, excess over tolerance
+    let mut worst: Option<(usize, f64, f64)> = None;
     let mut ok = true;
     for i in 0..actual.len() {
         let (a, e) = if exact {
@@ -86,32 +86,28 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Comparison
         } else {
             (actual.get_f64(i), expected.get_f64(i))
         };
-        let bad_int = exact && actual.get_i64(i) != expected.get_i64(i);
-        let (err, fails) = if a.is_nan() || e.is_nan() {
+        let (err, fails) = if exact {
+            let differ = actual.get_i64(i) != expected.get_i64(i);
+            ((a - e).abs(), differ)
+        } else if a.is_nan() || e.is_nan() {
             let both = a.is_nan() && e.is_nan();
             (if both { 0.0 } else { f64::INFINITY }, !both)
         } else if a.is_infinite() || e.is_infinite() {
-            let same = a == e;
-            (if same { 0.0 } else { f64::INFINITY }, !same)
+            (if a == e { 0.0 } else { f64::INFINITY }, a != e)
         } else {
             let err = (a - e).abs();
-            (err, bad_int || err > tol.atol + tol.rtol * e.abs())
+            (err, err > tol.atol + tol.rtol * e.abs())
         };
-        if err > max_abs || (fails && worst.is_none()) {
+        ok &= !fails;
+        if worst.is_none() || err > max_abs {
             max_abs = max_abs.max(err);
-        }
-        let excess = err - (tol.atol + tol.rtol * e.abs());
-        if fails {
-            ok = false;
-        }
-        if worst.as_ref().is_none_or(|w| excess > w.3) {
-            worst = Some((i, a, e, excess));
+            worst = Some((i, a, e));
         }
     }
     Comparison {
         ok,
         max_abs,
-        worst: worst.map(|(i, a, e, _)| (unravel(i, &actual.shape), a, e)),
+        worst: worst.map(|(i, a, e)| (unravel(i, &actual.shape), a, e)),
         structural: None,
     }
 }

@@ -1,6 +1,7 @@
 //! com.microsoft ops that onnxruntime's exporters, fusers and quantizers emit
 //! (mnemonics `ms.<snake_case>`), plus onnxruntime's SimplifiedLayerNormalization,
-//! which onnxruntime registers in the default domain. Semantics follow
+//! which onnxruntime registers in the default domain (it is an onnxruntime op
+//! all the same, so it is `ms.simplified_layer_normalization`). Semantics follow
 //! onnxruntime's CPU kernels. Float math runs in f64 and is rounded once to the
 //! result type.
 
@@ -342,7 +343,7 @@ fn normalize_rows(
     beta: Option<&[f64]>,
     simplified: bool,
 ) -> (Vec<f64>, Vec<f64>) {
-    let rows = if h == 0 { 0 } else { v.len() / h };
+    let rows = v.len().checked_div(h).unwrap_or(0);
     let (mut means, mut inv) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
     for row in v.chunks_mut(h.max(1)).take(rows) {
         let mean = if simplified {
@@ -389,7 +390,7 @@ fn eval_skip_norm(
     let (x, skip, gamma) = (ctx.input(0)?, ctx.input(1)?, ctx.input(2)?);
     check_float("input", x)?;
     let h = last_dim(x)?;
-    if skip.len() == 0 || x.len() % skip.len() != 0 || last_dim(skip)? != h {
+    if skip.is_empty() || !x.len().is_multiple_of(skip.len()) || last_dim(skip)? != h {
         return Err(format!(
             "skip of shape {:?} does not match input {:?}",
             skip.shape, x.shape
@@ -471,7 +472,7 @@ pub static SKIP_SIMPLIFIED_LAYER_NORMALIZATION: OpDef = OpDef {
 /// onnxruntime's SimplifiedLayerNormalization (default domain): RMSNorm over
 /// the dims from `axis` on, `y = x / sqrt(mean(x^2) + epsilon) * scale`.
 pub static SIMPLIFIED_LAYER_NORMALIZATION: OpDef = OpDef {
-    mnemonic: "simplified_layer_normalization",
+    mnemonic: "ms.simplified_layer_normalization",
     summary: "RMSNorm over the dims from axis on: x / sqrt(mean(x^2) + epsilon) * scale",
     operands: &[req("x"), req("scale")],
     results: Results::Range(1, 2),
@@ -500,7 +501,7 @@ pub static SIMPLIFIED_LAYER_NORMALIZATION: OpDef = OpDef {
         check_float("x", x)?;
         let axis = norm_axis(ctx.int("axis")?, x.rank())?;
         let h: usize = x.shape[axis..].iter().product();
-        if scale.len() == 0 || h % scale.len() != 0 {
+        if scale.is_empty() || !h.is_multiple_of(scale.len()) {
             return Err(format!(
                 "scale of shape {:?} does not broadcast over the normalized {h} elements",
                 scale.shape
@@ -924,12 +925,10 @@ pub static ROTARY_EMBEDDING: OpDef = OpDef {
             [b, n, s, h] => (b, n, s, h, false),
             [b, s, hidden] => {
                 let nh = ctx.int("num_heads")?.max(0) as usize;
-                let hd = if nh > 0 {
-                    hidden / nh
-                } else if rot_attr > 0 {
-                    rot_attr
-                } else {
-                    2 * half
+                let hd = match hidden.checked_div(nh) {
+                    Some(hd) => hd,
+                    None if rot_attr > 0 => rot_attr,
+                    None => 2 * half,
                 };
                 if hd == 0 || hidden % hd != 0 {
                     return Err(format!(
@@ -1140,7 +1139,7 @@ fn eval_attention(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let nh = ctx.int("num_heads")?;
     let (hq, hk, hv) = attention_sizes(ctx, Some(w.shape[1] as i64))?.ok_or("no weights")?;
     let hv = hv as usize;
-    if nh <= 0 || hq % nh as usize != 0 || hk != hq || hv % nh as usize != 0 {
+    if nh <= 0 || !hq.is_multiple_of(nh as usize) || hk != hq || !hv.is_multiple_of(nh as usize) {
         return Err(format!(
             "hidden sizes ({hq}, {hk}, {hv}) must divide by num_heads {nh} (and q, k agree)"
         ));
@@ -1418,6 +1417,9 @@ fn infer_gqa(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
     Ok([out, present.clone(), present, qk][..ctx.num_results.min(4)].to_vec())
 }
 
+/// Separate key and value inputs, as f64.
+type KeyValue = (Vec<f64>, Vec<f64>);
+
 fn eval_gqa(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let q = ctx.input(0)?;
     check_float("query", q)?;
@@ -1451,28 +1453,27 @@ fn eval_gqa(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let qv = q.to_f64_vec();
     let width = q.shape[2];
     // New q, k, v as [B, S, heads, hd] accessors over their source buffers.
-    let (kv_src, kv_width, k_off, v_off): (Option<(Vec<f64>, Vec<f64>)>, usize, usize, usize) =
-        if packed {
-            if width != (nh + 2 * kvh) * hd || hd == 0 {
-                return Err(format!(
-                    "packed QKV width {width} must be (num_heads + 2 kv_num_heads) * head_size"
-                ));
-            }
-            (None, width, nh * hd, (nh + kvh) * hd)
-        } else {
-            let (k, v) = (
-                ctx.input(1)?,
-                ctx.input(2)
-                    .map_err(|_| "value is required with key".to_string())?,
-            );
-            if width != nh * hd || hd == 0 || k.shape != [b, s, kvh * hd] || v.shape != k.shape {
-                return Err(format!(
-                    "query {:?}, key {:?}, value {:?} do not match the head counts",
-                    q.shape, k.shape, v.shape
-                ));
-            }
-            (Some((k.to_f64_vec(), v.to_f64_vec())), kvh * hd, 0, 0)
-        };
+    let (kv_src, kv_width, k_off, v_off): (Option<KeyValue>, usize, usize, usize) = if packed {
+        if width != (nh + 2 * kvh) * hd || hd == 0 {
+            return Err(format!(
+                "packed QKV width {width} must be (num_heads + 2 kv_num_heads) * head_size"
+            ));
+        }
+        (None, width, nh * hd, (nh + kvh) * hd)
+    } else {
+        let (k, v) = (
+            ctx.input(1)?,
+            ctx.input(2)
+                .map_err(|_| "value is required with key".to_string())?,
+        );
+        if width != nh * hd || hd == 0 || k.shape != [b, s, kvh * hd] || v.shape != k.shape {
+            return Err(format!(
+                "query {:?}, key {:?}, value {:?} do not match the head counts",
+                q.shape, k.shape, v.shape
+            ));
+        }
+        (Some((k.to_f64_vec(), v.to_f64_vec())), kvh * hd, 0, 0)
+    };
     let mut qn = vec![0f64; b * s * nh * hd];
     let mut kn = vec![0f64; b * s * kvh * hd];
     let mut vn = vec![0f64; b * s * kvh * hd];
@@ -1588,8 +1589,7 @@ fn eval_gqa(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let (pkv, pvv) = (opt_f64(pk), opt_f64(pv));
     let mut present_k = vec![0f64; b * kvh * present_len * hd];
     let mut present_v = vec![0f64; b * kvh * present_len * hd];
-    for bi in 0..b {
-        let past = lens[bi].1;
+    for (bi, &(_, past)) in lens.iter().enumerate() {
         for hi in 0..kvh {
             let dst = (bi * kvh + hi) * present_len * hd;
             if let (Some(pk), Some(pv)) = (&pkv, &pvv) {
@@ -2265,6 +2265,7 @@ mod tests {
                 Some(&t),
             ],
             consts: vec![],
+            syms: Vec::new(),
             num_results: 3,
         };
         let r = (GROUP_QUERY_ATTENTION.infer)(&ctx).unwrap();
@@ -2284,6 +2285,7 @@ mod tests {
             attrs: &attrs,
             operands: vec![Some(&q)],
             consts: vec![],
+            syms: Vec::new(),
             num_results: 1,
         };
         assert_eq!(

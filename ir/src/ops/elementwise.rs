@@ -359,6 +359,10 @@ pub fn swish(x: f64, alpha: f64) -> f64 {
     x * sigmoid(alpha * x)
 }
 
+pub fn softsign(x: f64) -> f64 {
+    x / (1.0 + x.abs())
+}
+
 pub fn mish(x: f64) -> f64 {
     x * softplus(x).tanh()
 }
@@ -466,7 +470,7 @@ binary_arith!(
 binary_arith!(
     DIV,
     "div",
-    "Elementwise a / b (integer division truncates toward zero)",
+    "Elementwise a / b (integers truncate toward zero)",
     [],
     |a, b| a / b,
     |a, b| {
@@ -653,8 +657,7 @@ macro_rules! unary_float {
 unary_float!(RECIPROCAL, "reciprocal", "1 / x", [], |x| 1.0 / x);
 unary_float!(FLOOR, "floor", "Largest integer <= x", [], |x| x.floor());
 unary_float!(CEIL, "ceil", "Smallest integer >= x", [], |x| x.ceil());
-unary_float!(ROUND, "round", "Nearest integer, halves to even", [], |x| x
-    .round_ties_even());
+unary_float!(ROUND, "round", "Ties to even", [], |x| x.round_ties_even());
 unary_float!(SQRT, "sqrt", "Square root (NaN below 0)", [], |x| x.sqrt());
 unary_float!(EXP, "exp", "e^x", [], |x| x.exp());
 unary_float!(LOG, "log", "Natural logarithm", [], |x| x.ln());
@@ -668,18 +671,16 @@ unary_float!(ATAN, "atan", "Arctangent", [], |x| x.atan());
 unary_float!(SINH, "sinh", "Hyperbolic sine", [], |x| x.sinh());
 unary_float!(COSH, "cosh", "Hyperbolic cosine", [], |x| x.cosh());
 unary_float!(TANH, "tanh", "Hyperbolic tangent", [], |x| x.tanh());
-unary_float!(ASINH, "asinh", "Inverse hyperbolic sine", [], |x| x.asinh());
-unary_float!(ACOSH, "acosh", "Inverse hyperbolic cosine", [], |x| x
-    .acosh());
-unary_float!(ATANH, "atanh", "Inverse hyperbolic tangent", [], |x| x
-    .atanh());
+unary_float!(ASINH, "asinh", "Inverse sinh", [], |x| x.asinh());
+unary_float!(ACOSH, "acosh", "Inverse cosh", [], |x| x.acosh());
+unary_float!(ATANH, "atanh", "Inverse tanh", [], |x| x.atanh());
 unary_float!(SIGMOID, "sigmoid", "1 / (1 + e^-x)", [], |x| sigmoid(x));
 unary_float!(
     HARD_SIGMOID,
     "hard_sigmoid",
     "max(0, min(1, alpha x + beta))",
     [alpha = 0.2, beta = 0.5],
-    |x| { hard_sigmoid(x, alpha, beta) }
+    |x| hard_sigmoid(x, alpha, beta)
 );
 unary_float!(
     HARD_SWISH,
@@ -706,10 +707,7 @@ unary_float!(
     SELU,
     "selu",
     "gamma * (x if x > 0 else alpha (e^x - 1))",
-    [
-        alpha = 1.6732632423543772848170429916717,
-        gamma = 1.0507009873554804934193349852946
-    ],
+    [alpha = 1.673_263_2, gamma = 1.050_701],
     |x| gamma * if x > 0.0 { x } else { alpha * x.exp_m1() }
 );
 unary_float!(
@@ -717,12 +715,11 @@ unary_float!(
     "celu",
     "max(0, x) + min(0, alpha (e^(x/alpha) - 1))",
     [alpha = 1.0],
-    |x| { x.max(0.0) + (alpha * (x / alpha).exp_m1()).min(0.0) }
+    |x| x.max(0.0) + (alpha * (x / alpha).exp_m1()).min(0.0)
 );
 unary_float!(MISH, "mish", "x * tanh(softplus(x))", [], |x| mish(x));
 unary_float!(SOFTPLUS, "softplus", "ln(1 + e^x)", [], |x| softplus(x));
-unary_float!(SOFTSIGN, "softsign", "x / (1 + |x|)", [], |x| x
-    / (1.0 + x.abs()));
+unary_float!(SOFTSIGN, "softsign", "x / (1 + |x|)", [], |x| softsign(x));
 unary_float!(
     THRESHOLDED_RELU,
     "thresholded_relu",
@@ -789,7 +786,7 @@ unary_num!(NEG, "neg", "-x (integers wrap)", SignedNum, |x| -x, |i| -i);
 unary_num!(
     SIGN,
     "sign",
-    "-1, 0 or 1 by the sign of x",
+    "-1, 0 or 1 by the sign of x (NaN stays NaN)",
     Num,
     |x| sign_f(x),
     |i| i.signum()
@@ -1294,24 +1291,7 @@ fn floats_to_float(
     }
 }
 
-/// f64 → f32 rounded to odd: truncated, with the last bit set when inexact.
-/// A second rounding of the result to nearest-even into any format of at
-/// most 22 significand bits (f16, bf16, fp8, fp4) is then the correct
-/// rounding of the f64 value; rounding twice to nearest could misround ties.
-pub fn f64_to_f32_odd(x: f64) -> f32 {
-    let f = x as f32;
-    if f as f64 == x || x.is_nan() {
-        return f;
-    }
-    // Step back toward zero where nearest rounding went away from it (an
-    // overflow to inf steps back to f32::MAX), then mark inexactness.
-    let t = if (f as f64).abs() > x.abs() {
-        f32::from_bits(f.to_bits() - 1)
-    } else {
-        f
-    };
-    f32::from_bits(t.to_bits() | 1)
-}
+pub use crate::minifloat::f64_to_f32_odd;
 
 /// Float values (rounded once, to nearest-even) into a tensor of `d`; what
 /// every float kernel here produces. Narrow floats saturate.
@@ -1355,7 +1335,7 @@ pub fn format_float(x: f64) -> String {
     let sci = format!("{:.*e}", (PREC - 1) as usize, x);
     let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if exp < -4 || exp >= PREC {
+    if !(-4..PREC).contains(&exp) {
         format!(
             "{}e{}{:02}",
             strip_zeros(mant),
@@ -2142,10 +2122,10 @@ mod tests {
         assert_eq!(format_float(99999999.5), "1e+08");
         assert_eq!(format_float(0.0001), "0.0001");
         let s = strs(&[
-            "3.14", "1e-5", "+INF", "-Inf", "nan", " 2", "1.5abc", "infinity",
+            "2.75", "1e-5", "+INF", "-Inf", "nan", " 2", "1.5abc", "infinity",
         ]);
         let f = cast(&s, DType::F64, true, up).unwrap().to_f64_vec();
-        assert_eq!(f[..3], [3.14, 1e-5, f64::INFINITY]);
+        assert_eq!(f[..3], [2.75, 1e-5, f64::INFINITY]);
         assert!(
             f[3] == f64::NEG_INFINITY
                 && f[4].is_nan()

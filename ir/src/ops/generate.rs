@@ -45,7 +45,10 @@ fn scalar_dim(ctx: &InferCtx, i: usize) -> Option<Dim> {
 /// The single value of a scalar (or one-element) operand.
 fn scalar_of(t: &Tensor, what: &str) -> Result<Tensor, String> {
     if t.len() != 1 {
-        return Err(format!("{what} must hold exactly one value, got shape {:?}", t.shape));
+        return Err(format!(
+            "{what} must hold exactly one value, got shape {:?}",
+            t.shape
+        ));
     }
     take(t, &[0], vec![])
 }
@@ -66,7 +69,12 @@ pub static CONSTANT_OF_SHAPE: OpDef = OpDef {
     results: Results::Fixed(1),
     attrs: &[attr("value", AttrKind::Tensor, Default::Absent)],
     traits: &[],
-    infer: |ctx| Ok(vec![TensorType::new(shape_operand_dims(ctx, 0)?, fill_value(ctx)?.dtype)]),
+    infer: |ctx| {
+        Ok(vec![TensorType::new(
+            shape_operand_dims(ctx, 0)?,
+            fill_value(ctx)?.dtype,
+        )])
+    },
     eval: Some(|ctx| {
         let shape = to_usize_shape(&ctx.input(0)?.to_i64_vec())?;
         let n = shape.iter().product::<usize>();
@@ -85,24 +93,43 @@ fn range_len(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<usize, St
         }
         ((l - s) / d).ceil().max(0.0) as i128
     } else {
-        let (s, l, d) = (start.get_i64(0) as i128, limit.get_i64(0) as i128, delta.get_i64(0) as i128);
+        let (s, l, d) = (
+            start.get_i64(0) as i128,
+            limit.get_i64(0) as i128,
+            delta.get_i64(0) as i128,
+        );
         if d == 0 {
             return Err("range delta cannot be 0".into());
         }
         let (q, r) = ((l - s) / d, (l - s) % d);
         // `/` truncates toward zero: that is the ceiling unless the exact
         // quotient is positive and inexact.
-        let q = if r != 0 && (r > 0) == (d > 0) { q + 1 } else { q };
+        let q = if r != 0 && (r > 0) == (d > 0) {
+            q + 1
+        } else {
+            q
+        };
         q.max(0)
     };
     usize::try_from(n).map_err(|_| format!("range of {n} elements is too large"))
 }
 
-fn range_scalars<'a>(start: &'a Tensor, limit: &'a Tensor, delta: &'a Tensor) -> Result<[Tensor; 3], String> {
+fn range_scalars<'a>(
+    start: &'a Tensor,
+    limit: &'a Tensor,
+    delta: &'a Tensor,
+) -> Result<[Tensor; 3], String> {
     if start.dtype != limit.dtype || start.dtype != delta.dtype {
-        return Err(format!("range operands differ in type: {} {} {}", start.dtype, limit.dtype, delta.dtype));
+        return Err(format!(
+            "range operands differ in type: {} {} {}",
+            start.dtype, limit.dtype, delta.dtype
+        ));
     }
-    Ok([scalar_of(start, "range start")?, scalar_of(limit, "range limit")?, scalar_of(delta, "range delta")?])
+    Ok([
+        scalar_of(start, "range start")?,
+        scalar_of(limit, "range limit")?,
+        scalar_of(delta, "range delta")?,
+    ])
 }
 
 pub static RANGE: OpDef = OpDef {
@@ -120,7 +147,11 @@ pub static RANGE: OpDef = OpDef {
                 Dim::fixed(range_len(&s, &l, &d)? as i64)
             }
             // Integer bounds computed from symbolic shapes: Range(0, seq, 1) is [seq].
-            _ => match (scalar_dim(ctx, 0), scalar_dim(ctx, 1), scalar_dim(ctx, 2).and_then(|d| d.as_fixed())) {
+            _ => match (
+                scalar_dim(ctx, 0),
+                scalar_dim(ctx, 1),
+                scalar_dim(ctx, 2).and_then(|d| d.as_fixed()),
+            ) {
                 (Some(s), Some(l), Some(1)) => l.sub(&s),
                 (Some(s), Some(l), Some(-1)) => s.sub(&l),
                 (Some(s), Some(l), Some(k)) if k > 0 => l.sub(&s).div_exact(&Dim::fixed(k)),
@@ -139,13 +170,17 @@ pub static RANGE: OpDef = OpDef {
             let (s, d) = (s.get_f64(0), d.get_f64(0));
             let v: Vec<f64> = (0..n).map(|i| s + i as f64 * d).collect();
             let v: Vec<f64> = match (dtype, ctx.int("stash_type")?) {
-                (DType::F32 | DType::F16 | DType::BF16, 1) => v.iter().map(|&x| x as f32 as f64).collect(),
+                (DType::F32 | DType::F16 | DType::BF16, 1) => {
+                    v.iter().map(|&x| x as f32 as f64).collect()
+                }
                 _ => v,
             };
             return Ok(vec![Tensor::from_f64(dtype, vec![n], &v)]);
         }
         let (s, d) = (s.get_i64(0), d.get_i64(0));
-        let v: Vec<i64> = (0..n as i64).map(|i| s.wrapping_add(i.wrapping_mul(d))).collect();
+        let v: Vec<i64> = (0..n as i64)
+            .map(|i| s.wrapping_add(i.wrapping_mul(d)))
+            .collect();
         Ok(vec![Tensor::from_i64(dtype, vec![n], &v)])
     }),
 };
@@ -157,27 +192,44 @@ pub static EYE_LIKE: OpDef = OpDef {
     summary: "A 2-D tensor shaped like the input with ones on diagonal k",
     operands: &[req("input")],
     results: Results::Fixed(1),
-    attrs: &[attr("dtype", AttrKind::Type, Default::Absent), attr("k", AttrKind::Int, Default::Int(0))],
+    attrs: &[
+        attr("dtype", AttrKind::Type, Default::Absent),
+        attr("k", AttrKind::Int, Default::Int(0)),
+    ],
     traits: &[],
     infer: |ctx| {
         let x = ctx.input(0)?;
         if x.rank() != 2 {
             return Err(format!("eye_like expects a 2-D input, got {x}"));
         }
-        Ok(vec![TensorType::new(x.shape.clone(), dtype_or(ctx, "dtype", x.dtype())?)])
+        Ok(vec![TensorType::new(
+            x.shape.clone(),
+            dtype_or(ctx, "dtype", x.dtype())?,
+        )])
     },
     eval: Some(|ctx| {
         let x = ctx.input(0)?;
-        let [r, c]: [usize; 2] = x.shape.clone().try_into().map_err(|_| "eye_like expects a 2-D input")?;
+        let [r, c]: [usize; 2] = x
+            .shape
+            .clone()
+            .try_into()
+            .map_err(|_| "eye_like expects a 2-D input")?;
         let k = ctx.int("k")?;
-        let v: Vec<i64> = (0..r * c).map(|i| i64::from((i % c) as i64 - (i / c) as i64 == k)).collect();
-        Ok(vec![Tensor::from_i64(dtype_or(ctx, "dtype", x.dtype)?, vec![r, c], &v)])
+        let v: Vec<i64> = (0..r * c)
+            .map(|i| i64::from((i % c) as i64 - (i / c) as i64 == k))
+            .collect();
+        Ok(vec![Tensor::from_i64(
+            dtype_or(ctx, "dtype", x.dtype)?,
+            vec![r, c],
+            &v,
+        )])
     }),
 };
 
 pub static TRILU: OpDef = OpDef {
     mnemonic: "trilu",
-    summary: "Keeps the upper (or lower) triangle of the last two dims from diagonal k; zeros the rest",
+    summary:
+        "Keeps the upper (or lower) triangle of the last two dims from diagonal k; zeros the rest",
     operands: &[req("input"), opt("k")],
     results: Results::Fixed(1),
     attrs: &[attr("upper", AttrKind::Int, Default::Int(1))],
@@ -245,13 +297,24 @@ pub static ONE_HOT: OpDef = OpDef {
             return Err(format!("one_hot depth must be positive, got {depth}"));
         }
         if vals.len() != 2 {
-            return Err(format!("one_hot values must hold [off, on], got shape {:?}", vals.shape));
+            return Err(format!(
+                "one_hot values must hold [off, on], got shape {:?}",
+                vals.shape
+            ));
         }
         let axis = norm_axis(ctx.int("axis")?, ind.rank() + 1)?;
         let hot: Vec<i64> = (0..ind.len())
             .map(|i| {
-                let v = if ind.dtype.is_float() { ind.get_f64(i) as i64 } else { ind.get_i64(i) };
-                if v < 0 { v + depth } else { v }
+                let v = if ind.dtype.is_float() {
+                    ind.get_f64(i) as i64
+                } else {
+                    ind.get_i64(i)
+                };
+                if v < 0 {
+                    v + depth
+                } else {
+                    v
+                }
             })
             .collect();
         let mut shape = ind.shape.clone();
@@ -259,8 +322,14 @@ pub static ONE_HOT: OpDef = OpDef {
         let inner: usize = ind.shape[axis..].iter().product();
         let mut idx = Vec::with_capacity(shape.iter().product());
         for_each_index(&shape, |o| {
-            let outer: usize = o[..axis].iter().zip(&shape[..axis]).fold(0, |acc, (&i, &d)| acc * d + i);
-            let rest: usize = o[axis + 1..].iter().zip(&shape[axis + 1..]).fold(0, |acc, (&i, &d)| acc * d + i);
+            let outer: usize = o[..axis]
+                .iter()
+                .zip(&shape[..axis])
+                .fold(0, |acc, (&i, &d)| acc * d + i);
+            let rest: usize = o[axis + 1..]
+                .iter()
+                .zip(&shape[axis + 1..])
+                .fold(0, |acc, (&i, &d)| acc * d + i);
             idx.push(usize::from(hot[outer * inner + rest] == o[axis] as i64));
         });
         Ok(vec![take(vals, &idx, shape)?])
@@ -275,7 +344,11 @@ struct Rng(u64);
 
 impl Rng {
     fn new(ctx: &dyn AttrAccess) -> Rng {
-        let seed = if ctx.has_attr("seed") { ctx.float("seed").map(f64::to_bits).unwrap_or(0) } else { 0x5EED_7E55_E7A0_0001 };
+        let seed = if ctx.has_attr("seed") {
+            ctx.float("seed").map(f64::to_bits).unwrap_or(0)
+        } else {
+            0x5EED_7E55_E7A0_0001
+        };
         Rng(seed)
     }
 
@@ -311,7 +384,10 @@ fn float_dtype(d: DType) -> Result<DType, String> {
 /// The result type of a `*Like` op: the input's shape, `dtype` or the input's type.
 fn infer_like(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
     let x = ctx.input(0)?;
-    Ok(vec![TensorType::new(x.shape.clone(), float_dtype(dtype_or(ctx, "dtype", x.dtype())?)?)])
+    Ok(vec![TensorType::new(
+        x.shape.clone(),
+        float_dtype(dtype_or(ctx, "dtype", x.dtype())?)?,
+    )])
 }
 
 fn infer_random(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
@@ -319,7 +395,10 @@ fn infer_random(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
     if let Some(bad) = shape.iter().find(|&&d| d < 0) {
         return Err(format!("negative dimension {bad}"));
     }
-    Ok(vec![TensorType::fixed(&shape, float_dtype(dtype_or(ctx, "dtype", DType::F32)?)?)])
+    Ok(vec![TensorType::fixed(
+        &shape,
+        float_dtype(dtype_or(ctx, "dtype", DType::F32)?)?,
+    )])
 }
 
 fn sample(ctx: &EvalCtx, dtype: DType, shape: Vec<usize>, normal: bool) -> Result<Tensor, String> {
@@ -352,12 +431,22 @@ const UNIFORM_ATTRS: &[AttrSpec] = &[
 
 fn eval_random(ctx: &EvalCtx, normal: bool) -> Result<Vec<Tensor>, String> {
     let shape = to_usize_shape(&ctx.ints("shape")?)?;
-    Ok(vec![sample(ctx, dtype_or(ctx, "dtype", DType::F32)?, shape, normal)?])
+    Ok(vec![sample(
+        ctx,
+        dtype_or(ctx, "dtype", DType::F32)?,
+        shape,
+        normal,
+    )?])
 }
 
 fn eval_random_like(ctx: &EvalCtx, normal: bool) -> Result<Vec<Tensor>, String> {
     let x = ctx.input(0)?;
-    Ok(vec![sample(ctx, dtype_or(ctx, "dtype", x.dtype)?, x.shape.clone(), normal)?])
+    Ok(vec![sample(
+        ctx,
+        dtype_or(ctx, "dtype", x.dtype)?,
+        x.shape.clone(),
+        normal,
+    )?])
 }
 
 pub static RANDOM_NORMAL: OpDef = OpDef {
@@ -419,17 +508,31 @@ pub static BERNOULLI: OpDef = OpDef {
     summary: "1 with the input's probability, else 0 (per element)",
     operands: &[req("input")],
     results: Results::Fixed(1),
-    attrs: &[attr("dtype", AttrKind::Type, Default::Absent), attr("seed", AttrKind::Float, Default::Absent)],
+    attrs: &[
+        attr("dtype", AttrKind::Type, Default::Absent),
+        attr("seed", AttrKind::Float, Default::Absent),
+    ],
     traits: &[Trait::Random],
     infer: |ctx| {
         let x = ctx.input(0)?;
-        Ok(vec![TensorType::new(x.shape.clone(), dtype_or(ctx, "dtype", x.dtype())?)])
+        Ok(vec![TensorType::new(
+            x.shape.clone(),
+            dtype_or(ctx, "dtype", x.dtype())?,
+        )])
     },
     eval: Some(|ctx| {
         let x = ctx.input(0)?;
         let mut rng = Rng::new(ctx);
-        let v: Vec<i64> = x.to_f64_vec().into_iter().map(|p| i64::from(rng.uniform() < p)).collect();
-        Ok(vec![Tensor::from_i64(dtype_or(ctx, "dtype", x.dtype)?, x.shape.clone(), &v)])
+        let v: Vec<i64> = x
+            .to_f64_vec()
+            .into_iter()
+            .map(|p| i64::from(rng.uniform() < p))
+            .collect();
+        Ok(vec![Tensor::from_i64(
+            dtype_or(ctx, "dtype", x.dtype)?,
+            x.shape.clone(),
+            &v,
+        )])
     }),
 };
 
@@ -439,8 +542,14 @@ pub static BERNOULLI: OpDef = OpDef {
 fn eval_window(ctx: &EvalCtx, f: fn(f64) -> f64) -> Result<Vec<Tensor>, String> {
     let size = scalar_of(ctx.input(0)?, "window size")?.get_i64(0);
     let n = usize::try_from(size).map_err(|_| format!("window size {size} is negative"))?;
-    let denom = if ctx.int("periodic")? != 0 { size } else { size - 1 } as f64;
-    let v: Vec<f64> = (0..n).map(|i| f(2.0 * std::f64::consts::PI * i as f64 / denom)).collect();
+    let denom = if ctx.int("periodic")? != 0 {
+        size
+    } else {
+        size - 1
+    } as f64;
+    let v: Vec<f64> = (0..n)
+        .map(|i| f(2.0 * std::f64::consts::PI * i as f64 / denom))
+        .collect();
     let dtype = dtype_or(ctx, "output_datatype", DType::F32)?;
     Ok(vec![Tensor::from_f64(dtype, vec![n], &v)])
 }
@@ -451,11 +560,16 @@ fn infer_window(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
         (None, Some(d)) => d,
         (None, None) => Dim::Unknown,
     };
-    Ok(vec![TensorType::new(vec![len], dtype_or(ctx, "output_datatype", DType::F32)?)])
+    Ok(vec![TensorType::new(
+        vec![len],
+        dtype_or(ctx, "output_datatype", DType::F32)?,
+    )])
 }
 
-const WINDOW_ATTRS: &[AttrSpec] =
-    &[attr("output_datatype", AttrKind::Type, Default::Absent), attr("periodic", AttrKind::Int, Default::Int(1))];
+const WINDOW_ATTRS: &[AttrSpec] = &[
+    attr("output_datatype", AttrKind::Type, Default::Absent),
+    attr("periodic", AttrKind::Int, Default::Int(1)),
+];
 
 pub static HANN_WINDOW: OpDef = OpDef {
     mnemonic: "hann_window",
@@ -489,3 +603,201 @@ pub static BLACKMAN_WINDOW: OpDef = OpDef {
     infer: infer_window,
     eval: Some(|ctx| eval_window(ctx, |t| 0.42 - 0.5 * t.cos() + 0.08 * (2.0 * t).cos())),
 };
+
+#[cfg(test)]
+mod tests {
+    use super::super::shape::testing::{attrs, eval, f32s, infer};
+    use super::*;
+    use crate::attr::{Attr, Attrs};
+    use std::sync::Arc;
+
+    fn none() -> Attrs {
+        Attrs::new()
+    }
+    fn ints(v: &[i64]) -> Tensor {
+        Tensor::i64(vec![v.len()], v.to_vec())
+    }
+
+    #[test]
+    fn constant_of_shape_fills_and_keeps_symbols() {
+        let r = eval(&CONSTANT_OF_SHAPE, &none(), &[Some(ints(&[2, 1]))], 1).unwrap();
+        assert_eq!(r[0], Tensor::f32(vec![2, 1], vec![0.0, 0.0]));
+        let seven = Attr::Tensor(Arc::new(Tensor::from_i64(DType::I32, vec![1], &[7])));
+        let r = eval(
+            &CONSTANT_OF_SHAPE,
+            &attrs(&[("value", seven.clone())]),
+            &[Some(ints(&[3]))],
+            1,
+        )
+        .unwrap();
+        assert_eq!((r[0].dtype, r[0].to_i64_vec()), (DType::I32, vec![7, 7, 7]));
+        let shape = TensorType::fixed(&[2], DType::I64);
+        let r = infer(
+            &CONSTANT_OF_SHAPE,
+            &attrs(&[("value", seven)]),
+            &[shape],
+            &[],
+            &[Some(vec![Dim::sym("b"), Dim::fixed(4)])],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            r[0],
+            TensorType::new(vec![Dim::sym("b"), Dim::fixed(4)], DType::I32)
+        );
+    }
+
+    #[test]
+    fn range_lengths_and_values() {
+        let s = |v: i64| Tensor::from_i64(DType::I32, vec![], &[v]);
+        // np.arange(10, -3, -4) == [10, 6, 2, -2]
+        let r = eval(&RANGE, &none(), &[Some(s(10)), Some(s(-3)), Some(s(-4))], 1).unwrap();
+        assert_eq!(r[0].to_i64_vec(), vec![10, 6, 2, -2]);
+        let r = eval(&RANGE, &none(), &[Some(s(3)), Some(s(9)), Some(s(3))], 1).unwrap();
+        assert_eq!(r[0].to_i64_vec(), vec![3, 6]);
+        let r = eval(&RANGE, &none(), &[Some(s(5)), Some(s(1)), Some(s(1))], 1).unwrap();
+        assert!(r[0].is_empty());
+        let f = |v: f32| Tensor::f32(vec![], vec![v]);
+        let r = eval(
+            &RANGE,
+            &none(),
+            &[Some(f(1.0)), Some(f(2.0)), Some(f(0.25))],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![1.0, 1.25, 1.5, 1.75]);
+        let scalar = TensorType::scalar(DType::I64);
+        let syms = [
+            Some(vec![Dim::fixed(0)]),
+            Some(vec![Dim::sym("seq")]),
+            Some(vec![Dim::fixed(1)]),
+        ];
+        let r = infer(
+            &RANGE,
+            &none(),
+            &[scalar.clone(), scalar.clone(), scalar],
+            &[],
+            &syms,
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].shape, vec![Dim::sym("seq")]);
+    }
+
+    #[test]
+    fn eye_like_trilu_one_hot() {
+        let x = Tensor::zeros(DType::F32, vec![2, 3]);
+        let r = eval(
+            &EYE_LIKE,
+            &attrs(&[("k", Attr::Int(1)), ("dtype", Attr::Type(DType::I64))]),
+            &[Some(x)],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            (r[0].dtype, r[0].to_i64_vec()),
+            (DType::I64, vec![0, 1, 0, 0, 0, 1])
+        );
+        // np.tril(np.arange(1, 7).reshape(2, 3), -0) and np.triu(..., 1)
+        let x = Tensor::f32(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let r = eval(
+            &TRILU,
+            &attrs(&[("upper", Attr::Int(0))]),
+            &[Some(x.clone()), None],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![1.0, 0.0, 0.0, 4.0, 5.0, 0.0]);
+        let r = eval(&TRILU, &none(), &[Some(x), Some(Tensor::scalar_i64(1))], 1).unwrap();
+        assert_eq!(f32s(&r[0]), vec![0.0, 2.0, 3.0, 0.0, 0.0, 6.0]);
+        // indices [1, -1, 5] with depth 3: -1 wraps to 2, 5 is out of range.
+        let vals = Tensor::f32(vec![2], vec![0.0, 1.0]);
+        let r = eval(
+            &ONE_HOT,
+            &none(),
+            &[
+                Some(ints(&[1, -1, 5])),
+                Some(Tensor::scalar_i64(3)),
+                Some(vals.clone()),
+            ],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].shape, vec![3, 3]);
+        assert_eq!(
+            f32s(&r[0]),
+            vec![0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+        );
+        let r = eval(
+            &ONE_HOT,
+            &attrs(&[("axis", Attr::Int(0))]),
+            &[Some(ints(&[1, 0])), Some(Tensor::scalar_i64(2)), Some(vals)],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![0.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn windows_match_their_formulas() {
+        let size = Some(Tensor::scalar_i64(4));
+        let r = eval(&HANN_WINDOW, &none(), std::slice::from_ref(&size), 1).unwrap();
+        let want = [0.0, 0.5, 1.0, 0.5];
+        assert!(
+            f32s(&r[0])
+                .iter()
+                .zip(want)
+                .all(|(a, b)| (a - b).abs() < 1e-6),
+            "{:?}",
+            r[0]
+        );
+        // symmetric Hamming of 3 points: 0.54 - 0.46 cos(πn) with alpha = 25/46.
+        let r = eval(
+            &HAMMING_WINDOW,
+            &attrs(&[("periodic", Attr::Int(0))]),
+            &[Some(Tensor::scalar_i64(3))],
+            1,
+        )
+        .unwrap();
+        let a = 25.0 / 46.0;
+        let want = [a - (1.0 - a), 1.0, a - (1.0 - a)];
+        assert!(f32s(&r[0])
+            .iter()
+            .zip(want)
+            .all(|(x, y)| (*x as f64 - y).abs() < 1e-6));
+        let r = eval(
+            &BLACKMAN_WINDOW,
+            &attrs(&[("output_datatype", Attr::Type(DType::F64))]),
+            &[size],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].dtype, DType::F64);
+        assert!((r[0].get_f64(2) - 1.0).abs() < 1e-12 && r[0].get_f64(0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn random_ops_have_types_and_repeat_with_a_seed() {
+        let a = attrs(&[
+            ("shape", Attr::Ints(vec![2, 3])),
+            ("seed", Attr::Float(3.0)),
+            ("dtype", Attr::Type(DType::F16)),
+        ]);
+        let r = infer(&RANDOM_NORMAL, &a, &[], &[], &[], 1).unwrap();
+        assert_eq!(r[0], TensorType::fixed(&[2, 3], DType::F16));
+        let x = eval(&RANDOM_UNIFORM, &a, &[], 1).unwrap();
+        let y = eval(&RANDOM_UNIFORM, &a, &[], 1).unwrap();
+        assert_eq!(x, y);
+        assert!(x[0].to_f64_vec().iter().all(|v| (0.0..=1.0).contains(v)));
+        let p = Tensor::f32(vec![4], vec![0.0, 1.0, 0.0, 1.0]);
+        let r = eval(
+            &BERNOULLI,
+            &attrs(&[("dtype", Attr::Type(DType::Bool))]),
+            &[Some(p)],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].to_i64_vec(), vec![0, 1, 0, 1]);
+        assert!(RANDOM_NORMAL_LIKE.has_trait(Trait::Random) && BERNOULLI.has_trait(Trait::Random));
+    }
+}

@@ -224,6 +224,8 @@ op_table! {
     Gemm => linalg::GEMM,
     Einsum => linalg::EINSUM,
     Det => linalg::DET,
+    Dft => linalg::DFT,
+    Stft => linalg::STFT,
     // shape
     Reshape => shape::RESHAPE,
     Transpose => shape::TRANSPOSE,
@@ -324,7 +326,7 @@ op_table! {
     MsBiasAdd => contrib::BIAS_ADD,
     MsSkipLayerNormalization => contrib::SKIP_LAYER_NORMALIZATION,
     MsSkipSimplifiedLayerNormalization => contrib::SKIP_SIMPLIFIED_LAYER_NORMALIZATION,
-    SimplifiedLayerNormalization => contrib::SIMPLIFIED_LAYER_NORMALIZATION,
+    MsSimplifiedLayerNormalization => contrib::SIMPLIFIED_LAYER_NORMALIZATION,
     MsEmbedLayerNormalization => contrib::EMBED_LAYER_NORMALIZATION,
     MsMatMulNBits => contrib::MATMUL_NBITS,
     MsRotaryEmbedding => contrib::ROTARY_EMBEDDING,

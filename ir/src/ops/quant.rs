@@ -887,7 +887,7 @@ pub fn conv_i32(
     let (n, c) = (x_shape[0], x_shape[1]);
     let m = w_shape[0];
     let cg = w_shape[1];
-    if group == 0 || c != cg * group || m % group != 0 {
+    if group == 0 || c != cg * group || !m.is_multiple_of(group) {
         return Err(format!(
             "channels do not match: input {c}, weight {w_shape:?}, group {group}"
         ));
@@ -975,8 +975,8 @@ fn infer_conv(ctx: &InferCtx, x: usize, w: usize, dtype: DType) -> Result<Tensor
         None => wt.shape[2..].iter().map(Dim::as_fixed).collect(),
     };
     let mut shape = vec![xt.shape[0].clone(), wt.shape[0].clone()];
-    for i in 0..nsp {
-        shape.push(match kernel[i] {
+    for (i, k) in kernel.iter().enumerate() {
+        shape.push(match *k {
             Some(k) => conv_out_dim(
                 &xt.shape[2 + i],
                 k,

@@ -251,7 +251,9 @@ fn infer_reduce(ctx: &InferCtx, kind: Reduction) -> Result<Vec<TensorType>, Stri
             return match count {
                 Some(0) => infer_reduce_known(x, None, keepdims, noop),
                 _ if keepdims => Ok(vec![x.with_shape(vec![Dim::Unknown; x.rank()])]),
-                Some(n) if (n as usize) <= x.rank() => Ok(vec![x.with_shape(vec![Dim::Unknown; x.rank() - n as usize])]),
+                Some(n) if (n as usize) <= x.rank() => {
+                    Ok(vec![x.with_shape(vec![Dim::Unknown; x.rank() - n as usize])])
+                }
                 _ => Err("reduction with run-time axes of unknown count and keepdims=0 has no static rank".into()),
             };
         }
@@ -259,7 +261,12 @@ fn infer_reduce(ctx: &InferCtx, kind: Reduction) -> Result<Vec<TensorType>, Stri
     infer_reduce_known(x, axes.as_deref(), keepdims, noop)
 }
 
-fn infer_reduce_known(x: &TensorType, axes: Option<&[i64]>, keepdims: bool, noop: bool) -> Result<Vec<TensorType>, String> {
+fn infer_reduce_known(
+    x: &TensorType,
+    axes: Option<&[i64]>,
+    keepdims: bool,
+    noop: bool,
+) -> Result<Vec<TensorType>, String> {
     let axes = reduced_axes(axes, x.rank(), noop)?;
     Ok(vec![x.with_shape(reduce_dims(&x.shape, &axes, keepdims, Dim::fixed(1)))])
 }
@@ -277,7 +284,7 @@ fn eval_reduce(ctx: &EvalCtx, kind: Reduction) -> Result<Vec<Tensor>, String> {
     let group: usize = axes.iter().map(|&a| x.shape[a]).product();
     let n_out: usize = out_shape.iter().product();
 
-    if let Some(range) = x.dtype.int_range().filter(|_| !x.dtype.is_float()) {
+    if let Some(range) = x.dtype.int_range() {
         let vals = i128_values(x);
         let vals = permute_data(&vals, &x.shape, &perm);
         let ints: Option<Vec<i128>> = per_group(&vals, group, n_out, |g| kind.fold_int(g, range)).into_iter().collect();
@@ -291,10 +298,8 @@ fn eval_reduce(ctx: &EvalCtx, kind: Reduction) -> Result<Vec<Tensor>, String> {
     Ok(vec![Tensor::from_f64(x.dtype, out_shape, &v)])
 }
 
-const REDUCE_ATTRS: &[AttrSpec] = &[
-    attr("keepdims", AttrKind::Int, Default::Int(1)),
-    attr("noop_with_empty_axes", AttrKind::Int, Default::Int(0)),
-];
+const REDUCE_ATTRS: &[AttrSpec] =
+    &[attr("keepdims", AttrKind::Int, Default::Int(1)), attr("noop_with_empty_axes", AttrKind::Int, Default::Int(0))];
 
 macro_rules! reduce_op {
     ($name:ident, $mn:literal, $kind:ident, $summary:literal) => {
@@ -493,7 +498,13 @@ fn eval_scan(ctx: &EvalCtx, product: bool) -> Result<Vec<Tensor>, String> {
     let axis = norm_axis(a.get_i64(0), x.rank())?;
     let (exclusive, reverse) = (ctx.int("exclusive")? != 0, ctx.int("reverse")? != 0);
     let lay = AxisLayout::new(&x.shape, axis);
-    fn scan<T: Copy>(v: &[T], lay: AxisLayout, (exclusive, reverse): (bool, bool), init: T, op: impl Fn(T, T) -> T) -> Vec<T> {
+    fn scan<T: Copy>(
+        v: &[T],
+        lay: AxisLayout,
+        (exclusive, reverse): (bool, bool),
+        init: T,
+        op: impl Fn(T, T) -> T,
+    ) -> Vec<T> {
         let mut out = vec![init; v.len()];
         for lane in 0..lay.lanes() {
             let mut acc = init;
@@ -523,10 +534,8 @@ fn eval_scan(ctx: &EvalCtx, product: bool) -> Result<Vec<Tensor>, String> {
     Ok(vec![y])
 }
 
-const SCAN_ATTRS: &[AttrSpec] = &[
-    attr("exclusive", AttrKind::Int, Default::Int(0)),
-    attr("reverse", AttrKind::Int, Default::Int(0)),
-];
+const SCAN_ATTRS: &[AttrSpec] =
+    &[attr("exclusive", AttrKind::Int, Default::Int(0)), attr("reverse", AttrKind::Int, Default::Int(0))];
 
 pub static CUM_SUM: OpDef = OpDef {
     mnemonic: "cum_sum",
@@ -592,7 +601,17 @@ mod tests {
         assert_eq!(y.shape, Vec::<usize>::new());
         close(&y.to_f64_vec(), &[25.495098114013672]);
         let y = run(&REDUCE_LOG_SUM_EXP, &[], &[Some(&x), Some(&axes(&[-1]))]);
-        close(&y.to_f64_vec(), &[1.048587351573742, 4.313261687518223, 6.313261687518223, 8.000000305902274, 10.313261687518223, 11.000000000102618]);
+        close(
+            &y.to_f64_vec(),
+            &[
+                1.048587351573742,
+                4.313261687518223,
+                6.313261687518223,
+                8.000000305902274,
+                10.313261687518223,
+                11.000000000102618,
+            ],
+        );
         let y = run(&REDUCE_PROD, &[("keepdims", 0)], &[Some(&x), Some(&axes(&[2]))]);
         assert_eq!(y.to_f64_vec(), vec![-2.0, 12.0, 30.0, -56.0, 90.0, -132.0]);
         let y = run(&REDUCE_MAX, &[("keepdims", 0)], &[Some(&x), Some(&axes(&[0, 1]))]);
@@ -610,7 +629,10 @@ mod tests {
         let x = Tensor::f32(vec![2, 2], vec![-2.0, 3.0, 4.0, 5.0]);
         // Reducing over no axes maps each element on its own (as onnxruntime does).
         let noop = [("noop_with_empty_axes", 1)];
-        assert_eq!(run(&REDUCE_SUM_SQUARE, &noop, &[Some(&x), Some(&axes(&[]))]).to_f64_vec(), vec![4.0, 9.0, 16.0, 25.0]);
+        assert_eq!(
+            run(&REDUCE_SUM_SQUARE, &noop, &[Some(&x), Some(&axes(&[]))]).to_f64_vec(),
+            vec![4.0, 9.0, 16.0, 25.0]
+        );
         assert_eq!(run(&REDUCE_L1, &noop, &[Some(&x), None]).to_f64_vec(), vec![2.0, 3.0, 4.0, 5.0]);
         // Empty reduced dims give each reduction's identity.
         let e = Tensor::f32(vec![2, 0, 4], vec![]);
@@ -684,12 +706,27 @@ mod tests {
         let y = run(&CUM_PROD, &[("exclusive", 1)], &[Some(&c), Some(&ax(1))]);
         assert_eq!(y.to_f64_vec(), vec![1.0, 1.0, 2.0, 1.0, 4.0, 20.0]);
         let i = Tensor::from_i64(DType::I32, vec![3], &[i32::MAX as i64, 1, 1]);
-        assert_eq!(run(&CUM_SUM, &[], &[Some(&i), Some(&ax(0))]).to_i64_vec(), vec![i32::MAX as i64, i32::MIN as i64, i32::MIN as i64 + 1]);
+        assert_eq!(
+            run(&CUM_SUM, &[], &[Some(&i), Some(&ax(0))]).to_i64_vec(),
+            vec![i32::MAX as i64, i32::MIN as i64, i32::MIN as i64 + 1]
+        );
     }
 
-    fn infer(def: &'static OpDef, attrs: &[(&str, i64)], ops: &[Option<&TensorType>], consts: &[Option<&crate::tensor::SharedTensor>]) -> Result<Vec<TensorType>, String> {
+    fn infer(
+        def: &'static OpDef,
+        attrs: &[(&str, i64)],
+        ops: &[Option<&TensorType>],
+        consts: &[Option<&crate::tensor::SharedTensor>],
+    ) -> Result<Vec<TensorType>, String> {
         let attrs: Attrs = attrs.iter().map(|(k, v)| (k.to_string(), Attr::Int(*v))).collect();
-        let ctx = InferCtx { def, attrs: &attrs, operands: ops.to_vec(), consts: consts.to_vec(), syms: Vec::new(), num_results: 2 };
+        let ctx = InferCtx {
+            def,
+            attrs: &attrs,
+            operands: ops.to_vec(),
+            consts: consts.to_vec(),
+            syms: Vec::new(),
+            num_results: 2,
+        };
         (def.infer)(&ctx)
     }
 

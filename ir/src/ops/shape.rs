@@ -45,6 +45,8 @@ macro_rules! map_data {
 
 /// The elements of `t` at flat positions `idx`, as a tensor of `shape`. Works
 /// for every element type (strings, sub-byte codes, complex pairs).
+// One generic body covers Copy numbers and Strings alike.
+#[allow(clippy::clone_on_copy)]
 pub fn take(t: &Tensor, idx: &[usize], shape: Vec<usize>) -> Result<Tensor, String> {
     let n = t.len();
     if let Some(&bad) = idx.iter().find(|&&i| i >= n) {
@@ -61,7 +63,10 @@ pub fn take(t: &Tensor, idx: &[usize], shape: Vec<usize>) -> Result<Tensor, Stri
 pub fn concat_flat(parts: &[&Tensor]) -> Result<Tensor, String> {
     let first = parts.first().ok_or("nothing to concatenate")?;
     if let Some(p) = parts.iter().find(|p| p.dtype != first.dtype) {
-        return Err(format!("element types differ: {} vs {}", first.dtype, p.dtype));
+        return Err(format!(
+            "element types differ: {} vs {}",
+            first.dtype, p.dtype
+        ));
     }
     macro_rules! join {
         ($($var:ident),*) => {
@@ -79,7 +84,8 @@ pub fn concat_flat(parts: &[&Tensor]) -> Result<Tensor, String> {
             }
         };
     }
-    let data = join!(F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, Bool, Str, C64, C128);
+    let data =
+        join!(F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, Bool, Str, C64, C128);
     let n = parts.iter().map(|p| p.len()).sum();
     Tensor::new(first.dtype, vec![n], data)
 }
@@ -105,7 +111,10 @@ pub fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
 pub fn strided_map(out_shape: &[usize], offset: i64, strides: &[i64]) -> Vec<usize> {
     let mut out = Vec::with_capacity(out_shape.iter().product());
     for_each_index(out_shape, |idx| {
-        let off = idx.iter().zip(strides).fold(offset, |acc, (&i, &s)| acc + i as i64 * s);
+        let off = idx
+            .iter()
+            .zip(strides)
+            .fold(offset, |acc, (&i, &s)| acc + i as i64 * s);
         out.push(off as usize);
     });
     out
@@ -214,7 +223,12 @@ pub fn reshape_dims(input: &[Dim], target: &[Dim], allowzero: bool) -> Result<Ve
                 }
                 out.push(Dim::fixed(1));
             }
-            Some(0) if !allowzero => out.push(input.get(i).cloned().ok_or("reshape copies a dim the input lacks")?),
+            Some(0) if !allowzero => out.push(
+                input
+                    .get(i)
+                    .cloned()
+                    .ok_or("reshape copies a dim the input lacks")?,
+            ),
             Some(v) if v < 0 => return Err(format!("reshape target has invalid dim {v}")),
             _ => out.push(t.clone()),
         }
@@ -222,7 +236,11 @@ pub fn reshape_dims(input: &[Dim], target: &[Dim], allowzero: bool) -> Result<Ve
     let total = dim_product(input);
     if let Some(i) = infer_at {
         let known = dim_product(&out);
-        out[i] = if known.as_fixed() == Some(0) { Dim::fixed(0) } else { total.div_exact(&known) };
+        out[i] = if known.as_fixed() == Some(0) {
+            Dim::fixed(0)
+        } else {
+            total.div_exact(&known)
+        };
     } else {
         let prod = dim_product(&out);
         if let (Some(a), Some(b)) = (total.as_fixed(), prod.as_fixed()) {
@@ -252,7 +270,12 @@ pub static RESHAPE: OpDef = OpDef {
     },
     eval: Some(|ctx| {
         let x = ctx.input(0)?;
-        let target: Vec<Dim> = ctx.input(1)?.to_i64_vec().into_iter().map(Dim::fixed).collect();
+        let target: Vec<Dim> = ctx
+            .input(1)?
+            .to_i64_vec()
+            .into_iter()
+            .map(Dim::fixed)
+            .collect();
         let dims = reshape_dims(&fixed_dims(&x.shape), &target, ctx.int("allowzero")? != 0)?;
         let shape = dims
             .iter()
@@ -307,7 +330,9 @@ pub static TRANSPOSE: OpDef = OpDef {
     infer: |ctx| {
         let x = ctx.input(0)?;
         let perm = transpose_perm(perm_attr(ctx)?, x.rank())?;
-        Ok(vec![x.with_shape(perm.iter().map(|&p| x.shape[p].clone()).collect())])
+        Ok(vec![x.with_shape(
+            perm.iter().map(|&p| x.shape[p].clone()).collect(),
+        )])
     },
     eval: Some(|ctx| {
         let x = ctx.input(0)?;
@@ -335,7 +360,11 @@ pub static CONCAT: OpDef = OpDef {
                 return Err(format!("concat operands differ: {first} vs {t}"));
             }
             for (i, d) in t.shape.iter().enumerate() {
-                shape[i] = if i == axis { shape[i].add(d) } else { merge_dim(&shape[i], d)? };
+                shape[i] = if i == axis {
+                    shape[i].add(d)
+                } else {
+                    merge_dim(&shape[i], d)?
+                };
             }
         }
         Ok(vec![first.with_shape(shape)])
@@ -350,13 +379,22 @@ pub static CONCAT: OpDef = OpDef {
             let same = t.rank() == first.rank()
                 && (0..t.rank()).all(|i| i == axis || t.shape[i] == first.shape[i]);
             if !same {
-                return Err(format!("concat operand shapes differ: {:?} vs {:?}", first.shape, t.shape));
+                return Err(format!(
+                    "concat operand shapes differ: {:?} vs {:?}",
+                    first.shape, t.shape
+                ));
             }
             shape[axis] += t.shape[axis];
         }
         let outer: usize = first.shape[..axis].iter().product();
-        let chunks: Vec<usize> = inputs.iter().map(|t| t.shape[axis..].iter().product()).collect();
-        let bases: Vec<usize> = inputs.iter().scan(0, |acc, t| Some(std::mem::replace(acc, *acc + t.len()))).collect();
+        let chunks: Vec<usize> = inputs
+            .iter()
+            .map(|t| t.shape[axis..].iter().product())
+            .collect();
+        let bases: Vec<usize> = inputs
+            .iter()
+            .scan(0, |acc, t| Some(std::mem::replace(acc, *acc + t.len())))
+            .collect();
         let mut idx = Vec::with_capacity(shape.iter().product());
         for o in 0..outer {
             for (c, b) in chunks.iter().zip(&bases) {
@@ -369,7 +407,12 @@ pub static CONCAT: OpDef = OpDef {
 
 /// The sizes of Split's pieces along a dim: `split` when given, else equal
 /// pieces (the last smaller when the dim does not divide).
-fn split_sizes(dim: &Dim, split: Option<&[i64]>, num_outputs: Option<i64>, n: usize) -> Result<Vec<Dim>, String> {
+fn split_sizes(
+    dim: &Dim,
+    split: Option<&[i64]>,
+    num_outputs: Option<i64>,
+    n: usize,
+) -> Result<Vec<Dim>, String> {
     if let Some(k) = num_outputs {
         if k as usize != n {
             return Err(format!("num_outputs is {k} but the op has {n} results"));
@@ -399,7 +442,9 @@ fn split_sizes(dim: &Dim, split: Option<&[i64]>, num_outputs: Option<i64>, n: us
             if last < 0 {
                 return Err(format!("cannot split {d} into {n} pieces of {chunk}"));
             }
-            Ok((0..n).map(|i| Dim::fixed(if i + 1 == n { last } else { chunk })).collect())
+            Ok((0..n)
+                .map(|i| Dim::fixed(if i + 1 == n { last } else { chunk }))
+                .collect())
         }
         None => Ok(vec![dim.div_exact(&Dim::fixed(n as i64)); n]),
     }
@@ -435,14 +480,22 @@ pub static SPLIT: OpDef = OpDef {
     summary: "Splits a tensor along an axis (by sizes, or into equal pieces)",
     operands: &[req("input"), opt("split")],
     results: Results::Range(1, usize::MAX),
-    attrs: &[attr("axis", AttrKind::Int, Default::Int(0)), attr("num_outputs", AttrKind::Int, Default::Absent)],
+    attrs: &[
+        attr("axis", AttrKind::Int, Default::Int(0)),
+        attr("num_outputs", AttrKind::Int, Default::Absent),
+    ],
     traits: &[],
     infer: |ctx| {
         let x = ctx.input(0)?;
         let axis = norm_axis(ctx.int("axis")?, x.rank())?;
         let n = ctx.num_results;
         let sizes = match (ctx.opt_input(1), const_ints(ctx, 1)) {
-            (Some(_), Some(split)) => split_sizes(&x.shape[axis], Some(&split), opt_int(ctx, "num_outputs")?, n)?,
+            (Some(_), Some(split)) => split_sizes(
+                &x.shape[axis],
+                Some(&split),
+                opt_int(ctx, "num_outputs")?,
+                n,
+            )?,
             (Some(_), None) => match dim_values(ctx, 1) {
                 Some(d) if d.len() == n => d,
                 _ => vec![Dim::Unknown; n],
@@ -463,8 +516,16 @@ pub static SPLIT: OpDef = OpDef {
         let axis = norm_axis(ctx.int("axis")?, x.rank())?;
         let split = ctx.opt_input(1).map(|t| t.to_i64_vec());
         let dim = Dim::fixed(x.shape[axis] as i64);
-        let sizes = split_sizes(&dim, split.as_deref(), opt_int(ctx, "num_outputs")?, ctx.num_results)?;
-        let sizes: Vec<usize> = sizes.iter().map(|d| d.as_fixed().unwrap_or(0) as usize).collect();
+        let sizes = split_sizes(
+            &dim,
+            split.as_deref(),
+            opt_int(ctx, "num_outputs")?,
+            ctx.num_results,
+        )?;
+        let sizes: Vec<usize> = sizes
+            .iter()
+            .map(|d| d.as_fixed().unwrap_or(0) as usize)
+            .collect();
         split_along(x, axis, &sizes)
     }),
 };
@@ -487,10 +548,22 @@ fn slice_range(d: i64, start: i64, end: i64, step: i64) -> Result<SliceRange, St
     }
     let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
     let (s, e) = (norm(start), norm(end));
-    let (s, e) = if step > 0 { (s.clamp(0, d), e.clamp(0, d)) } else { (s.clamp(0, d - 1), e.clamp(-1, d - 1)) };
+    let (s, e) = if step > 0 {
+        (s.clamp(0, d), e.clamp(0, d))
+    } else {
+        (s.clamp(0, d - 1), e.clamp(-1, d - 1))
+    };
     let span = if step > 0 { e - s } else { s - e };
-    let len = if span <= 0 { 0 } else { (span + step.abs() - 1) / step.abs() };
-    Ok(SliceRange { start: s, step, len })
+    let len = if span <= 0 {
+        0
+    } else {
+        (span + step.abs() - 1) / step.abs()
+    };
+    Ok(SliceRange {
+        start: s,
+        step,
+        len,
+    })
 }
 
 /// The sliced size of a dim, where the dim or the bounds may be symbolic.
@@ -504,7 +577,13 @@ fn slice_dim(d: &Dim, start: &Dim, end: &Dim, step: i64) -> Result<Dim, String> 
         return Err("slice step cannot be 0".into());
     }
     let norm = |b: &Dim| match b.as_fixed() {
-        Some(v) if v >= SLICE_TO_END => if step > 0 { d.clone() } else { d.sub(&Dim::fixed(1)) },
+        Some(v) if v >= SLICE_TO_END => {
+            if step > 0 {
+                d.clone()
+            } else {
+                d.sub(&Dim::fixed(1))
+            }
+        }
         Some(v) if v <= -SLICE_TO_END => Dim::fixed(if step > 0 { 0 } else { -1 }),
         Some(v) if v < 0 => d.add(&Dim::fixed(v)),
         _ => b.clone(),
@@ -532,7 +611,9 @@ fn slice_params<T: Clone>(
         return Err(format!("slice has {n} starts but {} ends", ends.len()));
     }
     let axes = match axes {
-        Some(a) if a.len() != n => return Err(format!("slice has {n} starts but {} axes", a.len())),
+        Some(a) if a.len() != n => {
+            return Err(format!("slice has {n} starts but {} axes", a.len()))
+        }
         Some(a) => norm_axes(a, rank)?,
         None if n > rank => return Err(format!("slice has {n} starts for rank {rank}")),
         None => (0..n).collect(),
@@ -542,13 +623,28 @@ fn slice_params<T: Clone>(
             return Err(format!("slice has {n} starts but {} steps", s.len()));
         }
     }
-    Ok((0..n).map(|i| (axes[i], starts[i].clone(), ends[i].clone(), steps.map_or(1, |s| s[i]))).collect())
+    Ok((0..n)
+        .map(|i| {
+            (
+                axes[i],
+                starts[i].clone(),
+                ends[i].clone(),
+                steps.map_or(1, |s| s[i]),
+            )
+        })
+        .collect())
 }
 
 pub static SLICE: OpDef = OpDef {
     mnemonic: "slice",
     summary: "Strided slice along some axes (numpy semantics, clamped bounds)",
-    operands: &[req("data"), req("starts"), req("ends"), opt("axes"), opt("steps")],
+    operands: &[
+        req("data"),
+        req("starts"),
+        req("ends"),
+        opt("axes"),
+        opt("steps"),
+    ],
     results: Results::Fixed(1),
     attrs: &[],
     traits: &[],
@@ -562,7 +658,9 @@ pub static SLICE: OpDef = OpDef {
         let mut shape = x.shape.clone();
         match (starts, ends) {
             (Some(s), Some(e)) if axes_known && steps_known => {
-                for (a, s, e, st) in slice_params(x.rank(), &s, &e, axes.as_deref(), steps.as_deref())? {
+                for (a, s, e, st) in
+                    slice_params(x.rank(), &s, &e, axes.as_deref(), steps.as_deref())?
+                {
                     shape[a] = slice_dim(&x.shape[a], &s, &e, st)?;
                 }
             }
@@ -590,7 +688,9 @@ pub static SLICE: OpDef = OpDef {
         let mut shape = x.shape.clone();
         let mut st: Vec<i64> = strides.iter().map(|&s| s as i64).collect();
         let mut offset = 0i64;
-        for (a, s, e, step) in slice_params(x.rank(), &starts, &ends, axes.as_deref(), steps.as_deref())? {
+        for (a, s, e, step) in
+            slice_params(x.rank(), &starts, &ends, axes.as_deref(), steps.as_deref())?
+        {
             let r = slice_range(x.shape[a] as i64, s, e, step)?;
             shape[a] = r.len as usize;
             if r.len > 0 {
@@ -623,7 +723,11 @@ pub static GATHER: OpDef = OpDef {
         let (x, ind) = (ctx.input(0)?, ctx.input(1)?);
         let axis = norm_axis(ctx.int("axis")?, x.rank())?;
         let n = x.shape[axis];
-        let indices = ind.to_i64_vec().into_iter().map(|i| norm_index(i, n)).collect::<Result<Vec<_>, _>>()?;
+        let indices = ind
+            .to_i64_vec()
+            .into_iter()
+            .map(|i| norm_index(i, n))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut t = take_along(x, axis, &indices)?;
         let mut shape = x.shape[..axis].to_vec();
         shape.extend(&ind.shape);
@@ -637,7 +741,11 @@ pub static GATHER: OpDef = OpDef {
 /// flat position in a tensor of `shape` it addresses along `axis`.
 fn element_positions(shape: &[usize], ind: &Tensor, axis: usize) -> Result<Vec<usize>, String> {
     if ind.rank() != shape.len() {
-        return Err(format!("indices have rank {} but data has rank {}", ind.rank(), shape.len()));
+        return Err(format!(
+            "indices have rank {} but data has rank {}",
+            ind.rank(),
+            shape.len()
+        ));
     }
     let strides = strides_of(shape);
     let values = ind.to_i64_vec();
@@ -658,7 +766,10 @@ fn element_positions(shape: &[usize], ind: &Tensor, axis: usize) -> Result<Vec<u
             } else if i < shape[d] {
                 i
             } else {
-                err.get_or_insert(format!("indices shape {:?} exceeds data shape {shape:?}", ind.shape));
+                err.get_or_insert(format!(
+                    "indices shape {:?} exceeds data shape {shape:?}",
+                    ind.shape
+                ));
                 0
             };
             pos += i * strides[d];
@@ -683,7 +794,11 @@ pub static GATHER_ELEMENTS: OpDef = OpDef {
         let (x, ind) = (ctx.input(0)?, ctx.input(1)?);
         norm_axis(ctx.int("axis")?, x.rank())?;
         if ind.rank() != x.rank() {
-            return Err(format!("indices rank {} differs from data rank {}", ind.rank(), x.rank()));
+            return Err(format!(
+                "indices rank {} differs from data rank {}",
+                ind.rank(),
+                x.rank()
+            ));
         }
         Ok(vec![x.with_shape(ind.shape.clone())])
     },
@@ -698,10 +813,17 @@ pub static GATHER_ELEMENTS: OpDef = OpDef {
 /// GatherND/ScatterND addressing: for each index tuple (the last dim of
 /// `indices`, after `batch_dims` leading batch dims), the flat start of the
 /// addressed slice of `data_shape`, and that slice's size.
-fn nd_positions(data_shape: &[usize], ind: &Tensor, batch_dims: usize) -> Result<(Vec<usize>, usize), String> {
+fn nd_positions(
+    data_shape: &[usize],
+    ind: &Tensor,
+    batch_dims: usize,
+) -> Result<(Vec<usize>, usize), String> {
     let k = *ind.shape.last().ok_or("indices must have rank >= 1")?;
     if batch_dims >= ind.rank() || batch_dims + k > data_shape.len() {
-        return Err(format!("indices shape {:?} does not fit data shape {data_shape:?}", ind.shape));
+        return Err(format!(
+            "indices shape {:?} does not fit data shape {data_shape:?}",
+            ind.shape
+        ));
     }
     if data_shape[..batch_dims] != ind.shape[..batch_dims] {
         return Err("batch dims of data and indices differ".into());
@@ -726,7 +848,9 @@ fn nd_positions(data_shape: &[usize], ind: &Tensor, batch_dims: usize) -> Result
 
 fn gather_nd_dims(data: &[Dim], ind: &[Dim], b: usize) -> Result<Vec<Dim>, String> {
     let k = ind.last().ok_or("indices must have rank >= 1")?;
-    let k = k.as_fixed().ok_or("the last dim of gather_nd indices must be static")? as usize;
+    let k = k
+        .as_fixed()
+        .ok_or("the last dim of gather_nd indices must be static")? as usize;
     if b >= ind.len() || b + k > data.len() {
         return Err("gather_nd indices do not fit the data".into());
     }
@@ -753,7 +877,10 @@ pub static GATHER_ND: OpDef = OpDef {
         let (starts, slice) = nd_positions(&x.shape, ind, b)?;
         let idx: Vec<usize> = starts.iter().flat_map(|&s| s..s + slice).collect();
         let dims = gather_nd_dims(&fixed_dims(&x.shape), &fixed_dims(&ind.shape), b)?;
-        let shape = dims.iter().map(|d| d.as_fixed().unwrap_or(0) as usize).collect();
+        let shape = dims
+            .iter()
+            .map(|d| d.as_fixed().unwrap_or(0) as usize)
+            .collect();
         Ok(vec![take(x, &idx, shape)?])
     }),
 };
@@ -773,9 +900,17 @@ fn round_to(dtype: DType, x: f64) -> f64 {
 
 /// Writes `updates` element `src` into `data` element `dst` for each pair, in
 /// order, combining with `reduction` (none/add/mul/max/min).
-pub fn scatter(data: &Tensor, updates: &Tensor, pairs: &[(usize, usize)], reduction: &str) -> Result<Tensor, String> {
+pub fn scatter(
+    data: &Tensor,
+    updates: &Tensor,
+    pairs: &[(usize, usize)],
+    reduction: &str,
+) -> Result<Tensor, String> {
     if data.dtype != updates.dtype {
-        return Err(format!("updates are {} but data is {}", updates.dtype, data.dtype));
+        return Err(format!(
+            "updates are {} but data is {}",
+            updates.dtype, data.dtype
+        ));
     }
     let n = data.len();
     if reduction == "none" {
@@ -786,7 +921,10 @@ pub fn scatter(data: &Tensor, updates: &Tensor, pairs: &[(usize, usize)], reduct
         return take(&concat_flat(&[data, updates])?, &map, data.shape.clone());
     }
     if !data.dtype.is_numeric() && data.dtype != DType::Bool {
-        return Err(format!("scatter reduction '{reduction}' on {} tensors", data.dtype));
+        return Err(format!(
+            "scatter reduction '{reduction}' on {} tensors",
+            data.dtype
+        ));
     }
     if data.dtype.is_float() {
         let f: fn(f64, f64) -> f64 = match reduction {
@@ -819,7 +957,11 @@ pub fn scatter(data: &Tensor, updates: &Tensor, pairs: &[(usize, usize)], reduct
 fn infer_scatter(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
     let (x, u) = (ctx.input(0)?, ctx.input(2)?);
     if x.dtype() != u.dtype() {
-        return Err(format!("updates are {} but data is {}", u.dtype(), x.dtype()));
+        return Err(format!(
+            "updates are {} but data is {}",
+            u.dtype(),
+            x.dtype()
+        ));
     }
     Ok(vec![x.clone()])
 }
@@ -827,7 +969,10 @@ fn infer_scatter(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
 fn eval_scatter_elements(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let (x, ind, upd) = (ctx.input(0)?, ctx.input(1)?, ctx.input(2)?);
     if ind.shape != upd.shape {
-        return Err(format!("indices shape {:?} differs from updates shape {:?}", ind.shape, upd.shape));
+        return Err(format!(
+            "indices shape {:?} differs from updates shape {:?}",
+            ind.shape, upd.shape
+        ));
     }
     let axis = norm_axis(ctx.int("axis")?, x.rank())?;
     let pos = element_positions(&x.shape, ind, axis)?;
@@ -861,10 +1006,16 @@ pub static SCATTER_ND: OpDef = OpDef {
         let (x, ind, upd) = (ctx.input(0)?, ctx.input(1)?, ctx.input(2)?);
         let (starts, slice) = nd_positions(&x.shape, ind, 0)?;
         if upd.len() != starts.len() * slice {
-            return Err(format!("updates shape {:?} does not match the indexed slices", upd.shape));
+            return Err(format!(
+                "updates shape {:?} does not match the indexed slices",
+                upd.shape
+            ));
         }
-        let pairs: Vec<(usize, usize)> =
-            starts.iter().enumerate().flat_map(|(t, &s)| (0..slice).map(move |j| (s + j, t * slice + j))).collect();
+        let pairs: Vec<(usize, usize)> = starts
+            .iter()
+            .enumerate()
+            .flat_map(|(t, &s)| (0..slice).map(move |j| (s + j, t * slice + j)))
+            .collect();
         Ok(vec![scatter(x, upd, &pairs, &ctx.string("reduction")?)?])
     }),
 };
@@ -876,7 +1027,10 @@ pub static TENSOR_SCATTER: OpDef = OpDef {
     summary: "Writes a sequence update into a cache along an axis at per-batch offsets",
     operands: &[req("past_cache"), req("update"), opt("write_indices")],
     results: Results::Fixed(1),
-    attrs: &[attr("axis", AttrKind::Int, Default::Int(-2)), attr("mode", AttrKind::Str, Default::Str("linear"))],
+    attrs: &[
+        attr("axis", AttrKind::Int, Default::Int(-2)),
+        attr("mode", AttrKind::Str, Default::Str("linear")),
+    ],
     traits: &[],
     infer: |ctx| {
         let (c, u) = (ctx.input(0)?, ctx.input(1)?);
@@ -896,9 +1050,19 @@ pub static TENSOR_SCATTER: OpDef = OpDef {
             "circular" => true,
             m => return Err(format!("unknown tensor_scatter mode '{m}'")),
         };
-        let fits = u.rank() == c.rank() && (0..c.rank()).all(|i| if i == axis { u.shape[i] <= c.shape[i] } else { u.shape[i] == c.shape[i] });
+        let fits = u.rank() == c.rank()
+            && (0..c.rank()).all(|i| {
+                if i == axis {
+                    u.shape[i] <= c.shape[i]
+                } else {
+                    u.shape[i] == c.shape[i]
+                }
+            });
         if !fits {
-            return Err(format!("update shape {:?} does not fit cache shape {:?}", u.shape, c.shape));
+            return Err(format!(
+                "update shape {:?} does not fit cache shape {:?}",
+                u.shape, c.shape
+            ));
         }
         let writes = match ctx.opt_input(2) {
             Some(w) => w.to_i64_vec(),
@@ -916,9 +1080,15 @@ pub static TENSOR_SCATTER: OpDef = OpDef {
                 s = s.rem_euclid(max_len.max(1));
             }
             if s < 0 || s >= max_len {
-                err.get_or_insert(format!("write position {s} is outside the cache of length {max_len}"));
+                err.get_or_insert(format!(
+                    "write position {s} is outside the cache of length {max_len}"
+                ));
             } else {
-                let pos: usize = idx.iter().enumerate().map(|(d, &i)| if d == axis { s as usize } else { i } * strides[d]).sum();
+                let pos: usize = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(d, &i)| if d == axis { s as usize } else { i } * strides[d])
+                    .sum();
                 pairs.push((pos, src));
             }
             src += 1;
@@ -944,17 +1114,35 @@ pub static SQUEEZE: OpDef = OpDef {
         let shape = match (ctx.opt_input(1), const_ints(ctx, 1)) {
             // Without axes only dims known to be 1 go: symbolic dims are
             // taken to be other than 1 (the rank must be decided statically).
-            (None, _) => x.shape.iter().filter(|d| d.as_fixed() != Some(1)).cloned().collect(),
+            (None, _) => x
+                .shape
+                .iter()
+                .filter(|d| d.as_fixed() != Some(1))
+                .cloned()
+                .collect(),
             (Some(_), Some(axes)) => {
                 let axes = norm_axes(&axes, x.rank())?;
-                if let Some(&a) = axes.iter().find(|&&a| !x.shape[a].compatible(&Dim::fixed(1))) {
+                if let Some(&a) = axes
+                    .iter()
+                    .find(|&&a| !x.shape[a].compatible(&Dim::fixed(1)))
+                {
                     return Err(format!("cannot squeeze axis {a} of size {}", x.shape[a]));
                 }
-                x.shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect()
+                x.shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, d)| d.clone())
+                    .collect()
             }
             (Some(t), None) => {
                 let n = static_len(t, "squeeze axes")?;
-                vec![Dim::Unknown; x.rank().checked_sub(n).ok_or("more squeeze axes than dims")?]
+                vec![
+                    Dim::Unknown;
+                    x.rank()
+                        .checked_sub(n)
+                        .ok_or("more squeeze axes than dims")?
+                ]
             }
         };
         Ok(vec![x.with_shape(shape)])
@@ -968,7 +1156,12 @@ pub static SQUEEZE: OpDef = OpDef {
                 if let Some(&a) = axes.iter().find(|&&a| x.shape[a] != 1) {
                     return Err(format!("cannot squeeze axis {a} of size {}", x.shape[a]));
                 }
-                x.shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect()
+                x.shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, &d)| d)
+                    .collect()
             }
         };
         let mut t = x.clone();
@@ -982,7 +1175,15 @@ fn unsqueeze_dims<T: Clone>(shape: &[T], axes: &[i64], one: T) -> Result<Vec<T>,
     let rank = shape.len() + axes.len();
     let axes = norm_axes(axes, rank)?;
     let mut rest = shape.iter();
-    Ok((0..rank).map(|i| if axes.contains(&i) { one.clone() } else { rest.next().cloned().unwrap_or(one.clone()) }).collect())
+    Ok((0..rank)
+        .map(|i| {
+            if axes.contains(&i) {
+                one.clone()
+            } else {
+                rest.next().cloned().unwrap_or(one.clone())
+            }
+        })
+        .collect())
 }
 
 pub static UNSQUEEZE: OpDef = OpDef {
@@ -1011,9 +1212,15 @@ pub static UNSQUEEZE: OpDef = OpDef {
 fn flatten_axis(axis: i64, rank: usize) -> Result<usize, String> {
     let r = rank as i64;
     if axis < -r || axis > r {
-        return Err(format!("flatten axis {axis} is out of range for rank {rank}"));
+        return Err(format!(
+            "flatten axis {axis} is out of range for rank {rank}"
+        ));
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }
 
 pub static FLATTEN: OpDef = OpDef {
@@ -1026,7 +1233,10 @@ pub static FLATTEN: OpDef = OpDef {
     infer: |ctx| {
         let x = ctx.input(0)?;
         let a = flatten_axis(ctx.int("axis")?, x.rank())?;
-        Ok(vec![x.with_shape(vec![dim_product(&x.shape[..a]), dim_product(&x.shape[a..])])])
+        Ok(vec![x.with_shape(vec![
+            dim_product(&x.shape[..a]),
+            dim_product(&x.shape[a..]),
+        ])])
     },
     eval: Some(|ctx| {
         let x = ctx.input(0)?;
@@ -1061,10 +1271,14 @@ pub static EXPAND: OpDef = OpDef {
                 let n = static_len(ctx.input(1)?, "expand shape")?;
                 let rank = n.max(x.rank());
                 (0..rank)
-                    .map(|i| match (i + x.rank()).checked_sub(rank).map(|j| &x.shape[j]) {
-                        Some(d) if !matches!(d, Dim::Unknown) && d.as_fixed() != Some(1) => d.clone(),
-                        _ => Dim::Unknown,
-                    })
+                    .map(
+                        |i| match (i + x.rank()).checked_sub(rank).map(|j| &x.shape[j]) {
+                            Some(d) if !matches!(d, Dim::Unknown) && d.as_fixed() != Some(1) => {
+                                d.clone()
+                            }
+                            _ => Dim::Unknown,
+                        },
+                    )
                     .collect()
             }
         };
@@ -1074,7 +1288,11 @@ pub static EXPAND: OpDef = OpDef {
         let x = ctx.input(0)?;
         let target = to_usize_shape(&ctx.input(1)?.to_i64_vec())?;
         let shape = broadcast_shapes(&x.shape, &target)?;
-        Ok(vec![take(x, &util::broadcast_index_map(&x.shape, &shape), shape)?])
+        Ok(vec![take(
+            x,
+            &util::broadcast_index_map(&x.shape, &shape),
+            shape,
+        )?])
     }),
 };
 
@@ -1088,8 +1306,16 @@ pub static TILE: OpDef = OpDef {
     infer: |ctx| {
         let x = ctx.input(0)?;
         let shape = match dim_values(ctx, 1) {
-            Some(r) if r.len() != x.rank() => return Err(format!("tile has {} repeats for rank {}", r.len(), x.rank())),
-            Some(r) if r.iter().any(|d| d.as_fixed().is_some_and(|v| v < 0)) => return Err("negative tile repeats".into()),
+            Some(r) if r.len() != x.rank() => {
+                return Err(format!(
+                    "tile has {} repeats for rank {}",
+                    r.len(),
+                    x.rank()
+                ))
+            }
+            Some(r) if r.iter().any(|d| d.as_fixed().is_some_and(|v| v < 0)) => {
+                return Err("negative tile repeats".into())
+            }
             Some(r) => x.shape.iter().zip(&r).map(|(d, k)| d.mul(k)).collect(),
             None => vec![Dim::Unknown; x.rank()],
         };
@@ -1099,13 +1325,23 @@ pub static TILE: OpDef = OpDef {
         let x = ctx.input(0)?;
         let reps = to_usize_shape(&ctx.input(1)?.to_i64_vec())?;
         if reps.len() != x.rank() {
-            return Err(format!("tile has {} repeats for rank {}", reps.len(), x.rank()));
+            return Err(format!(
+                "tile has {} repeats for rank {}",
+                reps.len(),
+                x.rank()
+            ));
         }
         let shape: Vec<usize> = x.shape.iter().zip(&reps).map(|(d, r)| d * r).collect();
         let strides = x.strides();
         let mut idx = Vec::with_capacity(shape.iter().product());
         for_each_index(&shape, |o| {
-            idx.push(o.iter().zip(&x.shape).zip(&strides).map(|((&i, &d), &s)| (i % d) * s).sum());
+            idx.push(
+                o.iter()
+                    .zip(&x.shape)
+                    .zip(&strides)
+                    .map(|((&i, &d), &s)| (i % d) * s)
+                    .sum(),
+            );
         });
         Ok(vec![take(x, &idx, shape)?])
     }),
@@ -1116,7 +1352,11 @@ pub static TILE: OpDef = OpDef {
 /// Builds the result of a per-axis remapping: `maps[a][j]` is the input
 /// coordinate that result coordinate `j` of axis `a` reads, or None where the
 /// result takes `fill` (a one-element tensor of the input's type).
-pub fn remap_axes(x: &Tensor, maps: &[Vec<Option<usize>>], fill: &Tensor) -> Result<Tensor, String> {
+pub fn remap_axes(
+    x: &Tensor,
+    maps: &[Vec<Option<usize>>],
+    fill: &Tensor,
+) -> Result<Tensor, String> {
     if maps.len() != x.rank() {
         return Err("one map per axis is needed".into());
     }
@@ -1143,7 +1383,9 @@ fn identity_map(d: usize) -> Vec<Option<usize>> {
 /// (cropping, done first); `mode` says what the padding reads.
 fn pad_map(d: usize, before: i64, after: i64, mode: &str) -> Result<Vec<Option<usize>>, String> {
     let (crop_lo, crop_hi) = ((-before).max(0) as usize, (-after).max(0) as usize);
-    let kept = d.checked_sub(crop_lo + crop_hi).ok_or_else(|| format!("pads crop more than the dim of size {d}"))? as i64;
+    let kept = d
+        .checked_sub(crop_lo + crop_hi)
+        .ok_or_else(|| format!("pads crop more than the dim of size {d}"))? as i64;
     let (lo, hi) = (before.max(0), after.max(0));
     if kept == 0 && (lo > 0 || hi > 0) && mode != "constant" {
         return Err(format!("{mode} padding of an empty axis"));
@@ -1164,12 +1406,19 @@ fn pad_map(d: usize, before: i64, after: i64, mode: &str) -> Result<Vec<Option<u
             _ => None,
         }
     };
-    Ok((-lo..kept + hi).map(|i| src(i).map(|s| (s as usize) + crop_lo)).collect())
+    Ok((-lo..kept + hi)
+        .map(|i| src(i).map(|s| (s as usize) + crop_lo))
+        .collect())
 }
 
 /// Pads as per-axis (before, after), from ONNX's `pads` layout (all befores,
 /// then all afters) over `axes`.
-fn pad_amounts<T: Clone>(rank: usize, pads: &[T], axes: Option<&[i64]>, zero: T) -> Result<Vec<(T, T)>, String> {
+fn pad_amounts<T: Clone>(
+    rank: usize,
+    pads: &[T],
+    axes: Option<&[i64]>,
+    zero: T,
+) -> Result<Vec<(T, T)>, String> {
     let axes = match axes {
         Some(a) => norm_axes(a, rank)?,
         None => (0..rank).collect(),
@@ -1203,7 +1452,17 @@ pub static PAD: OpDef = OpDef {
                 .collect(),
             _ if axes_known && axes.is_some() => {
                 let axes = norm_axes(axes.as_deref().unwrap_or(&[]), x.rank())?;
-                x.shape.iter().enumerate().map(|(i, d)| if axes.contains(&i) { Dim::Unknown } else { d.clone() }).collect()
+                x.shape
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        if axes.contains(&i) {
+                            Dim::Unknown
+                        } else {
+                            d.clone()
+                        }
+                    })
+                    .collect()
             }
             _ => vec![Dim::Unknown; x.rank()],
         };
@@ -1217,7 +1476,12 @@ pub static PAD: OpDef = OpDef {
         if !["constant", "reflect", "edge", "wrap"].contains(&mode.as_str()) {
             return Err(format!("unknown pad mode '{mode}'"));
         }
-        let maps = x.shape.iter().zip(&pads).map(|(&d, &(b, a))| pad_map(d, b, a, &mode)).collect::<Result<Vec<_>, _>>()?;
+        let maps = x
+            .shape
+            .iter()
+            .zip(&pads)
+            .map(|(&d, &(b, a))| pad_map(d, b, a, &mode))
+            .collect::<Result<Vec<_>, _>>()?;
         let fill = match ctx.opt_input(2) {
             Some(c) if !c.is_empty() => take(c, &[0], vec![1])?,
             _ => Tensor::zeros(x.dtype, vec![1]),
@@ -1249,7 +1513,10 @@ pub static CENTER_CROP_PAD: OpDef = OpDef {
         let mut shape = x.shape.clone();
         for (i, &a) in axes.iter().enumerate() {
             shape[a] = match &target {
-                Some(t) => t.get(i).cloned().ok_or("center_crop_pad shape has fewer entries than axes")?,
+                Some(t) => t
+                    .get(i)
+                    .cloned()
+                    .ok_or("center_crop_pad shape has fewer entries than axes")?,
                 None => Dim::Unknown,
             };
         }
@@ -1260,7 +1527,11 @@ pub static CENTER_CROP_PAD: OpDef = OpDef {
         let axes = crop_axes(ctx, x.rank())?;
         let target = to_usize_shape(&ctx.input(1)?.to_i64_vec())?;
         if target.len() != axes.len() {
-            return Err(format!("center_crop_pad has {} sizes for {} axes", target.len(), axes.len()));
+            return Err(format!(
+                "center_crop_pad has {} sizes for {} axes",
+                target.len(),
+                axes.len()
+            ));
         }
         let mut maps: Vec<_> = x.shape.iter().map(|&d| identity_map(d)).collect();
         for (&a, &t) in axes.iter().zip(&target) {
@@ -1269,10 +1540,16 @@ pub static CENTER_CROP_PAD: OpDef = OpDef {
                 (0..t).map(|j| Some(j + (d - t) / 2)).collect()
             } else {
                 let off = (t - d) / 2;
-                (0..t).map(|j| j.checked_sub(off).filter(|&i| i < d)).collect()
+                (0..t)
+                    .map(|j| j.checked_sub(off).filter(|&i| i < d))
+                    .collect()
             };
         }
-        Ok(vec![remap_axes(x, &maps, &Tensor::zeros(x.dtype, vec![1]))?])
+        Ok(vec![remap_axes(
+            x,
+            &maps,
+            &Tensor::zeros(x.dtype, vec![1]),
+        )?])
     }),
 };
 
@@ -1290,7 +1567,10 @@ pub static SHAPE: OpDef = OpDef {
     summary: "The operand's shape as a 1-D i64 tensor (dims start..end)",
     operands: &[req("data")],
     results: Results::Fixed(1),
-    attrs: &[attr("start", AttrKind::Int, Default::Int(0)), attr("end", AttrKind::Int, Default::Absent)],
+    attrs: &[
+        attr("start", AttrKind::Int, Default::Int(0)),
+        attr("end", AttrKind::Int, Default::Absent),
+    ],
     traits: &[Trait::ShapeOnly],
     infer: |ctx| {
         let x = ctx.input(0)?;
@@ -1332,11 +1612,18 @@ fn block_mode(ctx: &dyn AttrAccess) -> Result<(usize, bool), String> {
 }
 
 fn nchw(shape: &[usize]) -> Result<[usize; 4], String> {
-    shape.try_into().map_err(|_| format!("expects a 4-D NCHW tensor, got shape {shape:?}"))
+    shape
+        .try_into()
+        .map_err(|_| format!("expects a 4-D NCHW tensor, got shape {shape:?}"))
 }
 
 /// A reshape of `x` to `shape6`, transposed by `perm`, reshaped to `out`.
-fn regroup(x: &Tensor, shape6: &[usize], perm: &[usize], out: Vec<usize>) -> Result<Tensor, String> {
+fn regroup(
+    x: &Tensor,
+    shape6: &[usize],
+    perm: &[usize],
+    out: Vec<usize>,
+) -> Result<Tensor, String> {
     let mut t = x.clone();
     t.shape = shape6.to_vec();
     let mut r = transpose(&t, perm)?;
@@ -1349,25 +1636,43 @@ pub static DEPTH_TO_SPACE: OpDef = OpDef {
     summary: "Moves channel blocks into spatial blocks (DCR or CRD order)",
     operands: &[req("input")],
     results: Results::Fixed(1),
-    attrs: &[attr("blocksize", AttrKind::Int, Default::Required), attr("mode", AttrKind::Str, Default::Str("DCR"))],
+    attrs: &[
+        attr("blocksize", AttrKind::Int, Default::Required),
+        attr("mode", AttrKind::Str, Default::Str("DCR")),
+    ],
     traits: &[],
     infer: |ctx| {
         let x = ctx.input(0)?;
         let (b, _) = block_mode(ctx)?;
-        let [n, c, h, w]: [Dim; 4] = x.shape.clone().try_into().map_err(|_| "depth_to_space expects a 4-D tensor")?;
+        let [n, c, h, w]: [Dim; 4] = x
+            .shape
+            .clone()
+            .try_into()
+            .map_err(|_| "depth_to_space expects a 4-D tensor")?;
         let bb = Dim::fixed((b * b) as i64);
         if c.as_fixed().is_some_and(|c| c % (b * b) as i64 != 0) {
-            return Err(format!("channels {c} are not divisible by blocksize^2 = {}", b * b));
+            return Err(format!(
+                "channels {c} are not divisible by blocksize^2 = {}",
+                b * b
+            ));
         }
         let bd = Dim::fixed(b as i64);
-        Ok(vec![x.with_shape(vec![n, c.div_exact(&bb), h.mul(&bd), w.mul(&bd)])])
+        Ok(vec![x.with_shape(vec![
+            n,
+            c.div_exact(&bb),
+            h.mul(&bd),
+            w.mul(&bd),
+        ])])
     },
     eval: Some(|ctx| {
         let x = ctx.input(0)?;
         let (b, crd) = block_mode(ctx)?;
         let [n, c, h, w] = nchw(&x.shape)?;
         if c % (b * b) != 0 {
-            return Err(format!("channels {c} are not divisible by blocksize^2 = {}", b * b));
+            return Err(format!(
+                "channels {c} are not divisible by blocksize^2 = {}",
+                b * b
+            ));
         }
         let c2 = c / (b * b);
         let out = vec![n, c2, h * b, w * b];
@@ -1385,30 +1690,48 @@ pub static SPACE_TO_DEPTH: OpDef = OpDef {
     summary: "Moves spatial blocks into channels (DCR or CRD order)",
     operands: &[req("input")],
     results: Results::Fixed(1),
-    attrs: &[attr("blocksize", AttrKind::Int, Default::Required), attr("mode", AttrKind::Str, Default::Str("DCR"))],
+    attrs: &[
+        attr("blocksize", AttrKind::Int, Default::Required),
+        attr("mode", AttrKind::Str, Default::Str("DCR")),
+    ],
     traits: &[],
     infer: |ctx| {
         let x = ctx.input(0)?;
         let (b, _) = block_mode(ctx)?;
-        let [n, c, h, w]: [Dim; 4] = x.shape.clone().try_into().map_err(|_| "space_to_depth expects a 4-D tensor")?;
+        let [n, c, h, w]: [Dim; 4] = x
+            .shape
+            .clone()
+            .try_into()
+            .map_err(|_| "space_to_depth expects a 4-D tensor")?;
         let bd = Dim::fixed(b as i64);
         for d in [&h, &w] {
             if d.as_fixed().is_some_and(|v| v % b as i64 != 0) {
                 return Err(format!("spatial dim {d} is not divisible by blocksize {b}"));
             }
         }
-        Ok(vec![x.with_shape(vec![n, c.mul(&Dim::fixed((b * b) as i64)), h.div_exact(&bd), w.div_exact(&bd)])])
+        Ok(vec![x.with_shape(vec![
+            n,
+            c.mul(&Dim::fixed((b * b) as i64)),
+            h.div_exact(&bd),
+            w.div_exact(&bd),
+        ])])
     },
     eval: Some(|ctx| {
         let x = ctx.input(0)?;
         let (b, crd) = block_mode(ctx)?;
         let [n, c, h, w] = nchw(&x.shape)?;
         if h % b != 0 || w % b != 0 {
-            return Err(format!("spatial dims {h}x{w} are not divisible by blocksize {b}"));
+            return Err(format!(
+                "spatial dims {h}x{w} are not divisible by blocksize {b}"
+            ));
         }
         let six = [n, c, h / b, b, w / b, b];
         let out = vec![n, c * b * b, h / b, w / b];
-        let perm = if crd { [0, 1, 3, 5, 2, 4] } else { [0, 3, 5, 1, 2, 4] };
+        let perm = if crd {
+            [0, 1, 3, 5, 2, 4]
+        } else {
+            [0, 3, 5, 1, 2, 4]
+        };
         Ok(vec![regroup(x, &six, &perm, out)?])
     }),
 };
@@ -1428,7 +1751,9 @@ fn is_nonzero(t: &Tensor, i: usize) -> bool {
 }
 
 fn compress_axis(ctx: &dyn AttrAccess, rank: usize) -> Result<Option<usize>, String> {
-    opt_int(ctx, "axis")?.map(|a| norm_axis(a, rank)).transpose()
+    opt_int(ctx, "axis")?
+        .map(|a| norm_axis(a, rank))
+        .transpose()
 }
 
 pub static COMPRESS: OpDef = OpDef {
@@ -1440,7 +1765,9 @@ pub static COMPRESS: OpDef = OpDef {
     traits: &[],
     infer: |ctx| {
         let x = ctx.input(0)?;
-        let kept = ctx.const_input(1).map(|c| Dim::fixed((0..c.len()).filter(|&i| is_nonzero(c, i)).count() as i64));
+        let kept = ctx
+            .const_input(1)
+            .map(|c| Dim::fixed((0..c.len()).filter(|&i| is_nonzero(c, i)).count() as i64));
         let kept = kept.unwrap_or(Dim::Unknown);
         let shape = match compress_axis(ctx, x.rank())? {
             Some(a) => {
@@ -1457,7 +1784,10 @@ pub static COMPRESS: OpDef = OpDef {
         let axis = compress_axis(ctx, x.rank())?;
         let n = axis.map_or(x.len(), |a| x.shape[a]);
         if cond.len() > n {
-            return Err(format!("condition has {} entries for {n} slices", cond.len()));
+            return Err(format!(
+                "condition has {} entries for {n} slices",
+                cond.len()
+            ));
         }
         let keep: Vec<usize> = (0..cond.len()).filter(|&i| is_nonzero(cond, i)).collect();
         Ok(vec![match axis {
@@ -1476,8 +1806,13 @@ pub static NON_ZERO: OpDef = OpDef {
     traits: &[],
     infer: |ctx| {
         let x = ctx.input(0)?;
-        let count = ctx.const_input(0).map_or(Dim::Unknown, |c| Dim::fixed((0..c.len()).filter(|&i| is_nonzero(c, i)).count() as i64));
-        Ok(vec![TensorType::new(vec![Dim::fixed(x.rank() as i64), count], DType::I64)])
+        let count = ctx.const_input(0).map_or(Dim::Unknown, |c| {
+            Dim::fixed((0..c.len()).filter(|&i| is_nonzero(c, i)).count() as i64)
+        });
+        Ok(vec![TensorType::new(
+            vec![Dim::fixed(x.rank() as i64), count],
+            DType::I64,
+        )])
     },
     eval: Some(|ctx| {
         let x = ctx.input(0)?;
@@ -1491,7 +1826,11 @@ pub static NON_ZERO: OpDef = OpDef {
             }
             k += 1;
         });
-        let count = if x.rank() == 0 { usize::from(is_nonzero(x, 0)) } else { coords[0].len() };
+        let count = if x.rank() == 0 {
+            usize::from(is_nonzero(x, 0))
+        } else {
+            coords[0].len()
+        };
         Ok(vec![Tensor::i64(vec![x.rank(), count], coords.concat())])
     }),
 };
@@ -1501,17 +1840,27 @@ pub static REVERSE_SEQUENCE: OpDef = OpDef {
     summary: "Reverses the first sequence_lens[b] steps of each batch entry along the time axis",
     operands: &[req("input"), req("sequence_lens")],
     results: Results::Fixed(1),
-    attrs: &[attr("batch_axis", AttrKind::Int, Default::Int(1)), attr("time_axis", AttrKind::Int, Default::Int(0))],
+    attrs: &[
+        attr("batch_axis", AttrKind::Int, Default::Int(1)),
+        attr("time_axis", AttrKind::Int, Default::Int(0)),
+    ],
     traits: &[],
     infer: util::infer_same,
     eval: Some(|ctx| {
         let (x, lens) = (ctx.input(0)?, ctx.input(1)?.to_i64_vec());
-        let (b, t) = (norm_axis(ctx.int("batch_axis")?, x.rank())?, norm_axis(ctx.int("time_axis")?, x.rank())?);
+        let (b, t) = (
+            norm_axis(ctx.int("batch_axis")?, x.rank())?,
+            norm_axis(ctx.int("time_axis")?, x.rank())?,
+        );
         if b == t {
             return Err("batch_axis and time_axis must differ".into());
         }
         if lens.len() != x.shape[b] {
-            return Err(format!("{} sequence lengths for a batch of {}", lens.len(), x.shape[b]));
+            return Err(format!(
+                "{} sequence lengths for a batch of {}",
+                lens.len(),
+                x.shape[b]
+            ));
         }
         if let Some(bad) = lens.iter().find(|&&l| l < 0 || l as usize > x.shape[t]) {
             return Err(format!("sequence length {bad} is out of range"));
@@ -1520,7 +1869,12 @@ pub static REVERSE_SEQUENCE: OpDef = OpDef {
         let mut idx = Vec::with_capacity(x.len());
         for_each_index(&x.shape, |o| {
             let len = lens[o[b]] as usize;
-            idx.push(o.iter().enumerate().map(|(d, &i)| if d == t && i < len { len - 1 - i } else { i } * strides[d]).sum());
+            idx.push(
+                o.iter()
+                    .enumerate()
+                    .map(|(d, &i)| if d == t && i < len { len - 1 - i } else { i } * strides[d])
+                    .sum(),
+            );
         });
         Ok(vec![take(x, &idx, x.shape.clone())?])
     }),
@@ -1531,7 +1885,8 @@ pub static REVERSE_SEQUENCE: OpDef = OpDef {
 /// Compares floats with NaNs equal to each other and after every number
 /// (numpy's sort order), and -0 equal to 0.
 fn cmp_f64(a: f64, b: f64) -> std::cmp::Ordering {
-    a.partial_cmp(&b).unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
+    a.partial_cmp(&b)
+        .unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
 }
 
 /// Orders slice `i` against slice `j`, lexicographically by element.
@@ -1540,12 +1895,20 @@ type SliceCmp<'a> = Box<dyn Fn(&[usize], &[usize]) -> std::cmp::Ordering + 'a>;
 fn element_cmp(x: &Tensor) -> SliceCmp<'_> {
     fn lex<T: 'static>(v: Vec<T>, f: fn(&T, &T) -> std::cmp::Ordering) -> SliceCmp<'static> {
         Box::new(move |a: &[usize], b: &[usize]| {
-            a.iter().zip(b).map(|(&i, &j)| f(&v[i], &v[j])).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+            a.iter()
+                .zip(b)
+                .map(|(&i, &j)| f(&v[i], &v[j]))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
         })
     }
     match &x.data {
         Data::Str(s) => Box::new(move |a: &[usize], b: &[usize]| {
-            a.iter().zip(b).map(|(&i, &j)| s[i].cmp(&s[j])).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+            a.iter()
+                .zip(b)
+                .map(|(&i, &j)| s[i].cmp(&s[j]))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
         }),
         Data::U64(v) => lex(v.clone(), |a, b| a.cmp(b)),
         _ if x.dtype.is_float() => lex(x.to_f64_vec(), |a, b| cmp_f64(*a, *b)),
@@ -1558,14 +1921,20 @@ pub static UNIQUE: OpDef = OpDef {
     summary: "Unique elements or slices, with first indices, inverse indices and counts",
     operands: &[req("x")],
     results: Results::Range(1, 4),
-    attrs: &[attr("axis", AttrKind::Int, Default::Absent), attr("sorted", AttrKind::Int, Default::Int(1))],
+    attrs: &[
+        attr("axis", AttrKind::Int, Default::Absent),
+        attr("sorted", AttrKind::Int, Default::Int(1)),
+    ],
     traits: &[],
     infer: |ctx| {
         let x = ctx.input(0)?;
         let axis = compress_axis(ctx, x.rank())?;
         if let Some(c) = ctx.const_input(0) {
             let r = unique(c, axis, ctx.int("sorted")? != 0, ctx.num_results)?;
-            return Ok(r.iter().map(|t| TensorType::new(fixed_dims(&t.shape), t.dtype)).collect());
+            return Ok(r
+                .iter()
+                .map(|t| TensorType::new(fixed_dims(&t.shape), t.dtype))
+                .collect());
         }
         let (y, n) = match axis {
             Some(a) => {
@@ -1576,26 +1945,50 @@ pub static UNIQUE: OpDef = OpDef {
             None => (vec![Dim::Unknown], dim_product(&x.shape)),
         };
         let i64_of = |d: Dim| TensorType::new(vec![d], DType::I64);
-        let all = vec![x.with_shape(y), i64_of(Dim::Unknown), i64_of(n), i64_of(Dim::Unknown)];
+        let all = vec![
+            x.with_shape(y),
+            i64_of(Dim::Unknown),
+            i64_of(n),
+            i64_of(Dim::Unknown),
+        ];
         Ok(all.into_iter().take(ctx.num_results).collect())
     },
     eval: Some(|ctx| {
         let x = ctx.input(0)?;
-        unique(x, compress_axis(ctx, x.rank())?, ctx.int("sorted")? != 0, ctx.num_results)
+        unique(
+            x,
+            compress_axis(ctx, x.rank())?,
+            ctx.int("sorted")? != 0,
+            ctx.num_results,
+        )
     }),
 };
 
 /// Unique's results (the first `num_results` of: unique values or slices,
 /// their first indices, the inverse indices, the counts).
-fn unique(x: &Tensor, axis: Option<usize>, sorted: bool, num_results: usize) -> Result<Vec<Tensor>, String> {
+fn unique(
+    x: &Tensor,
+    axis: Option<usize>,
+    sorted: bool,
+    num_results: usize,
+) -> Result<Vec<Tensor>, String> {
     // The flat positions of each slice along the axis (single elements when
     // flattened).
     let (n, slices): (usize, Vec<Vec<usize>>) = match axis {
         None => (x.len(), (0..x.len()).map(|i| vec![i]).collect()),
         Some(a) => {
             let n = x.shape[a];
-            let (outer, inner) = (x.shape[..a].iter().product::<usize>(), x.shape[a + 1..].iter().product::<usize>());
-            let s = (0..n).map(|k| (0..outer).flat_map(|o| (0..inner).map(move |i| (o * n + k) * inner + i)).collect()).collect();
+            let (outer, inner) = (
+                x.shape[..a].iter().product::<usize>(),
+                x.shape[a + 1..].iter().product::<usize>(),
+            );
+            let s = (0..n)
+                .map(|k| {
+                    (0..outer)
+                        .flat_map(|o| (0..inner).map(move |i| (o * n + k) * inner + i))
+                        .collect()
+                })
+                .collect();
             (n, s)
         }
     };
@@ -1677,8 +2070,14 @@ fn resize_cfg(ctx: &dyn AttrAccess) -> Result<ResizeCfg, String> {
         m => return Err(format!("unknown resize mode '{m}'")),
     };
     let coord = ctx.string("coordinate_transformation_mode")?;
-    const COORDS: [&str; 6] =
-        ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize"];
+    const COORDS: [&str; 6] = [
+        "half_pixel",
+        "half_pixel_symmetric",
+        "pytorch_half_pixel",
+        "align_corners",
+        "asymmetric",
+        "tf_crop_and_resize",
+    ];
     if !COORDS.contains(&coord.as_str()) {
         return Err(format!("unknown coordinate_transformation_mode '{coord}'"));
     }
@@ -1707,7 +2106,11 @@ fn source_coord(coord: &str, j: usize, scale: f64, iw: usize, ow: usize, roi: (f
         "asymmetric" => x / scale,
         "tf_crop_and_resize" => {
             let span = (roi.1 - roi.0) * (iw_f - 1.0);
-            let x = if out_f == 1.0 { span / 2.0 } else { x * span / (out_f - 1.0) };
+            let x = if out_f == 1.0 {
+                span / 2.0
+            } else {
+                x * span / (out_f - 1.0)
+            };
             x + roi.0 * (iw_f - 1.0)
         }
         "pytorch_half_pixel" if out_f == 1.0 => -0.5,
@@ -1758,13 +2161,19 @@ fn interp_taps(cfg: &ResizeCfg, x: f64, scale: f64, iw: usize) -> Option<Vec<(us
         taps.iter_mut().for_each(|t| t.1 /= sum);
     }
     if cfg.exclude_outside {
-        taps.iter_mut().filter(|t| t.0 < 0 || t.0 >= iw as i64).for_each(|t| t.1 = 0.0);
+        taps.iter_mut()
+            .filter(|t| t.0 < 0 || t.0 >= iw as i64)
+            .for_each(|t| t.1 = 0.0);
         let sum: f64 = taps.iter().map(|t| t.1).sum();
         if sum != 0.0 {
             taps.iter_mut().for_each(|t| t.1 /= sum);
         }
     }
-    Some(taps.into_iter().map(|(i, w)| (i.clamp(0, iw as i64 - 1) as usize, w)).collect())
+    Some(
+        taps.into_iter()
+            .map(|(i, w)| (i.clamp(0, iw as i64 - 1) as usize, w))
+            .collect(),
+    )
 }
 
 /// The input index nearest output coordinate at source position `x`; None
@@ -1811,7 +2220,11 @@ fn resize_targets(
             let pick = match policy {
                 "stretch" => None,
                 "not_larger" => Some(axes.iter().map(|&a| sc[a]).fold(f64::INFINITY, f64::min)),
-                "not_smaller" => Some(axes.iter().map(|&a| sc[a]).fold(f64::NEG_INFINITY, f64::max)),
+                "not_smaller" => Some(
+                    axes.iter()
+                        .map(|&a| sc[a])
+                        .fold(f64::NEG_INFINITY, f64::max),
+                ),
                 p => return Err(format!("unknown keep_aspect_ratio_policy '{p}'")),
             };
             if let Some(s) = pick {
@@ -1844,12 +2257,19 @@ fn resize_axes(ctx: &dyn AttrAccess, rank: usize) -> Result<Vec<usize>, String> 
 
 /// A present, non-empty operand (Resize marks absent roi/scales/sizes with
 /// empty tensors too).
-fn nonempty<'a>(t: Option<&'a Tensor>) -> Option<&'a Tensor> {
+fn nonempty(t: Option<&Tensor>) -> Option<&Tensor> {
     t.filter(|t| !t.is_empty())
 }
 
 /// Resizes `x` along `axes` to `out` with per-axis `scales`.
-fn resize(x: &Tensor, cfg: &ResizeCfg, axes: &[usize], scales: &[f64], out: &[usize], roi: &[(f64, f64)]) -> Result<Tensor, String> {
+fn resize(
+    x: &Tensor,
+    cfg: &ResizeCfg,
+    axes: &[usize],
+    scales: &[f64],
+    out: &[usize],
+    roi: &[(f64, f64)],
+) -> Result<Tensor, String> {
     if let Some(&a) = axes.iter().find(|&&a| x.shape[a] == 0 && out[a] > 0) {
         return Err(format!("cannot resize an empty axis {a}"));
     }
@@ -1860,7 +2280,14 @@ fn resize(x: &Tensor, cfg: &ResizeCfg, axes: &[usize], scales: &[f64], out: &[us
                     return identity_map(x.shape[a]);
                 }
                 (0..out[a])
-                    .map(|j| nearest_index(cfg, mode, source_coord(&cfg.coord, j, scales[a], x.shape[a], out[a], roi[a]), x.shape[a]))
+                    .map(|j| {
+                        nearest_index(
+                            cfg,
+                            mode,
+                            source_coord(&cfg.coord, j, scales[a], x.shape[a], out[a], roi[a]),
+                            x.shape[a],
+                        )
+                    })
                     .collect()
             })
             .collect::<Vec<_>>();
@@ -1878,8 +2305,16 @@ fn resize(x: &Tensor, cfg: &ResizeCfg, axes: &[usize], scales: &[f64], out: &[us
         if iw == ow && scales[a] == 1.0 && roi[a] == (0.0, 1.0) {
             continue;
         }
-        let taps: Vec<_> =
-            (0..ow).map(|j| interp_taps(cfg, source_coord(&cfg.coord, j, scales[a], iw, ow, roi[a]), scales[a], iw)).collect();
+        let taps: Vec<_> = (0..ow)
+            .map(|j| {
+                interp_taps(
+                    cfg,
+                    source_coord(&cfg.coord, j, scales[a], iw, ow, roi[a]),
+                    scales[a],
+                    iw,
+                )
+            })
+            .collect();
         let outer: usize = shape[..a].iter().product();
         let inner: usize = shape[a + 1..].iter().product();
         let mut next = Vec::with_capacity(outer * ow * inner);
@@ -1887,7 +2322,10 @@ fn resize(x: &Tensor, cfg: &ResizeCfg, axes: &[usize], scales: &[f64], out: &[us
             for t in &taps {
                 for i in 0..inner {
                     next.push(match t {
-                        Some(t) => t.iter().map(|&(k, w)| w * v[(o * iw + k) * inner + i]).sum(),
+                        Some(t) => t
+                            .iter()
+                            .map(|&(k, w)| w * v[(o * iw + k) * inner + i])
+                            .sum(),
                         None => cfg.extrapolation,
                     });
                 }
@@ -1898,7 +2336,8 @@ fn resize(x: &Tensor, cfg: &ResizeCfg, axes: &[usize], scales: &[f64], out: &[us
     }
     if let Some((lo, hi)) = x.dtype.int_range() {
         // Integer results round half to even and saturate, like the reference.
-        v.iter_mut().for_each(|e| *e = e.round_ties_even().clamp(lo as f64, hi as f64));
+        v.iter_mut()
+            .for_each(|e| *e = e.round_ties_even().clamp(lo as f64, hi as f64));
     }
     Ok(Tensor::from_f64(x.dtype, shape, &v))
 }
@@ -1920,14 +2359,26 @@ pub static RESIZE: OpDef = OpDef {
     results: Results::Fixed(1),
     attrs: &[
         attr("mode", AttrKind::Str, Default::Str("nearest")),
-        attr("coordinate_transformation_mode", AttrKind::Str, Default::Str("half_pixel")),
-        attr("nearest_mode", AttrKind::Str, Default::Str("round_prefer_floor")),
+        attr(
+            "coordinate_transformation_mode",
+            AttrKind::Str,
+            Default::Str("half_pixel"),
+        ),
+        attr(
+            "nearest_mode",
+            AttrKind::Str,
+            Default::Str("round_prefer_floor"),
+        ),
         attr("cubic_coeff_a", AttrKind::Float, Default::Float(-0.75)),
         attr("exclude_outside", AttrKind::Int, Default::Int(0)),
         attr("extrapolation_value", AttrKind::Float, Default::Float(0.0)),
         attr("antialias", AttrKind::Int, Default::Int(0)),
         attr("axes", AttrKind::Ints, Default::Absent),
-        attr("keep_aspect_ratio_policy", AttrKind::Str, Default::Str("stretch")),
+        attr(
+            "keep_aspect_ratio_policy",
+            AttrKind::Str,
+            Default::Str("stretch"),
+        ),
     ],
     traits: &[],
     infer: |ctx| {
@@ -1937,7 +2388,10 @@ pub static RESIZE: OpDef = OpDef {
         let policy = ctx.string("keep_aspect_ratio_policy")?;
         let known = |i: usize| ctx.const_input(i).filter(|t| !t.is_empty());
         let mut shape = x.shape.clone();
-        let static_in = axes.iter().map(|&a| x.shape[a].as_fixed().map(|v| v as usize)).collect::<Option<Vec<_>>>();
+        let static_in = axes
+            .iter()
+            .map(|&a| x.shape[a].as_fixed().map(|v| v as usize))
+            .collect::<Option<Vec<_>>>();
         let sizes = dim_values(ctx, 3).filter(|v| !v.is_empty());
         match (known(3), known(2)) {
             _ if sizes.is_some() && policy == "stretch" => {
@@ -1950,7 +2404,11 @@ pub static RESIZE: OpDef = OpDef {
                 }
             }
             (Some(sz), _) if static_in.is_some() => {
-                let full: Vec<usize> = x.shape.iter().map(|d| d.as_fixed().unwrap_or(1) as usize).collect();
+                let full: Vec<usize> = x
+                    .shape
+                    .iter()
+                    .map(|d| d.as_fixed().unwrap_or(1) as usize)
+                    .collect();
                 let (_, out) = resize_targets(&full, &axes, None, Some(&sz.to_i64_vec()), &policy)?;
                 for &a in &axes {
                     shape[a] = Dim::fixed(out[a] as i64);
@@ -1973,14 +2431,29 @@ pub static RESIZE: OpDef = OpDef {
         let x = ctx.input(0)?;
         let cfg = resize_cfg(ctx)?;
         let axes = resize_axes(ctx, x.rank())?;
-        let scales = nonempty(ctx.opt_input(2)).map(|t| t.to_f32_vec().into_iter().map(f64::from).collect::<Vec<_>>());
+        let scales = nonempty(ctx.opt_input(2)).map(|t| {
+            t.to_f32_vec()
+                .into_iter()
+                .map(f64::from)
+                .collect::<Vec<_>>()
+        });
         let sizes = nonempty(ctx.opt_input(3)).map(|t| t.to_i64_vec());
-        let (sc, out) = resize_targets(&x.shape, &axes, scales.as_deref(), sizes.as_deref(), &ctx.string("keep_aspect_ratio_policy")?)?;
+        let (sc, out) = resize_targets(
+            &x.shape,
+            &axes,
+            scales.as_deref(),
+            sizes.as_deref(),
+            &ctx.string("keep_aspect_ratio_policy")?,
+        )?;
         let mut roi = vec![(0.0, 1.0); x.rank()];
         if let Some(r) = nonempty(ctx.opt_input(1)) {
             let r = r.to_f64_vec();
             if r.len() != 2 * axes.len() {
-                return Err(format!("roi has {} values for {} axes", r.len(), axes.len()));
+                return Err(format!(
+                    "roi has {} values for {} axes",
+                    r.len(),
+                    axes.len()
+                ));
             }
             for (i, &a) in axes.iter().enumerate() {
                 roi[a] = (r[i], r[axes.len() + i]);
@@ -1990,142 +2463,664 @@ pub static RESIZE: OpDef = OpDef {
     }),
 };
 
+/// Test helpers shared by the family files of this module.
 #[cfg(test)]
-mod node_case_runner {
-    //! TEMPORARY development runner (removed before hand-off).
+pub(crate) mod testing {
     use super::*;
-    use crate::attr::{Attr, Attrs};
+    use crate::attr::Attrs;
     use std::sync::Arc;
 
-    fn parse_tensor(toks: &[&str]) -> Tensor {
-        let dtype = DType::from_name(toks[0]).unwrap();
-        let rank: usize = toks[1].parse().unwrap();
-        let shape: Vec<usize> = toks[2..2 + rank].iter().map(|s| s.parse().unwrap()).collect();
-        let vals: Vec<&str> = toks[2 + rank + 1..].iter().copied().filter(|s| !s.is_empty()).collect();
-        if dtype == DType::Str {
-            let v: Vec<String> = vals
-                .iter()
-                .map(|h| if *h == "-" { String::new() } else { String::from_utf8((0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()).unwrap() })
-                .collect();
-            return Tensor::new(dtype, shape, Data::Str(v)).unwrap();
-        }
-        if dtype.is_float() {
-            let v: Vec<f64> = vals.iter().map(|s| s.parse().unwrap()).collect();
-            Tensor::from_f64(dtype, shape, &v)
-        } else {
-            let v: Vec<i64> = vals.iter().map(|s| s.parse::<i128>().unwrap() as i64).collect();
-            Tensor::from_i64(dtype, shape, &v)
-        }
+    /// Runs `infer` on operand types, with optional constant and symbolic
+    /// operand values.
+    pub fn infer(
+        def: &'static OpDef,
+        attrs: &Attrs,
+        operands: &[TensorType],
+        consts: &[Option<Tensor>],
+        syms: &[Option<Vec<Dim>>],
+        num_results: usize,
+    ) -> Result<Vec<TensorType>, String> {
+        let shared: Vec<Option<crate::tensor::SharedTensor>> =
+            consts.iter().map(|c| c.clone().map(Arc::new)).collect();
+        let ctx = InferCtx {
+            def,
+            attrs,
+            operands: operands.iter().map(Some).collect(),
+            consts: (0..operands.len())
+                .map(|i| shared.get(i).and_then(|c| c.as_ref()))
+                .collect(),
+            syms: (0..operands.len())
+                .map(|i| syms.get(i).cloned().flatten())
+                .collect(),
+            num_results,
+        };
+        (def.infer)(&ctx)
+    }
+
+    pub fn eval(
+        def: &'static OpDef,
+        attrs: &Attrs,
+        inputs: &[Option<Tensor>],
+        num_results: usize,
+    ) -> Result<Vec<Tensor>, String> {
+        let ctx = EvalCtx {
+            def,
+            attrs,
+            inputs: inputs.iter().map(|t| t.as_ref()).collect(),
+            num_results,
+        };
+        (def.eval.ok_or("no eval")?)(&ctx)
+    }
+
+    pub fn attrs(list: &[(&str, crate::attr::Attr)]) -> Attrs {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    pub fn f32s(t: &Tensor) -> Vec<f32> {
+        t.to_f32_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{attrs, eval, f32s, infer};
+    use super::*;
+    use crate::attr::{Attr, Attrs};
+
+    fn sym(n: &str) -> Dim {
+        Dim::sym(n)
+    }
+    fn ty(dims: &[Dim]) -> TensorType {
+        TensorType::new(dims.to_vec(), DType::F32)
+    }
+    fn ints(v: &[i64]) -> Tensor {
+        Tensor::i64(vec![v.len()], v.to_vec())
+    }
+    fn iota(shape: &[usize]) -> Tensor {
+        let n = shape.iter().product::<usize>();
+        Tensor::f32(shape.to_vec(), (0..n).map(|i| i as f32).collect())
+    }
+    fn none() -> Attrs {
+        Attrs::new()
     }
 
     #[test]
-    #[ignore]
-    fn run_node_cases() {
-        let Ok(path) = std::env::var("TESSERA_OP_CASES") else { return };
-        let filter = std::env::var("TESSERA_OP_FILTER").unwrap_or_default();
-        let text = std::fs::read_to_string(path).unwrap();
-        let (mut pass, mut fail) = (0, 0);
-        for case in text.split("\nend\n") {
-            let lines: Vec<&str> = case.lines().filter(|l| !l.is_empty()).collect();
-            if lines.is_empty() {
-                continue;
-            }
-            let name = lines[0].trim_start_matches("test ");
-            if !name.contains(&filter) {
-                continue;
-            }
-            let mut attrs = Attrs::new();
-            let mut ins: Vec<Option<Tensor>> = Vec::new();
-            let mut outs: Vec<Tensor> = Vec::new();
-            let mut op = "";
-            let mut tol = (1e-3, 1e-7);
-            for l in &lines[1..] {
-                let t: Vec<&str> = l.split(' ').filter(|s| !s.is_empty()).collect();
-                match t[0] {
-                    "op" => op = t[1],
-                    "attr" => {
-                        let a = match t[2] {
-                            "int" => Attr::Int(t[3].parse().unwrap()),
-                            "float" => Attr::Float(t[3].parse().unwrap()),
-                            "str" => Attr::Str(t[3..].join(" ")),
-                            "ints" => Attr::Ints(t[3..].iter().filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect()),
-                            "floats" => Attr::Floats(t[3..].iter().filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect()),
-                            "type" => Attr::Type(DType::from_name(t[3]).unwrap()),
-                            "tensor" => Attr::Tensor(Arc::new(parse_tensor(&t[3..]))),
-                            k => panic!("attr kind {k}"),
-                        };
-                        attrs.insert(t[1].to_string(), a);
-                    }
-                    "in" => ins.push(if t[2] == "none" { None } else { Some(parse_tensor(&t[2..])) }),
-                    "out" => outs.push(parse_tensor(&t[2..])),
-                    "tol" => tol = (t[1].parse().unwrap(), t[2].parse().unwrap()),
-                    _ => {}
-                }
-            }
-            let Some(kind) = OpKind::from_mnemonic(op) else {
-                println!("MISSING-OP {name}: {op}");
-                fail += 1;
-                continue;
-            };
-            let def = kind.def();
-            let tys: Vec<Option<TensorType>> = ins.iter().map(|t| t.as_ref().map(|t| TensorType::new(fixed_dims(&t.shape), t.dtype))).collect();
-            let shared: Vec<Option<crate::tensor::SharedTensor>> = ins.iter().map(|t| t.clone().map(Arc::new)).collect();
-            let mut problems = Vec::new();
-            // infer with constants, and with only the first operand non-constant
-            for with_consts in [true, false] {
-                let ctx = InferCtx {
-                    def,
-                    attrs: &attrs,
-                    operands: tys.iter().map(|t| t.as_ref()).collect(),
-                    consts: shared.iter().enumerate().map(|(i, c)| if with_consts || i > 0 { c.as_ref() } else { None }).collect(),
-                    syms: Vec::new(),
-                    num_results: outs.len(),
-                };
-                match (def.infer)(&ctx) {
-                    Ok(r) => {
-                        for (t, o) in r.iter().zip(&outs) {
-                            let want = TensorType::new(fixed_dims(&o.shape), o.dtype);
-                            let ok = t.dtype() == o.dtype && t.rank() == o.rank() && t.shape.iter().zip(&want.shape).all(|(a, b)| a.compatible(b));
-                            if !ok || (with_consts && t != &want && !def.has_trait(Trait::Random)) {
-                                problems.push(format!("infer(consts={with_consts}) {t} vs {want}"));
-                            }
-                        }
-                    }
-                    Err(e) => problems.push(format!("infer(consts={with_consts}) error {e}")),
-                }
-            }
-            let ctx = EvalCtx { def, attrs: &attrs, inputs: ins.iter().map(|t| t.as_ref()).collect(), num_results: outs.len() };
-            match (def.eval.unwrap())(&ctx) {
-                Ok(r) => {
-                    for (k, (got, want)) in r.iter().zip(&outs).enumerate() {
-                        if got.shape != want.shape || got.dtype != want.dtype {
-                            problems.push(format!("out{k} {:?}{:?} vs {:?}{:?}", got.dtype, got.shape, want.dtype, want.shape));
-                            continue;
-                        }
-                        if def.has_trait(Trait::Random) {
-                            continue;
-                        }
-                        let same = if let (Data::Str(a), Data::Str(b)) = (&got.data, &want.data) {
-                            a == b
-                        } else {
-                            let (a, b) = (got.to_f64_vec(), want.to_f64_vec());
-                            a.iter().zip(&b).all(|(x, y)| (x.is_nan() && y.is_nan()) || (x - y).abs() <= tol.1 + tol.0 * y.abs())
-                        };
-                        if !same {
-                            let (a, b) = (got.to_f64_vec(), want.to_f64_vec());
-                            problems.push(format!("out{k} values differ: got {:?} want {:?}", &a[..a.len().min(12)], &b[..b.len().min(12)]));
-                        }
-                    }
-                }
-                Err(e) => problems.push(format!("eval error {e}")),
-            }
-            if problems.is_empty() {
-                pass += 1;
-            } else {
-                fail += 1;
-                println!("FAIL {name}: {}", problems.join(" | "));
-            }
+    fn concat_of_kv_cache_adds_symbolic_dims() {
+        let a = ty(&[sym("batch"), sym("past_seq"), Dim::fixed(8)]);
+        let b = ty(&[sym("batch"), sym("seq"), Dim::fixed(8)]);
+        let r = infer(
+            &CONCAT,
+            &attrs(&[("axis", Attr::Int(-2))]),
+            &[a, b],
+            &[],
+            &[],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            r[0].shape,
+            vec![
+                sym("batch"),
+                sym("past_seq").add(&sym("seq")),
+                Dim::fixed(8)
+            ]
+        );
+        let bad = infer(
+            &CONCAT,
+            &attrs(&[("axis", Attr::Int(0))]),
+            &[
+                ty(&[Dim::fixed(2), Dim::fixed(3)]),
+                ty(&[Dim::fixed(2), Dim::fixed(4)]),
+            ],
+            &[],
+            &[],
+            1,
+        );
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn slice_keeps_symbolic_dims() {
+        let x = ty(&[sym("batch"), sym("seq"), Dim::fixed(64)]);
+        let i64ty = TensorType::fixed(&[1], DType::I64);
+        let run = |s: Tensor, e: Tensor, syms: Vec<Option<Vec<Dim>>>| {
+            let ops = [x.clone(), i64ty.clone(), i64ty.clone(), i64ty.clone()];
+            let consts = [None, Some(s), Some(e), Some(ints(&[1]))];
+            infer(&SLICE, &none(), &ops, &consts, &syms, 1).unwrap()[0].shape[1].clone()
+        };
+        assert_eq!(
+            run(ints(&[1]), ints(&[i64::MAX]), vec![]),
+            sym("seq").sub(&Dim::fixed(1))
+        );
+        assert_eq!(run(ints(&[-1]), ints(&[i64::MAX]), vec![]), Dim::fixed(1));
+        assert_eq!(
+            run(ints(&[0]), ints(&[-2]), vec![]),
+            sym("seq").sub(&Dim::fixed(2))
+        );
+        // Bounds computed from shapes: x[:, past : past+seq].
+        let (past, new) = (sym("past"), sym("new"));
+        let syms = vec![
+            None,
+            Some(vec![past.clone()]),
+            Some(vec![past.add(&new)]),
+            None,
+        ];
+        let ops = [x.clone(), i64ty.clone(), i64ty.clone(), i64ty.clone()];
+        let r = infer(
+            &SLICE,
+            &none(),
+            &ops,
+            &[None, None, None, Some(ints(&[1]))],
+            &syms,
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].shape[1], new);
+        // Unknown bounds: only the sliced axis becomes unknown.
+        let r = infer(
+            &SLICE,
+            &none(),
+            &ops,
+            &[None, None, None, Some(ints(&[2]))],
+            &[],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].shape, vec![sym("batch"), sym("seq"), Dim::Unknown]);
+    }
+
+    #[test]
+    fn gather_scalar_index_removes_the_axis() {
+        let x = ty(&[sym("batch"), sym("seq"), Dim::fixed(8)]);
+        let r = infer(
+            &GATHER,
+            &attrs(&[("axis", Attr::Int(1))]),
+            &[x, TensorType::scalar(DType::I64)],
+            &[],
+            &[],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].shape, vec![sym("batch"), Dim::fixed(8)]);
+    }
+
+    #[test]
+    fn expand_and_reshape_keep_symbols() {
+        let x = ty(&[sym("batch"), sym("seq"), Dim::fixed(1)]);
+        let shape_ty = TensorType::fixed(&[3], DType::I64);
+        let r = infer(
+            &EXPAND,
+            &none(),
+            &[x.clone(), shape_ty.clone()],
+            &[None, Some(ints(&[1, 1, 4]))],
+            &[],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].shape, vec![sym("batch"), sym("seq"), Dim::fixed(4)]);
+        // Target unknown: dims other than 1 survive.
+        let r = infer(
+            &EXPAND,
+            &none(),
+            &[x.clone(), shape_ty.clone()],
+            &[],
+            &[],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].shape, vec![sym("batch"), sym("seq"), Dim::Unknown]);
+        let x = ty(&[sym("batch"), sym("seq"), Dim::fixed(4), Dim::fixed(32)]);
+        let r = infer(
+            &RESHAPE,
+            &none(),
+            &[x.clone(), shape_ty.clone()],
+            &[None, Some(ints(&[0, 0, -1]))],
+            &[],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].shape, vec![sym("batch"), sym("seq"), Dim::fixed(128)]);
+        let target = Some(vec![sym("batch").mul(&sym("seq")), Dim::fixed(-1)]);
+        let r = infer(
+            &RESHAPE,
+            &none(),
+            &[x, TensorType::fixed(&[2], DType::I64)],
+            &[],
+            &[None, target],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            r[0].shape,
+            vec![sym("batch").mul(&sym("seq")), Dim::fixed(128)]
+        );
+    }
+
+    #[test]
+    fn split_transpose_squeeze_unsqueeze_infer() {
+        let qkv = ty(&[sym("batch"), sym("h").mul(&Dim::fixed(3))]);
+        let r = infer(
+            &SPLIT,
+            &attrs(&[("axis", Attr::Int(1)), ("num_outputs", Attr::Int(3))]),
+            &[qkv],
+            &[],
+            &[],
+            3,
+        )
+        .unwrap();
+        assert!(r.iter().all(|t| t.shape == vec![sym("batch"), sym("h")]));
+        let x = ty(&[sym("b"), Dim::fixed(1), sym("s")]);
+        let r = infer(
+            &TRANSPOSE,
+            &attrs(&[("perm", Attr::Ints(vec![2, 0, 1]))]),
+            std::slice::from_ref(&x),
+            &[],
+            &[],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].shape, vec![sym("s"), sym("b"), Dim::fixed(1)]);
+        let axes_ty = TensorType::fixed(&[1], DType::I64);
+        let r = infer(
+            &SQUEEZE,
+            &none(),
+            &[x.clone(), axes_ty.clone()],
+            &[None, Some(ints(&[1]))],
+            &[],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].shape, vec![sym("b"), sym("s")]);
+        assert!(infer(
+            &SQUEEZE,
+            &none(),
+            &[x.clone(), axes_ty.clone()],
+            &[None, Some(ints(&[3]))],
+            &[],
+            1
+        )
+        .is_err());
+        let r = infer(
+            &UNSQUEEZE,
+            &none(),
+            &[x.clone(), axes_ty.clone()],
+            &[None, Some(ints(&[-1]))],
+            &[],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            r[0].shape,
+            vec![sym("b"), Dim::fixed(1), sym("s"), Dim::fixed(1)]
+        );
+        let r = infer(&UNSQUEEZE, &none(), &[x, axes_ty], &[], &[], 1).unwrap();
+        assert_eq!(r[0].shape, vec![Dim::Unknown; 4]);
+    }
+
+    #[test]
+    fn slice_eval_negative_steps_and_clamping() {
+        // numpy: np.arange(10)[8:1:-3] == [8, 5, 2]; [-100:3] == [0, 1, 2]
+        let x = iota(&[10]);
+        let r = eval(
+            &SLICE,
+            &none(),
+            &[
+                Some(x.clone()),
+                Some(ints(&[8])),
+                Some(ints(&[1])),
+                None,
+                Some(ints(&[-3])),
+            ],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![8.0, 5.0, 2.0]);
+        let r = eval(
+            &SLICE,
+            &none(),
+            &[
+                Some(x.clone()),
+                Some(ints(&[-100])),
+                Some(ints(&[3])),
+                None,
+                None,
+            ],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![0.0, 1.0, 2.0]);
+        let r = eval(
+            &SLICE,
+            &none(),
+            &[
+                Some(x),
+                Some(ints(&[-1])),
+                Some(ints(&[i64::MIN])),
+                None,
+                Some(ints(&[-4])),
+            ],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![9.0, 5.0, 1.0]);
+    }
+
+    #[test]
+    fn gather_moves_strings_and_negative_indices() {
+        let words: Vec<String> = ["a", "bb", "", "ccc"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let x = Tensor::new(DType::Str, vec![2, 2], Data::Str(words)).unwrap();
+        let r = eval(
+            &GATHER,
+            &none(),
+            &[Some(x), Some(Tensor::i64(vec![3], vec![-1, 0, 1]))],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].shape, vec![3, 2]);
+        let want: Vec<String> = ["", "ccc", "a", "bb", "", "ccc"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(r[0].data, Data::Str(want));
+        assert!(eval(&GATHER, &none(), &[Some(iota(&[2])), Some(ints(&[2]))], 1).is_err());
+    }
+
+    #[test]
+    fn pad_modes_match_numpy() {
+        let x = Tensor::f32(vec![4], vec![1.0, 2.0, 3.0, 4.0]);
+        let pad = |mode: &str, pads: &[i64]| {
+            let a = attrs(&[("mode", Attr::Str(mode.into()))]);
+            f32s(
+                &eval(
+                    &PAD,
+                    &a,
+                    &[
+                        Some(x.clone()),
+                        Some(ints(pads)),
+                        Some(Tensor::f32(vec![], vec![9.0])),
+                    ],
+                    1,
+                )
+                .unwrap()[0],
+            )
+        };
+        // np.pad([1,2,3,4], (2,3), mode=...)
+        assert_eq!(
+            pad("constant", &[2, 3]),
+            vec![9.0, 9.0, 1.0, 2.0, 3.0, 4.0, 9.0, 9.0, 9.0]
+        );
+        assert_eq!(
+            pad("reflect", &[2, 3]),
+            vec![3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 2.0, 1.0]
+        );
+        assert_eq!(
+            pad("edge", &[2, 3]),
+            vec![1.0, 1.0, 1.0, 2.0, 3.0, 4.0, 4.0, 4.0, 4.0]
+        );
+        assert_eq!(
+            pad("wrap", &[2, 3]),
+            vec![3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0]
+        );
+        // Negative pads crop first: [2, 3, 4] then one edge value.
+        assert_eq!(pad("edge", &[-1, 1]), vec![2.0, 3.0, 4.0, 4.0]);
+    }
+
+    #[test]
+    fn scatter_reductions_accumulate_duplicates() {
+        let data = Tensor::f32(vec![3], vec![1.0, 2.0, 3.0]);
+        let ind = Tensor::i64(vec![3, 1], vec![0, 2, 0]);
+        let upd = Tensor::f32(vec![3], vec![10.0, 20.0, 30.0]);
+        let run = |red: &str| {
+            let a = attrs(&[("reduction", Attr::Str(red.into()))]);
+            f32s(
+                &eval(
+                    &SCATTER_ND,
+                    &a,
+                    &[Some(data.clone()), Some(ind.clone()), Some(upd.clone())],
+                    1,
+                )
+                .unwrap()[0],
+            )
+        };
+        assert_eq!(run("add"), vec![41.0, 2.0, 23.0]);
+        assert_eq!(run("mul"), vec![300.0, 2.0, 60.0]);
+        assert_eq!(run("none"), vec![30.0, 2.0, 20.0]);
+        let a = attrs(&[
+            ("axis", Attr::Int(1)),
+            ("reduction", Attr::Str("max".into())),
+        ]);
+        let d = Tensor::i64(vec![1, 3], vec![5, 5, 5]);
+        let r = eval(
+            &SCATTER_ELEMENTS,
+            &a,
+            &[
+                Some(d),
+                Some(Tensor::i64(vec![1, 2], vec![-1, 0])),
+                Some(Tensor::i64(vec![1, 2], vec![9, 1])),
+            ],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].to_i64_vec(), vec![5, 5, 9]);
+    }
+
+    #[test]
+    fn unique_sorted_and_first_occurrence_order() {
+        // np.unique([2, 1, 1, 3, 2], return_index/inverse/counts)
+        let x = Tensor::i64(vec![5], vec![2, 1, 1, 3, 2]);
+        let r = eval(&UNIQUE, &none(), &[Some(x.clone())], 4).unwrap();
+        assert_eq!(r[0].to_i64_vec(), vec![1, 2, 3]);
+        assert_eq!(r[1].to_i64_vec(), vec![1, 0, 3]);
+        assert_eq!(r[2].to_i64_vec(), vec![1, 0, 0, 2, 1]);
+        assert_eq!(r[3].to_i64_vec(), vec![2, 2, 1]);
+        let r = eval(&UNIQUE, &attrs(&[("sorted", Attr::Int(0))]), &[Some(x)], 4).unwrap();
+        assert_eq!(r[0].to_i64_vec(), vec![2, 1, 3]);
+        assert_eq!(r[2].to_i64_vec(), vec![0, 1, 1, 2, 0]);
+    }
+
+    #[test]
+    fn resize_nearest_and_linear() {
+        let x = Tensor::f32(vec![1, 2], vec![0.0, 3.0]);
+        let scales = Tensor::f32(vec![2], vec![1.0, 2.0]);
+        // Upsample's form: asymmetric + floor repeats elements.
+        let a = attrs(&[
+            ("nearest_mode", Attr::Str("floor".into())),
+            (
+                "coordinate_transformation_mode",
+                Attr::Str("asymmetric".into()),
+            ),
+        ]);
+        let r = eval(
+            &RESIZE,
+            &a,
+            &[Some(x.clone()), None, Some(scales.clone()), None],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![0.0, 0.0, 3.0, 3.0]);
+        // half_pixel sources -0.25, 0.25, 0.75, 1.25 round (prefer floor) to 0, 0, 1, 1.
+        let r = eval(
+            &RESIZE,
+            &none(),
+            &[Some(x.clone()), None, Some(scales), None],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![0.0, 0.0, 3.0, 3.0]);
+        // align_corners maps the ends onto each other: 0, 1, 2, 3.
+        let a = attrs(&[
+            ("mode", Attr::Str("linear".into())),
+            (
+                "coordinate_transformation_mode",
+                Attr::Str("align_corners".into()),
+            ),
+        ]);
+        let r = eval(
+            &RESIZE,
+            &a,
+            &[Some(x.clone()), None, None, Some(ints(&[1, 4]))],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![0.0, 1.0, 2.0, 3.0]);
+        // half_pixel: source positions -0.25, 0.25, 0.75, 1.25 (edges clamp).
+        let a = attrs(&[("mode", Attr::Str("linear".into()))]);
+        let r = eval(&RESIZE, &a, &[Some(x), None, None, Some(ints(&[1, 4]))], 1).unwrap();
+        assert_eq!(f32s(&r[0]), vec![0.0, 0.75, 2.25, 3.0]);
+        let sym_x = ty(&[sym("n"), Dim::fixed(3)]);
+        let r = infer(
+            &RESIZE,
+            &none(),
+            &[
+                sym_x,
+                TensorType::fixed(&[0], DType::F32),
+                TensorType::fixed(&[2], DType::F32),
+            ],
+            &[None, None, Some(Tensor::f32(vec![2], vec![2.0, 1.5]))],
+            &[],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            r[0].shape,
+            vec![sym("n").mul(&Dim::fixed(2)), Dim::fixed(4)]
+        );
+    }
+
+    #[test]
+    fn depth_to_space_round_trips_space_to_depth() {
+        let x = iota(&[1, 2, 4, 6]);
+        for mode in ["DCR", "CRD"] {
+            let a = attrs(&[
+                ("blocksize", Attr::Int(2)),
+                ("mode", Attr::Str(mode.into())),
+            ]);
+            let d = eval(&SPACE_TO_DEPTH, &a, &[Some(x.clone())], 1).unwrap();
+            assert_eq!(d[0].shape, vec![1, 8, 2, 3]);
+            let back = eval(&DEPTH_TO_SPACE, &a, &[Some(d[0].clone())], 1).unwrap();
+            assert_eq!(back[0], x, "{mode}");
         }
-        println!("pass {pass} fail {fail}");
+        // DCR: channel c*4 + (i*2 + j) goes to pixel (2h+i, 2w+j); first row of the result is [0, 6, 1, 7, 2, 8].
+        let a = attrs(&[("blocksize", Attr::Int(2))]);
+        let d = eval(&SPACE_TO_DEPTH, &a, &[Some(iota(&[1, 1, 2, 6]))], 1).unwrap();
+        assert_eq!(f32s(&d[0])[..3], [0.0, 2.0, 4.0]);
+    }
+
+    #[test]
+    fn shape_size_and_data_dependent_ops() {
+        let x = ty(&[sym("b"), Dim::fixed(3), Dim::fixed(4)]);
+        let r = infer(
+            &SHAPE,
+            &attrs(&[("start", Attr::Int(-2))]),
+            std::slice::from_ref(&x),
+            &[],
+            &[],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0], TensorType::fixed(&[2], DType::I64));
+        let r = eval(
+            &SHAPE,
+            &attrs(&[("end", Attr::Int(-1))]),
+            &[Some(iota(&[2, 3, 4]))],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r[0].to_i64_vec(), vec![2, 3]);
+        assert_eq!(
+            eval(&SIZE, &none(), &[Some(iota(&[2, 3, 4]))], 1).unwrap()[0].to_i64_vec(),
+            vec![24]
+        );
+        let r = infer(&NON_ZERO, &none(), &[x], &[], &[], 1).unwrap();
+        assert_eq!(r[0].shape, vec![Dim::fixed(3), Dim::Unknown]);
+        let r = eval(
+            &NON_ZERO,
+            &none(),
+            &[Some(Tensor::i64(vec![2, 2], vec![0, 5, 7, 0]))],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            (r[0].shape.clone(), r[0].to_i64_vec()),
+            (vec![2, 2], vec![0, 1, 1, 0])
+        );
+    }
+
+    #[test]
+    fn tile_expand_center_crop_pad_and_reverse_sequence() {
+        let x = Tensor::f32(vec![2], vec![1.0, 2.0]);
+        assert_eq!(
+            f32s(&eval(&TILE, &none(), &[Some(x.clone()), Some(ints(&[3]))], 1).unwrap()[0]),
+            vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0]
+        );
+        let r = eval(
+            &EXPAND,
+            &none(),
+            &[
+                Some(Tensor::f32(vec![2, 1], vec![1.0, 2.0])),
+                Some(ints(&[2, 3])),
+            ],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+        // [0..5) cropped to 2 keeps [1, 2]; padded to 8 gets 1 zero before, 2 after.
+        let x = iota(&[5]);
+        assert_eq!(
+            f32s(
+                &eval(
+                    &CENTER_CROP_PAD,
+                    &none(),
+                    &[Some(x.clone()), Some(ints(&[2]))],
+                    1
+                )
+                .unwrap()[0]
+            ),
+            vec![1.0, 2.0]
+        );
+        let r = eval(&CENTER_CROP_PAD, &none(), &[Some(x), Some(ints(&[8]))], 1).unwrap();
+        assert_eq!(f32s(&r[0]), vec![0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 0.0, 0.0]);
+        // time-major [3, 2]: batch 0 reverses 3 steps, batch 1 reverses 2.
+        let r = eval(
+            &REVERSE_SEQUENCE,
+            &none(),
+            &[Some(iota(&[3, 2])), Some(ints(&[3, 2]))],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![4.0, 3.0, 2.0, 1.0, 0.0, 5.0]);
+    }
+
+    #[test]
+    fn compress_and_tensor_scatter() {
+        let cond = Tensor::new(DType::Bool, vec![3], Data::Bool(vec![false, true, true])).unwrap();
+        let r = eval(
+            &COMPRESS,
+            &attrs(&[("axis", Attr::Int(1))]),
+            &[Some(iota(&[2, 3])), Some(cond)],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![1.0, 2.0, 4.0, 5.0]);
+        // Cache [2 batches, 4 slots, 1], writing 2 steps at slot 1 (batch 0) and 3 (batch 1, circular).
+        let cache = Tensor::zeros(DType::F32, vec![2, 4, 1]);
+        let upd = Tensor::f32(vec![2, 2, 1], vec![1.0, 2.0, 3.0, 4.0]);
+        let a = attrs(&[
+            ("axis", Attr::Int(1)),
+            ("mode", Attr::Str("circular".into())),
+        ]);
+        let r = eval(
+            &TENSOR_SCATTER,
+            &a,
+            &[Some(cache), Some(upd), Some(ints(&[1, 3]))],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&r[0]), vec![0.0, 1.0, 2.0, 0.0, 4.0, 0.0, 0.0, 3.0]);
     }
 }

@@ -251,11 +251,7 @@ impl<'a> Bias<'a> {
 
     /// Writes the bias of (b, h) into `out` (q_seq x total, row-major).
     fn fill(&self, b: usize, h: usize, out: &mut [f64]) {
-        let total = if self.q_seq == 0 {
-            0
-        } else {
-            out.len() / self.q_seq
-        };
+        let total = out.len().checked_div(self.q_seq).unwrap_or(0);
         // Valid keys preceding the query block: the internal cache length,
         // or per batch for an external cache (may be negative).
         let offset = match &self.nonpad {
@@ -792,6 +788,47 @@ mod tests {
         assert_eq!(out[0].to_f64_vec(), vec![7.]);
         assert_eq!(out[1].to_f64_vec(), vec![0., 5.]);
         assert_eq!(out[2].shape, vec![1, 1, 2, 1]);
+    }
+
+    #[test]
+    fn infer_keeps_symbolic_dims() {
+        let (b, s, past) = (Dim::sym("batch"), Dim::sym("seq"), Dim::sym("past"));
+        let q = TensorType::new(vec![b.clone(), s.clone(), Dim::fixed(64)], DType::F32);
+        let kv = TensorType::new(vec![b.clone(), s.clone(), Dim::fixed(32)], DType::F32);
+        let cache = TensorType::new(
+            vec![b.clone(), Dim::fixed(2), past.clone(), Dim::fixed(16)],
+            DType::F32,
+        );
+        let attrs: Attrs = [
+            ("q_num_heads", Attr::Int(4)),
+            ("kv_num_heads", Attr::Int(2)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let ctx = InferCtx {
+            def: &ATTENTION,
+            attrs: &attrs,
+            operands: vec![
+                Some(&q),
+                Some(&kv),
+                Some(&kv),
+                None,
+                Some(&cache),
+                Some(&cache),
+            ],
+            consts: vec![None; 6],
+            syms: vec![None; 6],
+            num_results: 4,
+        };
+        let out = (ATTENTION.infer)(&ctx).unwrap();
+        assert_eq!(out[0], q);
+        let total = past.add(&s);
+        assert_eq!(
+            out[1].shape,
+            vec![b.clone(), Dim::fixed(2), total.clone(), Dim::fixed(16)]
+        );
+        assert_eq!(out[3].shape, vec![b, Dim::fixed(4), s, total]);
     }
 
     #[test]

@@ -715,6 +715,41 @@ mod tests {
     }
 
     #[test]
+    fn conv_infer_keeps_batch_symbolic() {
+        let x = TensorType::new(
+            vec![
+                Dim::sym("n"),
+                Dim::fixed(3),
+                Dim::fixed(224),
+                Dim::fixed(224),
+            ],
+            DType::F32,
+        );
+        let w = TensorType::fixed(&[768, 3, 8, 8], DType::F32);
+        let attrs: Attrs = [("strides".to_string(), Attr::Ints(vec![8, 8]))]
+            .into_iter()
+            .collect();
+        let ctx = InferCtx {
+            def: &CONV,
+            attrs: &attrs,
+            operands: vec![Some(&x), Some(&w)],
+            consts: vec![None; 2],
+            syms: vec![None; 2],
+            num_results: 1,
+        };
+        let out = (CONV.infer)(&ctx).unwrap();
+        assert_eq!(
+            out[0].shape,
+            vec![
+                Dim::sym("n"),
+                Dim::fixed(768),
+                Dim::fixed(28),
+                Dim::fixed(28)
+            ]
+        );
+    }
+
+    #[test]
     fn conv_transpose_1d() {
         // x = [1, 2], w = [1, 1, 1], stride 2: [1, 1, 1+2, 2, 2]
         let x = Tensor::f32(vec![1, 1, 2], vec![1., 2.]);

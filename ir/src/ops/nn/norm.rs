@@ -107,7 +107,7 @@ pub static LAYER_NORMALIZATION: OpDef = OpDef {
             .map(|b| param_over(b, &x.shape, "bias"))
             .transpose()?;
         let cols: usize = x.shape[axis..].iter().product();
-        let rows = if cols == 0 { 0 } else { v.len() / cols };
+        let rows = v.len().checked_div(cols).unwrap_or(0);
         let mut y = vec![0f64; v.len()];
         let (mut means, mut invs) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
         for r in 0..rows {
