@@ -37,7 +37,8 @@ fn every_model_imports_verifies_and_round_trips() {
         let back = parse_graph(&text).unwrap_or_else(|e| panic!("{name}: reparse failed at {e}"));
         verify(&back).unwrap_or_else(|e| panic!("{name}: reparsed IR invalid: {e}"));
         assert!(print_graph(&back) == text, "{name}: print(parse(print(g))) differs from print(g)");
-        assert_eq!(back, g, "{name}: parsed graph differs structurally");
+        // (Not assert_eq: the Debug form of a graph holds every weight.)
+        assert!(back == g, "{name}: the parsed graph differs structurally from the imported one");
     }
 }
 

@@ -29,15 +29,55 @@ use tessera_ir::Tensor;
 
 const STATUS_FILE: &str = "tests/node-tests.status";
 const THREADS: usize = 2;
-const CATEGORIES: &[&str] = &["pass", "mismatch", "run-error", "unsupported", "invalid", "skip-data"];
+const CATEGORIES: &[&str] = &[
+    "pass",
+    "mismatch",
+    "run-error",
+    "unsupported",
+    "invalid",
+    "skip-data",
+];
 
 /// Name fragments of the ops transformer models are made of; the summary
 /// lists such tests that do not pass.
 const TRANSFORMER_OPS: &[&str] = &[
-    "matmul", "gemm", "softmax", "layer_norm", "rms_norm", "gelu", "erf", "tanh", "sigmoid", "relu", "reshape",
-    "transpose", "concat", "split", "slice", "gather", "squeeze", "unsqueeze", "where", "expand", "cast", "reduce",
-    "pow", "sqrt", "shape", "constantofshape", "range", "trilu", "cumsum", "einsum", "conv", "attention", "rotary",
-    "quantize", "dequantize", "matmulinteger", "qlinearmatmul",
+    "matmul",
+    "gemm",
+    "softmax",
+    "layer_norm",
+    "rms_norm",
+    "gelu",
+    "erf",
+    "tanh",
+    "sigmoid",
+    "relu",
+    "reshape",
+    "transpose",
+    "concat",
+    "split",
+    "slice",
+    "gather",
+    "squeeze",
+    "unsqueeze",
+    "where",
+    "expand",
+    "cast",
+    "reduce",
+    "pow",
+    "sqrt",
+    "shape",
+    "constantofshape",
+    "range",
+    "trilu",
+    "cumsum",
+    "einsum",
+    "conv",
+    "attention",
+    "rotary",
+    "quantize",
+    "dequantize",
+    "matmulinteger",
+    "qlinearmatmul",
 ];
 
 struct Case {
@@ -54,7 +94,10 @@ struct Outcome {
 
 impl Outcome {
     fn new(category: &'static str, detail: impl Into<String>) -> Outcome {
-        Outcome { category, detail: one_line(&detail.into()) }
+        Outcome {
+            category,
+            detail: one_line(&detail.into()),
+        }
     }
 }
 
@@ -73,7 +116,9 @@ fn repo_root() -> PathBuf {
 }
 
 fn node_tests_dir() -> PathBuf {
-    let dir = std::env::var_os("TESSERA_NODE_TESTS").map(PathBuf::from).unwrap_or_else(|| ".cache/onnx-node-tests".into());
+    let dir = std::env::var_os("TESSERA_NODE_TESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ".cache/onnx-node-tests".into());
     if dir.is_absolute() {
         dir
     } else {
@@ -86,15 +131,21 @@ fn load_cases(root: &Path) -> Vec<Case> {
     let text = std::fs::read_to_string(&index).unwrap_or_else(|e| {
         panic!("cannot read {}: {e}\nthe ONNX node tests are missing: run `make setup` to generate them", index.display())
     });
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", index.display()));
-    let tests = json["tests"].as_array().unwrap_or_else(|| panic!("{}: no 'tests' list", index.display()));
+    let json: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", index.display()));
+    let tests = json["tests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: no 'tests' list", index.display()));
     tests
         .iter()
         .map(|t| {
             let name = t["name"].as_str().expect("test name").to_string();
             Case {
                 dir: root.join(&name),
-                tol: Tolerance { atol: t["atol"].as_f64().unwrap_or(1e-7), rtol: t["rtol"].as_f64().unwrap_or(1e-3) },
+                tol: Tolerance {
+                    atol: t["atol"].as_f64().unwrap_or(1e-7),
+                    rtol: t["rtol"].as_f64().unwrap_or(1e-3),
+                },
                 name,
             }
         })
@@ -120,7 +171,9 @@ fn run_case(case: &Case) -> Outcome {
     }
     let g = match tessera_frontend::import_model(case.dir.join("model.onnx")) {
         Ok(g) => g,
-        Err(e) if e.is_unsupported() => return Outcome::new("unsupported", e.unsupported_op_types().join(" ")),
+        Err(e) if e.is_unsupported() => {
+            return Outcome::new("unsupported", e.unsupported_op_types().join(" "))
+        }
         Err(e) => return Outcome::new("invalid", e.to_string()),
     };
     let data = case.dir.join("test_data_set_0");
@@ -133,9 +186,18 @@ fn run_case(case: &Case) -> Outcome {
     let mut ordered = Vec::with_capacity(g.inputs.len());
     for (i, v) in g.inputs.iter().enumerate() {
         let name = g.values[v.0 as usize].name.as_deref().unwrap_or("");
-        match inputs.iter().find(|(n, _)| n == name).or_else(|| inputs.get(i)) {
+        match inputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .or_else(|| inputs.get(i))
+        {
             Some((_, t)) => ordered.push(t.clone()),
-            None => return Outcome::new("run-error", format!("no test data for graph input '{name}'")),
+            None => {
+                return Outcome::new(
+                    "run-error",
+                    format!("no test data for graph input '{name}'"),
+                )
+            }
         }
     }
     let outputs = match tessera_reference::run(&g, &ordered) {
@@ -143,7 +205,10 @@ fn run_case(case: &Case) -> Outcome {
         Err(e) => return Outcome::new("run-error", e.to_string()),
     };
     if outputs.len() != expected.len() {
-        return Outcome::new("mismatch", format!("{} outputs, expected {}", outputs.len(), expected.len()));
+        return Outcome::new(
+            "mismatch",
+            format!("{} outputs, expected {}", outputs.len(), expected.len()),
+        );
     }
     for (k, (actual, (_, want))) in outputs.iter().zip(&expected).enumerate() {
         let c = compare(actual, want, case.tol);
@@ -155,7 +220,10 @@ fn run_case(case: &Case) -> Outcome {
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 /// Runs the cases on a few threads; a panic is the test's `run-error`.
@@ -171,18 +239,27 @@ fn run_all(cases: &[Case]) -> Vec<Outcome> {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(case) = cases.get(i) else { break };
-                let outcome = catch_unwind(AssertUnwindSafe(|| run_case(case)))
-                    .unwrap_or_else(|p| Outcome::new("run-error", format!("panic: {}", panic_text(&*p))));
+                let outcome =
+                    catch_unwind(AssertUnwindSafe(|| run_case(case))).unwrap_or_else(|p| {
+                        Outcome::new("run-error", format!("panic: {}", panic_text(&*p)))
+                    });
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
             });
         }
     });
     std::panic::set_hook(hook);
-    results.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().map(|o| o.expect("every case ran")).collect()
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|o| o.expect("every case ran"))
+        .collect()
 }
 
 fn read_status_file(path: &Path) -> BTreeMap<String, (String, String)> {
-    let Ok(text) = std::fs::read_to_string(path) else { return BTreeMap::new() };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return BTreeMap::new();
+    };
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .filter_map(|l| {
@@ -195,8 +272,11 @@ fn read_status_file(path: &Path) -> BTreeMap<String, (String, String)> {
 }
 
 fn write_status_file(path: &Path, cases: &[Case], outcomes: &[Outcome]) {
-    let mut rows: Vec<String> =
-        cases.iter().zip(outcomes).map(|(c, o)| format!("{}\t{}\t{}", c.name, o.category, o.detail)).collect();
+    let mut rows: Vec<String> = cases
+        .iter()
+        .zip(outcomes)
+        .map(|(c, o)| format!("{}\t{}\t{}", c.name, o.category, o.detail))
+        .collect();
     rows.sort();
     let mut text = String::from(
         "# ONNX node tests on the reference backend: test<TAB>status<TAB>detail.\n\
@@ -236,17 +316,25 @@ fn summary(cases: &[Case], outcomes: &[Outcome]) {
         }
     }
     let passed = counts.get("pass").copied().unwrap_or(0);
-    println!("node tests (ref): {passed} passed, {} failed", outcomes.len() - passed);
+    println!(
+        "node tests (ref): {passed} passed, {} failed",
+        outcomes.len() - passed
+    );
 }
 
 #[test]
 fn onnx_node_tests() {
     let root = node_tests_dir();
     let mut cases = load_cases(&root);
-    let filter = std::env::var("TESSERA_NODE_FILTER").ok().filter(|f| !f.is_empty());
+    let filter = std::env::var("TESSERA_NODE_FILTER")
+        .ok()
+        .filter(|f| !f.is_empty());
     if let Some(f) = &filter {
         cases.retain(|c| c.name.contains(f.as_str()));
-        assert!(!cases.is_empty(), "no node test matches TESSERA_NODE_FILTER={f}");
+        assert!(
+            !cases.is_empty(),
+            "no node test matches TESSERA_NODE_FILTER={f}"
+        );
     }
     let start = Instant::now();
     let outcomes = run_all(&cases);
@@ -269,16 +357,22 @@ fn onnx_node_tests() {
     let mut drift = Vec::new();
     for (c, o) in cases.iter().zip(&outcomes) {
         match recorded.get(&c.name) {
-            None => drift.push(format!("  {}: not in the status file, now {} {}", c.name, o.category, o.detail)),
-            Some((want, _)) if want != o.category => {
-                drift.push(format!("  {}: was {want}, now {} {}", c.name, o.category, o.detail))
-            }
+            None => drift.push(format!(
+                "  {}: not in the status file, now {} {}",
+                c.name, o.category, o.detail
+            )),
+            Some((want, _)) if want != o.category => drift.push(format!(
+                "  {}: was {want}, now {} {}",
+                c.name, o.category, o.detail
+            )),
             _ => {}
         }
     }
     for name in recorded.keys() {
         if !cases.iter().any(|c| &c.name == name) {
-            drift.push(format!("  {name}: in the status file but no longer a node test"));
+            drift.push(format!(
+                "  {name}: in the status file but no longer a node test"
+            ));
         }
     }
     assert!(

@@ -19,7 +19,11 @@ pub struct NodeInfo {
 impl fmt::Display for NodeInfo {
     /// `'affinegrid1' (AffineGrid, ai.onnx opset 20)`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "'{}' ({}, {} opset {})", self.name, self.op_type, self.domain, self.opset)
+        write!(
+            f,
+            "'{}' ({}, {} opset {})",
+            self.name, self.op_type, self.domain, self.opset
+        )
     }
 }
 
@@ -49,7 +53,10 @@ pub enum ImportError {
     Invalid(String),
     /// Nodes with no Tessera op. `failed` lists nodes that were found but
     /// failed for other reasons, so one run reports everything.
-    Unsupported { nodes: Vec<NodeInfo>, failed: Vec<NodeError> },
+    Unsupported {
+        nodes: Vec<NodeInfo>,
+        failed: Vec<NodeError>,
+    },
     /// Nodes that map to Tessera ops but could not be imported.
     Nodes(Vec<NodeError>),
     /// The imported graph failed verification.
@@ -68,7 +75,11 @@ impl ImportError {
     /// The distinct unsupported op types, domain-qualified outside the
     /// default domain, sorted.
     pub fn unsupported_op_types(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.unsupported_nodes().iter().map(qualified_op_type).collect();
+        let mut v: Vec<String> = self
+            .unsupported_nodes()
+            .iter()
+            .map(qualified_op_type)
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -98,7 +109,9 @@ fn write_list<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::
 impl fmt::Display for ImportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ImportError::Io { path, message } => write!(f, "cannot read '{}': {message}", path.display()),
+            ImportError::Io { path, message } => {
+                write!(f, "cannot read '{}': {message}", path.display())
+            }
             ImportError::Parse(m) => f.write_str(m),
             ImportError::Invalid(m) => write!(f, "invalid ONNX model: {m}"),
             ImportError::Unsupported { nodes, failed } => {

@@ -59,16 +59,28 @@ pub fn try_fold(
     let present: Vec<bool> = operands.iter().map(Option::is_some).collect();
     let out = fold_op(kind, attrs, &values, &present, num_results)?.ok()?;
     // Results must be well-formed tensors of the count the node has.
-    (out.len() == num_results && out.iter().all(|t| t.len() == t.shape.iter().product::<usize>())).then_some(out)
+    (out.len() == num_results
+        && out
+            .iter()
+            .all(|t| t.len() == t.shape.iter().product::<usize>()))
+    .then_some(out)
 }
 
 /// A tensor with the (static) shape of `ty`, for ops that read only metadata.
 fn shape_standin(ty: &TensorType) -> Option<Tensor> {
-    let shape: Vec<usize> = ty.static_shape()?.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<_>>()?;
+    let shape: Vec<usize> = ty
+        .static_shape()?
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<_>>()?;
     let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
     Some(if n <= MAX_SHAPE_ONLY_ZEROS {
         Tensor::zeros(ty.dtype(), shape)
     } else {
-        Tensor { dtype: ty.dtype(), shape, data: Data::zeros(ty.dtype(), 0) }
+        Tensor {
+            dtype: ty.dtype(),
+            shape,
+            data: Data::zeros(ty.dtype(), 0),
+        }
     })
 }

@@ -16,7 +16,9 @@ use crate::registry::{self, Input, Node};
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_shape_proto::dimension::Value as DimValue;
 use onnx_protobuf::type_proto::Value as TypeValue;
-use onnx_protobuf::{AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto, TypeProto, ValueInfoProto};
+use onnx_protobuf::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto, TypeProto, ValueInfoProto,
+};
 use protobuf::Enum;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -32,7 +34,13 @@ use tessera_ir::{Attr, Attrs, DType, Dim, Graph, Loc, Tensor, TensorType, ValueI
 pub fn import_model(path: impl AsRef<Path>) -> Result<Graph, ImportError> {
     let path = path.as_ref();
     let bytes = proto::read_file(path)?;
-    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let dir = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
     import_bytes(&bytes, dir).map_err(|e| match e {
         ImportError::Parse(m) => ImportError::Parse(format!("{}: {m}", path.display())),
         e => e,
@@ -48,16 +56,28 @@ pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, Impo
 
 /// Imports a parsed ONNX model.
 pub fn import_proto(model: &ModelProto, base_dir: Option<&Path>) -> Result<Graph, ImportError> {
-    let graph = model.graph.as_ref().ok_or_else(|| ImportError::Invalid("the model has no graph".into()))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| ImportError::Invalid("the model has no graph".into()))?;
     let mut opsets = BTreeMap::new();
     for o in &model.opset_import {
-        let dom = if registry::is_default_domain(&o.domain) { "" } else { o.domain.as_str() };
+        let dom = if registry::is_default_domain(&o.domain) {
+            ""
+        } else {
+            o.domain.as_str()
+        };
         opsets.insert(dom.to_string(), o.version);
     }
     // Models of other domains only (ai.onnx.ml...) may leave the default opset out.
-    let uses_default = graph.node.iter().any(|n| registry::is_default_domain(&n.domain));
+    let uses_default = graph
+        .node
+        .iter()
+        .any(|n| registry::is_default_domain(&n.domain));
     if uses_default && !opsets.contains_key("") {
-        return Err(ImportError::Invalid("the model uses ONNX ops but imports no version of the default opset".into()));
+        return Err(ImportError::Invalid(
+            "the model uses ONNX ops but imports no version of the default opset".into(),
+        ));
     }
     Importer::new(graph, opsets, base_dir).run()
 }
@@ -90,7 +110,11 @@ struct Importer<'a> {
 }
 
 impl<'a> Importer<'a> {
-    fn new(onnx: &'a GraphProto, opsets: BTreeMap<String, i64>, base_dir: Option<&'a Path>) -> Importer<'a> {
+    fn new(
+        onnx: &'a GraphProto,
+        opsets: BTreeMap<String, i64>,
+        base_dir: Option<&'a Path>,
+    ) -> Importer<'a> {
         let mut g = Graph::new(&onnx.name);
         g.opsets = opsets;
         let shape_feeds = onnx
@@ -134,7 +158,9 @@ impl<'a> Importer<'a> {
             if self.env.contains_key(&vi.name) {
                 continue;
             }
-            let ty = self.value_type(vi).map_err(|e| ImportError::Invalid(format!("graph input '{}': {e}", vi.name)))?;
+            let ty = self
+                .value_type(vi)
+                .map_err(|e| ImportError::Invalid(format!("graph input '{}': {e}", vi.name)))?;
             let v = self.g.add_input(&vi.name, ty);
             self.env.insert(vi.name.clone(), Slot::Value(v));
         }
@@ -142,7 +168,10 @@ impl<'a> Importer<'a> {
             self.import_node(idx, node)?;
         }
         if !self.unsupported.is_empty() {
-            return Err(ImportError::Unsupported { nodes: self.unsupported, failed: self.failed });
+            return Err(ImportError::Unsupported {
+                nodes: self.unsupported,
+                failed: self.failed,
+            });
         }
         if !self.failed.is_empty() {
             return Err(ImportError::Nodes(self.failed));
@@ -150,7 +179,12 @@ impl<'a> Importer<'a> {
         for vi in &self.onnx.output {
             let v = match self.use_name(&vi.name) {
                 Some(Slot::Value(v)) => v,
-                _ => return Err(ImportError::Invalid(format!("graph output '{}' is never computed", vi.name))),
+                _ => {
+                    return Err(ImportError::Invalid(format!(
+                        "graph output '{}' is never computed",
+                        vi.name
+                    )))
+                }
             };
             self.check_output(vi, v)?;
             let value = &mut self.g.values[v.0 as usize];
@@ -161,19 +195,32 @@ impl<'a> Importer<'a> {
         // Shape arithmetic over symbolic dims (Shape -> Gather -> Concat ->
         // Reshape) becomes constants, 0/-1 reshape targets or one tsr.dims op.
         let mut g = self.g;
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| tessera_ir::symbolic::simplify_shapes(&mut g))) {
-            return Err(ImportError::Invalid(format!("internal error while simplifying shapes: {}", panic_message(&*p))));
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| {
+            tessera_ir::symbolic::simplify_shapes(&mut g)
+        })) {
+            return Err(ImportError::Invalid(format!(
+                "internal error while simplifying shapes: {}",
+                panic_message(&*p)
+            )));
         }
         match catch_unwind(AssertUnwindSafe(|| tessera_ir::verify(&g))) {
             Ok(Ok(())) => Ok(g),
             Ok(Err(d)) => Err(ImportError::Verify(d)),
-            Err(p) => Err(ImportError::Invalid(format!("internal error while verifying: {}", panic_message(&*p)))),
+            Err(p) => Err(ImportError::Invalid(format!(
+                "internal error while verifying: {}",
+                panic_message(&*p)
+            ))),
         }
     }
 
     /// Names already used as dim symbols, so generated ones do not collide.
     fn collect_dim_names(&mut self) {
-        let all = self.onnx.input.iter().chain(&self.onnx.output).chain(&self.onnx.value_info);
+        let all = self
+            .onnx
+            .input
+            .iter()
+            .chain(&self.onnx.output)
+            .chain(&self.onnx.value_info);
         for vi in all {
             if let Some(TypeValue::TensorType(t)) = &vi.type_.value {
                 for d in &t.shape.dim {
@@ -239,9 +286,17 @@ impl<'a> Importer<'a> {
         let default = registry::is_default_domain(&node.domain);
         let key = if default { "" } else { node.domain.as_str() };
         NodeInfo {
-            name: if node.name.is_empty() { format!("{}_{idx}", node.op_type) } else { node.name.clone() },
+            name: if node.name.is_empty() {
+                format!("{}_{idx}", node.op_type)
+            } else {
+                node.name.clone()
+            },
             op_type: node.op_type.clone(),
-            domain: if default { "ai.onnx".into() } else { node.domain.clone() },
+            domain: if default {
+                "ai.onnx".into()
+            } else {
+                node.domain.clone()
+            },
             opset: self.g.opsets.get(key).copied().unwrap_or(1),
         }
     }
@@ -253,7 +308,10 @@ impl<'a> Importer<'a> {
     }
 
     fn fail(&mut self, info: NodeInfo, node: &NodeProto, message: String) {
-        self.failed.push(NodeError { node: info, message });
+        self.failed.push(NodeError {
+            node: info,
+            message,
+        });
         self.poison(node);
     }
 
@@ -274,7 +332,11 @@ impl<'a> Importer<'a> {
                     poisoned = true;
                     inputs.push(Input::Absent);
                 }
-                None => return Err(ImportError::Invalid(format!("node {info} reads '{name}', which nothing defines"))),
+                None => {
+                    return Err(ImportError::Invalid(format!(
+                        "node {info} reads '{name}', which nothing defines"
+                    )))
+                }
             }
         }
         let default_domain = info.domain == "ai.onnx";
@@ -315,7 +377,11 @@ impl<'a> Importer<'a> {
             return Ok(());
         };
         let [a] = &node.attribute[..] else {
-            self.fail(info, node, "a Constant node has exactly one value attribute".into());
+            self.fail(
+                info,
+                node,
+                "a Constant node has exactly one value attribute".into(),
+            );
             return Ok(());
         };
         match constant_value(a, self.base_dir) {
@@ -329,13 +395,23 @@ impl<'a> Importer<'a> {
     }
 
     /// Adapts, folds or infers one node; returns its result values.
-    fn build_op(&mut self, kind: OpKind, info: &NodeInfo, node: &NodeProto, inputs: Vec<Input>) -> Result<Vec<ValueId>, String> {
+    fn build_op(
+        &mut self,
+        kind: OpKind,
+        info: &NodeInfo,
+        node: &NodeProto,
+        inputs: Vec<Input>,
+    ) -> Result<Vec<ValueId>, String> {
         let def = kind.def();
         let mut attrs = Attrs::new();
         for a in &node.attribute {
             attrs.insert(a.name.clone(), convert_attr(a, self.base_dir)?);
         }
-        let num_outputs = node.output.iter().rposition(|o| !o.is_empty()).map_or(0, |i| i + 1);
+        let num_outputs = node
+            .output
+            .iter()
+            .rposition(|o| !o.is_empty())
+            .map_or(0, |i| i + 1);
         let input_types = inputs
             .iter()
             .map(|i| match i {
@@ -343,26 +419,52 @@ impl<'a> Importer<'a> {
                 _ => None,
             })
             .collect();
-        let mut n = Node { op_type: node.op_type.clone(), opset: info.opset, attrs, inputs, input_types, num_outputs };
+        let mut n = Node {
+            op_type: node.op_type.clone(),
+            opset: info.opset,
+            attrs,
+            inputs,
+            input_types,
+            num_outputs,
+        };
         registry::adapt(&mut n)?;
         registry::normalize_attrs(kind, &mut n)?;
-        let unknown: Vec<&String> = n.attrs.keys().filter(|k| def.attr_spec(k).is_none()).collect();
+        let unknown: Vec<&String> = n
+            .attrs
+            .keys()
+            .filter(|k| def.attr_spec(k).is_none())
+            .collect();
         if !unknown.is_empty() {
             let names: Vec<String> = unknown.iter().map(|k| format!("'{k}'")).collect();
-            return Err(format!("tsr.{} does not support attribute(s) {}", def.mnemonic, names.join(", ")));
+            return Err(format!(
+                "tsr.{} does not support attribute(s) {}",
+                def.mnemonic,
+                names.join(", ")
+            ));
         }
         while matches!(n.inputs.last(), Some(Input::Absent)) {
             n.inputs.pop();
         }
-        let variadic = def.operands.last().is_some_and(|o| o.arity == Arity::Variadic);
+        let variadic = def
+            .operands
+            .last()
+            .is_some_and(|o| o.arity == Arity::Variadic);
         if n.inputs.len() > def.operands.len() && !variadic {
-            return Err(format!("{} inputs given, tsr.{} takes at most {}", n.inputs.len(), def.mnemonic, def.operands.len()));
+            return Err(format!(
+                "{} inputs given, tsr.{} takes at most {}",
+                n.inputs.len(),
+                def.mnemonic,
+                def.operands.len()
+            ));
         }
         let num_results = match def.results {
             Results::Fixed(k) if num_outputs <= k => k,
             Results::Range(lo, hi) if num_outputs <= hi => num_outputs.max(lo),
             Results::Fixed(k) | Results::Range(_, k) => {
-                return Err(format!("{num_outputs} outputs, tsr.{} has at most {k}", def.mnemonic))
+                return Err(format!(
+                    "{num_outputs} outputs, tsr.{} has at most {k}",
+                    def.mnemonic
+                ))
             }
         };
         let mut operands = Vec::with_capacity(n.inputs.len());
@@ -380,27 +482,53 @@ impl<'a> Importer<'a> {
         let consts = &self.consts;
         let g = &self.g;
         let inferred = catch_unwind(AssertUnwindSafe(|| {
-            infer_op(g, kind, &operands, &attrs, num_results, &|v| consts.get(&v).cloned())
+            infer_op(g, kind, &operands, &attrs, num_results, &|v| {
+                consts.get(&v).cloned()
+            })
         }));
         let types = match inferred {
             Ok(r) => r?,
-            Err(p) => return Err(format!("internal error in the type inference of tsr.{}: {}", def.mnemonic, panic_message(&*p))),
+            Err(p) => {
+                return Err(format!(
+                    "internal error in the type inference of tsr.{}: {}",
+                    def.mnemonic,
+                    panic_message(&*p)
+                ))
+            }
         };
         // Fold only what inference proves small enough to compute here.
-        let total = types.iter().try_fold(0i64, |acc, t| t.num_elements().map(|n| acc.saturating_add(n)));
+        let total = types.iter().try_fold(0i64, |acc, t| {
+            t.num_elements().map(|n| acc.saturating_add(n))
+        });
         if total.is_some_and(|n| n <= MAX_FOLD_COMPUTE) {
-            if let Some(values) = try_fold(&self.g, kind, &operands, &attrs, num_results, &self.consts) {
+            if let Some(values) =
+                try_fold(&self.g, kind, &operands, &attrs, num_results, &self.consts)
+            {
                 if self.keep_folded(node, &values) {
                     let names: Vec<String> = (0..values.len())
-                        .map(|i| node.output.get(i).filter(|o| !o.is_empty()).cloned().unwrap_or_else(|| format!("{}.{i}", info.name)))
+                        .map(|i| {
+                            node.output
+                                .get(i)
+                                .filter(|o| !o.is_empty())
+                                .cloned()
+                                .unwrap_or_else(|| format!("{}.{i}", info.name))
+                        })
                         .collect();
-                    return Ok(values.into_iter().zip(names).map(|(t, name)| self.push_constant(&name, Arc::new(t))).collect());
+                    return Ok(values
+                        .into_iter()
+                        .zip(names)
+                        .map(|(t, name)| self.push_constant(&name, Arc::new(t)))
+                        .collect());
                 }
             }
         }
         let loc = Loc {
             name: info.name.clone(),
-            op_type: if info.domain == "ai.onnx" { info.op_type.clone() } else { format!("{}.{}", info.domain, info.op_type) },
+            op_type: if info.domain == "ai.onnx" {
+                info.op_type.clone()
+            } else {
+                format!("{}.{}", info.domain, info.op_type)
+            },
         };
         Ok(self.g.push_op(kind, operands, types, attrs, Some(loc)))
     }
@@ -423,24 +551,33 @@ impl<'a> Importer<'a> {
         if elem != 0 {
             let declared = dtype_from_onnx(elem).map_err(bad)?;
             if declared != ty.dtype() {
-                return Err(bad(format!("declared {declared}, but the graph computes {ty}")));
+                return Err(bad(format!(
+                    "declared {declared}, but the graph computes {ty}"
+                )));
             }
         }
         if shape.dim.len() != ty.rank() {
-            return Err(bad(format!("declared with rank {}, but the graph computes {ty}", shape.dim.len())));
+            return Err(bad(format!(
+                "declared with rank {}, but the graph computes {ty}",
+                shape.dim.len()
+            )));
         }
         let mut refined = ty.shape.clone();
         for (d, r) in shape.dim.iter().zip(refined.iter_mut()) {
             match &d.value {
                 Some(DimValue::DimValue(n)) if *n >= 0 => {
                     if r.as_fixed().is_some_and(|x| x != *n) {
-                        return Err(bad(format!("declared dim {n}, but the graph computes {ty}")));
+                        return Err(bad(format!(
+                            "declared dim {n}, but the graph computes {ty}"
+                        )));
                     }
                     if *r == Dim::Unknown {
                         *r = Dim::fixed(*n);
                     }
                 }
-                Some(DimValue::DimParam(p)) if !p.is_empty() && *r == Dim::Unknown => *r = symbolic_dim(p),
+                Some(DimValue::DimParam(p)) if !p.is_empty() && *r == Dim::Unknown => {
+                    *r = symbolic_dim(p)
+                }
                 _ => {}
             }
         }
@@ -455,18 +592,35 @@ fn symbolic_dim(p: &str) -> Dim {
     if let Ok(poly) = parse_poly(p) {
         return Dim::Known(poly);
     }
-    let clean: String = p.chars().map(|c| if c.is_alphanumeric() || c == '_' { c } else { '_' }).collect();
-    let clean = if clean.starts_with(|c: char| c.is_ascii_digit()) { format!("d{clean}") } else { clean };
+    let clean: String = p
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let clean = if clean.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("d{clean}")
+    } else {
+        clean
+    };
     Dim::sym(&clean)
 }
 
 /// The element type code and shape (None when unranked) of a tensor type.
-fn tensor_type_parts(tp: Option<&TypeProto>) -> Result<(i32, Option<&onnx_protobuf::TensorShapeProto>), String> {
+fn tensor_type_parts(
+    tp: Option<&TypeProto>,
+) -> Result<(i32, Option<&onnx_protobuf::TensorShapeProto>), String> {
     match tp.and_then(|t| t.value.as_ref()) {
         Some(TypeValue::TensorType(t)) => Ok((t.elem_type, t.shape.as_ref())),
         Some(TypeValue::SequenceType(_)) => Err("sequences are not supported, only tensors".into()),
         Some(TypeValue::MapType(_)) => Err("maps are not supported, only tensors".into()),
-        Some(TypeValue::OptionalType(_)) => Err("optional values are not supported, only tensors".into()),
+        Some(TypeValue::OptionalType(_)) => {
+            Err("optional values are not supported, only tensors".into())
+        }
         Some(TypeValue::SparseTensorType(_)) => Err("sparse tensors are not supported".into()),
         Some(_) => Err("unknown value kind".into()),
         None => Err("it has no type".into()),
@@ -482,7 +636,10 @@ fn topological_order(g: &GraphProto) -> Result<Vec<(usize, &NodeProto)>, ImportE
     known.extend(g.sparse_initializer.iter().map(|t| t.values.name.as_str()));
     let mut defined = known.clone();
     let sorted = g.node.iter().all(|n| {
-        let ok = n.input.iter().all(|i| i.is_empty() || defined.contains(i.as_str()));
+        let ok = n
+            .input
+            .iter()
+            .all(|i| i.is_empty() || defined.contains(i.as_str()));
         defined.extend(n.output.iter().map(|o| o.as_str()));
         ok
     });
@@ -499,7 +656,11 @@ fn topological_order(g: &GraphProto) -> Result<Vec<(usize, &NodeProto)>, ImportE
     let mut pending = vec![0usize; g.node.len()];
     let mut users: Vec<Vec<usize>> = vec![Vec::new(); g.node.len()];
     for (i, n) in g.node.iter().enumerate() {
-        for inp in n.input.iter().filter(|s| !s.is_empty() && !known.contains(s.as_str())) {
+        for inp in n
+            .input
+            .iter()
+            .filter(|s| !s.is_empty() && !known.contains(s.as_str()))
+        {
             match producer.get(inp.as_str()) {
                 Some(&p) => {
                     pending[i] += 1;
@@ -514,7 +675,8 @@ fn topological_order(g: &GraphProto) -> Result<Vec<(usize, &NodeProto)>, ImportE
             }
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..g.node.len()).filter(|&i| pending[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..g.node.len()).filter(|&i| pending[i] == 0).collect();
     let mut order = Vec::with_capacity(g.node.len());
     while let Some(i) = ready.pop_first() {
         order.push((i, &g.node[i]));
@@ -534,28 +696,55 @@ fn topological_order(g: &GraphProto) -> Result<Vec<(usize, &NodeProto)>, ImportE
 /// Converts an ONNX attribute. Subgraphs and type attributes have no Tessera form.
 fn convert_attr(a: &AttributeProto, base_dir: Option<&Path>) -> Result<Attr, String> {
     let ty = a.type_.value();
-    let strs = |v: &[Vec<u8>]| v.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
-    let err = |what: &str| Err(format!("attribute '{}': {what} attributes are not supported", a.name));
+    let strs = |v: &[Vec<u8>]| {
+        v.iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    let err = |what: &str| {
+        Err(format!(
+            "attribute '{}': {what} attributes are not supported",
+            a.name
+        ))
+    };
     Ok(match ty {
         t if t == AttributeType::FLOAT.value() => Attr::Float(a.f as f64),
         t if t == AttributeType::INT.value() => Attr::Int(a.i),
-        t if t == AttributeType::STRING.value() => Attr::Str(String::from_utf8_lossy(&a.s).into_owned()),
-        t if t == AttributeType::FLOATS.value() => Attr::Floats(a.floats.iter().map(|&f| f as f64).collect()),
+        t if t == AttributeType::STRING.value() => {
+            Attr::Str(String::from_utf8_lossy(&a.s).into_owned())
+        }
+        t if t == AttributeType::FLOATS.value() => {
+            Attr::Floats(a.floats.iter().map(|&f| f as f64).collect())
+        }
         t if t == AttributeType::INTS.value() => Attr::Ints(a.ints.clone()),
         t if t == AttributeType::STRINGS.value() => Attr::Strs(strs(&a.strings)),
         t if t == AttributeType::TENSOR.value() => {
-            let t = a.t.as_ref().ok_or_else(|| format!("attribute '{}' has no tensor", a.name))?;
-            Attr::Tensor(Arc::new(tensor_from_proto(t, base_dir).map_err(|e| format!("attribute '{}': {e}", a.name))?))
+            let t =
+                a.t.as_ref()
+                    .ok_or_else(|| format!("attribute '{}' has no tensor", a.name))?;
+            Attr::Tensor(Arc::new(
+                tensor_from_proto(t, base_dir)
+                    .map_err(|e| format!("attribute '{}': {e}", a.name))?,
+            ))
         }
         t if t == AttributeType::SPARSE_TENSOR.value() => {
-            let s = a.sparse_tensor.as_ref().ok_or_else(|| format!("attribute '{}' has no tensor", a.name))?;
-            Attr::Tensor(Arc::new(sparse_to_dense(s, base_dir).map_err(|e| format!("attribute '{}': {e}", a.name))?))
+            let s = a
+                .sparse_tensor
+                .as_ref()
+                .ok_or_else(|| format!("attribute '{}' has no tensor", a.name))?;
+            Attr::Tensor(Arc::new(
+                sparse_to_dense(s, base_dir).map_err(|e| format!("attribute '{}': {e}", a.name))?,
+            ))
         }
-        t if t == AttributeType::GRAPH.value() || t == AttributeType::GRAPHS.value() => return err("subgraph"),
+        t if t == AttributeType::GRAPH.value() || t == AttributeType::GRAPHS.value() => {
+            return err("subgraph")
+        }
         t if t == AttributeType::TENSORS.value() || t == AttributeType::SPARSE_TENSORS.value() => {
             return err("tensor list")
         }
-        t if t == AttributeType::TYPE_PROTO.value() || t == AttributeType::TYPE_PROTOS.value() => return err("type"),
+        t if t == AttributeType::TYPE_PROTO.value() || t == AttributeType::TYPE_PROTOS.value() => {
+            return err("type")
+        }
         // Very old files leave the type out; the field that is set tells it.
         0 if !a.floats.is_empty() => Attr::Floats(a.floats.iter().map(|&f| f as f64).collect()),
         0 if !a.ints.is_empty() => Attr::Ints(a.ints.clone()),
@@ -574,21 +763,38 @@ fn constant_value(a: &AttributeProto, base_dir: Option<&Path>) -> Result<Tensor,
     match (a.name.as_str(), attr) {
         ("value" | "sparse_value", Attr::Tensor(t)) => Ok((*t).clone()),
         ("value_float", Attr::Float(f)) => Ok(Tensor::f32(vec![], vec![f as f32])),
-        ("value_floats", Attr::Floats(v)) => Ok(Tensor::f32(vec![v.len()], v.iter().map(|&f| f as f32).collect())),
+        ("value_floats", Attr::Floats(v)) => Ok(Tensor::f32(
+            vec![v.len()],
+            v.iter().map(|&f| f as f32).collect(),
+        )),
         ("value_floats", Attr::Ints(v)) if v.is_empty() => Ok(Tensor::f32(vec![0], vec![])),
         ("value_int", Attr::Int(i)) => Ok(Tensor::scalar_i64(i)),
         ("value_ints", Attr::Ints(v)) => Ok(Tensor::i64(vec![v.len()], v)),
-        ("value_string", Attr::Str(s)) => Tensor::new(DType::Str, vec![], tessera_ir::Data::Str(vec![s])),
+        ("value_string", Attr::Str(s)) => {
+            Tensor::new(DType::Str, vec![], tessera_ir::Data::Str(vec![s]))
+        }
         ("value_strings", Attr::Strs(v)) => strs(v),
-        (name, a) => Err(format!("unsupported Constant attribute '{name}' of kind {:?}", a.kind())),
+        (name, a) => Err(format!(
+            "unsupported Constant attribute '{name}' of kind {:?}",
+            a.kind()
+        )),
     }
 }
+
+/// Sparse tensors are made dense; the size comes from the file's dims, so it
+/// is bounded (a damaged file must not exhaust memory).
+const MAX_SPARSE_DENSE: usize = 1 << 26;
 
 /// A sparse tensor (values + linear or coordinate indices) made dense.
 fn sparse_to_dense(s: &SparseTensorProto, base_dir: Option<&Path>) -> Result<Tensor, String> {
     let values = tensor_from_proto(s.values.as_ref().ok_or("no values")?, base_dir)?;
     let indices = tensor_from_proto(s.indices.as_ref().ok_or("no indices")?, base_dir)?;
     let (shape, n) = proto::element_count(&s.dims)?;
+    if n > MAX_SPARSE_DENSE {
+        return Err(format!(
+            "sparse tensor of shape {shape:?} is too large to make dense"
+        ));
+    }
     if values.rank() != 1 {
         return Err("sparse values must be 1-D".into());
     }
@@ -596,13 +802,22 @@ fn sparse_to_dense(s: &SparseTensorProto, base_dir: Option<&Path>) -> Result<Ten
     let idx = indices.to_i64_vec();
     let strides = tessera_ir::tensor::strides_of(&shape);
     let linear: Vec<usize> = match indices.shape[..] {
-        [k] if k == nnz => idx.iter().map(|&i| usize::try_from(i).ok().filter(|&i| i < n)).collect::<Option<_>>(),
+        [k] if k == nnz => idx
+            .iter()
+            .map(|&i| usize::try_from(i).ok().filter(|&i| i < n))
+            .collect::<Option<_>>(),
         [k, r] if k == nnz && r == shape.len() => idx
             .chunks(r.max(1))
             .map(|c| {
-                c.iter().zip(&shape).zip(&strides).try_fold(0usize, |acc, ((&i, &d), &st)| {
-                    usize::try_from(i).ok().filter(|&i| i < d).map(|i| acc + i * st)
-                })
+                c.iter()
+                    .zip(&shape)
+                    .zip(&strides)
+                    .try_fold(0usize, |acc, ((&i, &d), &st)| {
+                        usize::try_from(i)
+                            .ok()
+                            .filter(|&i| i < d)
+                            .map(|i| acc + i * st)
+                    })
             })
             .collect::<Option<_>>(),
         _ => None,
@@ -621,7 +836,10 @@ fn sparse_to_dense(s: &SparseTensorProto, base_dir: Option<&Path>) -> Result<Ten
         }
         Ok(Tensor::from_i64(values.dtype, shape, &dense))
     } else {
-        Err(format!("sparse tensors of {} are not supported", values.dtype))
+        Err(format!(
+            "sparse tensors of {} are not supported",
+            values.dtype
+        ))
     }
 }
 
@@ -632,7 +850,10 @@ mod tests {
     #[test]
     fn dim_params_keep_names() {
         assert_eq!(symbolic_dim("batch"), Dim::sym("batch"));
-        assert_eq!(symbolic_dim("past_seq + seq"), Dim::sym("past_seq").add(&Dim::sym("seq")));
+        assert_eq!(
+            symbolic_dim("past_seq + seq"),
+            Dim::sym("past_seq").add(&Dim::sym("seq"))
+        );
         assert_eq!(symbolic_dim("batch size"), Dim::sym("batch_size"));
     }
 }

@@ -15,4 +15,6 @@ pub mod registry;
 
 pub use error::{ImportError, NodeError, NodeInfo};
 pub use import::{import_bytes, import_model, import_proto};
-pub use proto::{read_named_tensor_pb, read_tensor_pb, tensor_from_proto, tensor_to_proto, write_tensor_pb};
+pub use proto::{
+    read_named_tensor_pb, read_tensor_pb, tensor_from_proto, tensor_to_proto, write_tensor_pb,
+};

@@ -8,7 +8,6 @@ use onnx_protobuf::tensor_proto::DataLocation;
 use onnx_protobuf::{Message, ModelProto, StringStringEntryProto, TensorProto};
 use protobuf::Enum;
 use std::path::{Component, Path};
-use tessera_ir::packing::packed_len;
 use tessera_ir::{DType, Data, Tensor};
 
 /// ONNX `TensorProto.DataType` codes. The generated bindings stop at INT4
@@ -43,10 +42,35 @@ const ONNX_TYPES: &[(i32, DType)] = &[
 ];
 
 const ONNX_TYPE_NAMES: &[&str] = &[
-    "UNDEFINED", "FLOAT", "UINT8", "INT8", "UINT16", "INT16", "INT32", "INT64", "STRING", "BOOL",
-    "FLOAT16", "DOUBLE", "UINT32", "UINT64", "COMPLEX64", "COMPLEX128", "BFLOAT16", "FLOAT8E4M3FN",
-    "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "UINT4", "INT4", "FLOAT4E2M1", "FLOAT8E8M0",
-    "UINT2", "INT2", "FLOAT6E2M3", "FLOAT6E3M2",
+    "UNDEFINED",
+    "FLOAT",
+    "UINT8",
+    "INT8",
+    "UINT16",
+    "INT16",
+    "INT32",
+    "INT64",
+    "STRING",
+    "BOOL",
+    "FLOAT16",
+    "DOUBLE",
+    "UINT32",
+    "UINT64",
+    "COMPLEX64",
+    "COMPLEX128",
+    "BFLOAT16",
+    "FLOAT8E4M3FN",
+    "FLOAT8E4M3FNUZ",
+    "FLOAT8E5M2",
+    "FLOAT8E5M2FNUZ",
+    "UINT4",
+    "INT4",
+    "FLOAT4E2M1",
+    "FLOAT8E8M0",
+    "UINT2",
+    "INT2",
+    "FLOAT6E2M3",
+    "FLOAT6E3M2",
 ];
 
 /// The ONNX name of a data type code (`FLOAT`, `INT4`...).
@@ -103,7 +127,10 @@ pub fn parse_model(bytes: &[u8]) -> Result<ModelProto, ImportError> {
 }
 
 pub fn read_file(path: &Path) -> Result<Vec<u8>, ImportError> {
-    std::fs::read(path).map_err(|e| ImportError::Io { path: path.to_path_buf(), message: e.to_string() })
+    std::fs::read(path).map_err(|e| ImportError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// Number of elements of `dims`, rejecting negative dims and overflow.
@@ -112,14 +139,19 @@ pub fn element_count(dims: &[i64]) -> Result<(Vec<usize>, usize), String> {
     let mut n: usize = 1;
     for &d in dims {
         let d = usize::try_from(d).map_err(|_| format!("negative dimension {d} in {dims:?}"))?;
-        n = n.checked_mul(d).ok_or_else(|| format!("shape {dims:?} has too many elements"))?;
+        n = n
+            .checked_mul(d)
+            .ok_or_else(|| format!("shape {dims:?} has too many elements"))?;
         shape.push(d);
     }
     Ok((shape, n))
 }
 
 fn entry<'a>(entries: &'a [StringStringEntryProto], key: &str) -> Option<&'a str> {
-    entries.iter().find(|e| e.key == key).map(|e| e.value.as_str())
+    entries
+        .iter()
+        .find(|e| e.key == key)
+        .map(|e| e.value.as_str())
 }
 
 /// Reads the bytes of an external-data tensor: `location` relative to the
@@ -130,25 +162,47 @@ fn external_bytes(t: &TensorProto, base_dir: Option<&Path>) -> Result<Vec<u8>, S
         format!("its data is in the external file '{loc}', but the model was given as bytes without a directory")
     })?;
     let rel = Path::new(loc);
-    if rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return Err(format!("external data location '{loc}' must be a relative path inside the model directory"));
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!(
+            "external data location '{loc}' must be a relative path inside the model directory"
+        ));
     }
     let parse = |key: &str| -> Result<Option<u64>, String> {
         entry(&t.external_data, key)
-            .map(|v| v.trim().parse::<u64>().map_err(|_| format!("external data {key} '{v}' is not a number")))
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("external data {key} '{v}' is not a number"))
+            })
             .transpose()
     };
     let offset = parse("offset")?.unwrap_or(0);
     let length = parse("length")?;
     let path = base.join(rel);
-    let data = std::fs::read(&path).map_err(|e| format!("cannot read external data '{}': {e}", path.display()))?;
+    let data = std::fs::read(&path)
+        .map_err(|e| format!("cannot read external data '{}': {e}", path.display()))?;
     let start = usize::try_from(offset).ok().filter(|&o| o <= data.len());
-    let start = start.ok_or_else(|| format!("external data offset {offset} is past the end of '{}' ({} bytes)", path.display(), data.len()))?;
+    let start = start.ok_or_else(|| {
+        format!(
+            "external data offset {offset} is past the end of '{}' ({} bytes)",
+            path.display(),
+            data.len()
+        )
+    })?;
     let end = match length {
         Some(l) => start
             .checked_add(usize::try_from(l).unwrap_or(usize::MAX))
             .filter(|&e| e <= data.len())
-            .ok_or_else(|| format!("external data '{}' is too short: {l} bytes at offset {offset}, file has {}", path.display(), data.len()))?,
+            .ok_or_else(|| {
+                format!(
+                    "external data '{}' is too short: {l} bytes at offset {offset}, file has {}",
+                    path.display(),
+                    data.len()
+                )
+            })?,
         None => data.len(),
     };
     Ok(data[start..end].to_vec())
@@ -177,11 +231,22 @@ fn raw_tensor(dtype: DType, shape: Vec<usize>, n: usize, bytes: &[u8]) -> Result
     if dtype == DType::Str {
         return Err("string tensors must use string_data, not raw_data".into());
     }
-    let need = n.checked_mul(dtype.bits()).map(|b| b.div_ceil(8)).ok_or("tensor too large")?;
+    let need = byte_len(dtype, n)?;
     if bytes.len() != need {
-        return Err(format!("raw data has {} bytes, {n} elements of {dtype} need {need}", bytes.len()));
+        return Err(format!(
+            "raw data has {} bytes, {n} elements of {dtype} need {need}",
+            bytes.len()
+        ));
     }
     Tensor::from_bytes(dtype, shape, bytes)
+}
+
+/// Bytes of `n` elements of `dtype` (packed when sub-byte), checked: the
+/// count comes from the file's dims.
+fn byte_len(dtype: DType, n: usize) -> Result<usize, String> {
+    n.checked_mul(dtype.bits())
+        .map(|b| b.div_ceil(8))
+        .ok_or_else(|| format!("{n} elements of {dtype} are too many"))
 }
 
 /// Checks that a typed field holds `want` entries.
@@ -190,20 +255,33 @@ fn field_len<T>(field: &[T], want: usize, field_name: &str, dtype: DType) -> Res
         return Ok(());
     }
     if field.is_empty() {
-        return Err(format!("tensor has no data ({want} entries of {field_name} expected for {dtype})"));
+        return Err(format!(
+            "tensor has no data ({want} entries of {field_name} expected for {dtype})"
+        ));
     }
-    Err(format!("{field_name} has {} entries, {want} expected for {dtype}", field.len()))
+    Err(format!(
+        "{field_name} has {} entries, {want} expected for {dtype}",
+        field.len()
+    ))
 }
 
-fn typed_tensor(t: &TensorProto, dtype: DType, shape: Vec<usize>, n: usize) -> Result<Tensor, String> {
-    let i32s = |want: usize| field_len(&t.int32_data, want, "int32_data", dtype).map(|_| &t.int32_data);
+fn typed_tensor(
+    t: &TensorProto,
+    dtype: DType,
+    shape: Vec<usize>,
+    n: usize,
+) -> Result<Tensor, String> {
+    // Complex values take two entries.
+    let pairs = n.checked_mul(2).ok_or("too many elements")?;
+    let i32s =
+        |want: usize| field_len(&t.int32_data, want, "int32_data", dtype).map(|_| &t.int32_data);
     let data = match dtype {
         DType::F32 => {
             field_len(&t.float_data, n, "float_data", dtype)?;
             Data::F32(t.float_data.clone())
         }
         DType::Complex64 => {
-            field_len(&t.float_data, 2 * n, "float_data", dtype)?;
+            field_len(&t.float_data, pairs, "float_data", dtype)?;
             Data::C64(t.float_data.clone())
         }
         DType::F64 => {
@@ -211,7 +289,7 @@ fn typed_tensor(t: &TensorProto, dtype: DType, shape: Vec<usize>, n: usize) -> R
             Data::F64(t.double_data.clone())
         }
         DType::Complex128 => {
-            field_len(&t.double_data, 2 * n, "double_data", dtype)?;
+            field_len(&t.double_data, pairs, "double_data", dtype)?;
             Data::C128(t.double_data.clone())
         }
         DType::I64 => {
@@ -234,18 +312,31 @@ fn typed_tensor(t: &TensorProto, dtype: DType, shape: Vec<usize>, n: usize) -> R
         DType::Bool => Data::Bool(i32s(n)?.iter().map(|&x| x != 0).collect()),
         // 16-bit floats and fp8 are stored as their bit patterns.
         DType::F16 => Data::F16(i32s(n)?.iter().map(|&x| f16::from_bits(x as u16)).collect()),
-        DType::BF16 => Data::BF16(i32s(n)?.iter().map(|&x| bf16::from_bits(x as u16)).collect()),
+        DType::BF16 => Data::BF16(
+            i32s(n)?
+                .iter()
+                .map(|&x| bf16::from_bits(x as u16))
+                .collect(),
+        ),
         DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F8E8M0 => {
             Data::U8(i32s(n)?.iter().map(|&x| x as u8).collect())
         }
         // Sub-byte types: each int32 entry holds one packed byte.
         DType::I4 | DType::U4 | DType::F4E2M1 | DType::I2 | DType::U2 => {
-            let bytes: Vec<u8> = i32s(packed_len(dtype, n))?.iter().map(|&x| x as u8).collect();
+            let bytes: Vec<u8> = i32s(byte_len(dtype, n)?)?
+                .iter()
+                .map(|&x| x as u8)
+                .collect();
             return Tensor::from_bytes(dtype, shape, &bytes);
         }
         DType::Str => {
             field_len(&t.string_data, n, "string_data", dtype)?;
-            Data::Str(t.string_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+            Data::Str(
+                t.string_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect(),
+            )
         }
         DType::Ternary => return Err("ternary tensors have no ONNX form".into()),
     };
@@ -268,22 +359,33 @@ pub fn tensor_to_proto(name: &str, t: &Tensor) -> Result<TensorProto, String> {
 
 /// Parses a serialized `TensorProto` (a `.pb` file of the ONNX test layout),
 /// returning its name and value.
-pub fn parse_tensor_pb(bytes: &[u8], base_dir: Option<&Path>) -> Result<(String, Tensor), ImportError> {
+pub fn parse_tensor_pb(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+) -> Result<(String, Tensor), ImportError> {
     let not_tensor = |why: String| {
-        ImportError::Parse(format!("not a serialized ONNX TensorProto ({} bytes): {why}", bytes.len()))
+        ImportError::Parse(format!(
+            "not a serialized ONNX TensorProto ({} bytes): {why}",
+            bytes.len()
+        ))
     };
     let t = TensorProto::parse_from_bytes(bytes).map_err(|e| not_tensor(e.to_string()))?;
     // Other messages (SequenceProto, ModelProto...) often parse as a
     // TensorProto with stray fields; a real one has only known fields and a
     // valid element type.
-    if !t.special_fields.unknown_fields().iter().next().is_none() {
-        let nums: Vec<u32> = t.special_fields.unknown_fields().iter().map(|(n, _)| n).collect();
-        return Err(not_tensor(format!("unknown field numbers {nums:?}")));
+    let unknown: Vec<u32> = t
+        .special_fields
+        .unknown_fields()
+        .iter()
+        .map(|(n, _)| n)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(not_tensor(format!("unknown field numbers {unknown:?}")));
     }
     if t.data_type == 0 {
         return Err(not_tensor("no element type".into()));
     }
-    let v = tensor_from_proto(&t, base_dir).map_err(|e| not_tensor(e))?;
+    let v = tensor_from_proto(&t, base_dir).map_err(not_tensor)?;
     Ok((t.name.clone(), v))
 }
 
@@ -306,8 +408,13 @@ pub fn read_named_tensor_pb(path: impl AsRef<Path>) -> Result<(String, Tensor), 
 pub fn write_tensor_pb(path: impl AsRef<Path>, name: &str, t: &Tensor) -> Result<(), ImportError> {
     let path = path.as_ref();
     let p = tensor_to_proto(name, t).map_err(ImportError::Invalid)?;
-    let bytes = p.write_to_bytes().map_err(|e| ImportError::Invalid(format!("cannot serialize '{name}': {e}")))?;
-    std::fs::write(path, bytes).map_err(|e| ImportError::Io { path: path.to_path_buf(), message: e.to_string() })
+    let bytes = p
+        .write_to_bytes()
+        .map_err(|e| ImportError::Invalid(format!("cannot serialize '{name}': {e}")))?;
+    std::fs::write(path, bytes).map_err(|e| ImportError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -342,13 +449,19 @@ mod tests {
         // make_tensor('x', UINT2, [5], [1, 2, 3, 0, 1]) -> int32_data [57, 1]
         let mut p = proto(25, &[5]);
         p.int32_data = vec![57, 1];
-        assert_eq!(tensor_from_proto(&p, None).unwrap().to_i64_vec(), vec![1, 2, 3, 0, 1]);
+        assert_eq!(
+            tensor_from_proto(&p, None).unwrap().to_i64_vec(),
+            vec![1, 2, 3, 0, 1]
+        );
         // make_tensor('x', FLOAT4E2M1, [3], [1.0, -2.0, 6.0]) -> int32_data [194, 7]
         let mut p = proto(23, &[3]);
         p.int32_data = vec![194, 7];
         let t = tensor_from_proto(&p, None).unwrap();
         assert_eq!(t.to_f64_vec(), vec![1.0, -2.0, 6.0]);
-        assert_eq!(tensor_from_proto(&tensor_to_proto("x", &t).unwrap(), None).unwrap(), t);
+        assert_eq!(
+            tensor_from_proto(&tensor_to_proto("x", &t).unwrap(), None).unwrap(),
+            t
+        );
     }
 
     #[test]
@@ -365,48 +478,81 @@ mod tests {
         // e5m2 in raw form: 0x3C is 1.0, 0x7C is +inf
         let mut p = proto(19, &[2]);
         p.raw_data = vec![0x3C, 0x7C];
-        assert_eq!(tensor_from_proto(&p, None).unwrap().to_f64_vec(), vec![1.0, f64::INFINITY]);
+        assert_eq!(
+            tensor_from_proto(&p, None).unwrap().to_f64_vec(),
+            vec![1.0, f64::INFINITY]
+        );
     }
 
     #[test]
     fn half_floats_in_int32_data_and_bools_strings() {
         let mut p = proto(10, &[2]);
         p.int32_data = vec![0x3C00, 0xC000]; // 1.0, -2.0 in f16
-        assert_eq!(tensor_from_proto(&p, None).unwrap().to_f64_vec(), vec![1.0, -2.0]);
+        assert_eq!(
+            tensor_from_proto(&p, None).unwrap().to_f64_vec(),
+            vec![1.0, -2.0]
+        );
         let mut p = proto(16, &[1]);
         p.int32_data = vec![0x3F80]; // 1.0 in bf16
         assert_eq!(tensor_from_proto(&p, None).unwrap().to_f64_vec(), vec![1.0]);
         let mut p = proto(9, &[3]);
         p.raw_data = vec![1, 0, 1];
-        assert_eq!(tensor_from_proto(&p, None).unwrap().data, Data::Bool(vec![true, false, true]));
+        assert_eq!(
+            tensor_from_proto(&p, None).unwrap().data,
+            Data::Bool(vec![true, false, true])
+        );
         let mut p = proto(8, &[2]);
         p.string_data = vec![b"ab".to_vec(), b"".to_vec()];
         let t = tensor_from_proto(&p, None).unwrap();
         assert_eq!(t.data, Data::Str(vec!["ab".into(), String::new()]));
-        assert_eq!(tensor_from_proto(&tensor_to_proto("s", &t).unwrap(), None).unwrap(), t);
+        assert_eq!(
+            tensor_from_proto(&tensor_to_proto("s", &t).unwrap(), None).unwrap(),
+            t
+        );
     }
 
     #[test]
     fn bad_tensors_are_errors() {
         let mut p = proto(1, &[3]);
         p.float_data = vec![1.0];
-        assert!(tensor_from_proto(&p, None).unwrap_err().contains("float_data has 1 entries"));
+        assert!(tensor_from_proto(&p, None)
+            .unwrap_err()
+            .contains("float_data has 1 entries"));
         let p = proto(1, &[-1]);
-        assert!(tensor_from_proto(&p, None).unwrap_err().contains("negative"));
+        assert!(tensor_from_proto(&p, None)
+            .unwrap_err()
+            .contains("negative"));
         let p = proto(7, &[4]);
         assert!(tensor_from_proto(&p, None).unwrap_err().contains("no data"));
         let p = proto(27, &[1]);
-        assert!(tensor_from_proto(&p, None).unwrap_err().contains("FLOAT6E2M3"));
+        assert!(tensor_from_proto(&p, None)
+            .unwrap_err()
+            .contains("FLOAT6E2M3"));
         let mut p = proto(1, &[2]);
         p.raw_data = vec![0; 7];
         assert!(tensor_from_proto(&p, None).unwrap_err().contains("7 bytes"));
+        // Element counts that fit but whose bit sizes overflow (found by fuzzing).
+        let mut p = proto(22, &[1 << 62]);
+        p.int32_data = vec![1];
+        assert!(tensor_from_proto(&p, None)
+            .unwrap_err()
+            .contains("too many"));
+        let mut p = proto(14, &[1 << 62, 2]);
+        p.float_data = vec![1.0];
+        assert!(tensor_from_proto(&p, None)
+            .unwrap_err()
+            .contains("too many"));
     }
 
     #[test]
     fn external_data_stays_inside_the_model_dir() {
         let dir = std::env::temp_dir().join(format!("tessera-ext-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("w.bin"), [0u8, 0, 0, 0, 0, 0, 128, 63, 0, 0, 0, 64]).unwrap();
+        std::fs::write(
+            dir.join("w.bin"),
+            [0u8, 0, 0, 0, 0, 0, 128, 63, 0, 0, 0, 64],
+        )
+        .unwrap();
         let mut p = proto(1, &[2]);
         p.data_location = DataLocation::EXTERNAL.into();
         let kv = |k: &str, v: &str| {
@@ -415,15 +561,25 @@ mod tests {
             e.value = v.into();
             e
         };
-        p.external_data = vec![kv("location", "w.bin"), kv("offset", "4"), kv("length", "8")];
+        p.external_data = vec![
+            kv("location", "w.bin"),
+            kv("offset", "4"),
+            kv("length", "8"),
+        ];
         let t = tensor_from_proto(&p, Some(&dir)).unwrap();
         assert_eq!(t.to_f64_vec(), vec![1.0, 2.0]);
-        assert!(tensor_from_proto(&p, None).unwrap_err().contains("without a directory"));
+        assert!(tensor_from_proto(&p, None)
+            .unwrap_err()
+            .contains("without a directory"));
         p.external_data[0] = kv("location", "../w.bin");
-        assert!(tensor_from_proto(&p, Some(&dir)).unwrap_err().contains("relative path inside"));
+        assert!(tensor_from_proto(&p, Some(&dir))
+            .unwrap_err()
+            .contains("relative path inside"));
         p.external_data[0] = kv("location", "w.bin");
         p.external_data[2] = kv("length", "12");
-        assert!(tensor_from_proto(&p, Some(&dir)).unwrap_err().contains("too short"));
+        assert!(tensor_from_proto(&p, Some(&dir))
+            .unwrap_err()
+            .contains("too short"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -451,8 +607,13 @@ mod tests {
         m.graph.mut_or_insert_default().name = "g".into();
         let bytes = m.write_to_bytes().unwrap();
         assert!(parse_model(&bytes).is_ok());
-        let err = parse_model(&bytes[..bytes.len() - 1]).unwrap_err().to_string();
+        let err = parse_model(&bytes[..bytes.len() - 1])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("truncated"), "{err}");
-        assert!(parse_model(&[]).unwrap_err().to_string().contains("no graph"));
+        assert!(parse_model(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("no graph"));
     }
 }

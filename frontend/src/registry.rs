@@ -5,7 +5,8 @@
 //! Names: the mnemonic is the ONNX op type in snake_case (`LayerNormalization`
 //! → `layer_normalization`, `GatherND` → `gather_nd`), with `MatMul`,
 //! `QLinear` and `NBits` read as one word (`matmul`, `qlinear_matmul`,
-//! `matmul_nbits`), and `ms.` in front for the `com.microsoft` domain.
+//! `matmul_nbits`), `ms.` in front for the `com.microsoft` domain and `ml.`
+//! for `ai.onnx.ml`.
 //! [`EXCEPTIONS`] lists the ops that do not follow the rule.
 
 use crate::proto::{dtype_from_onnx, dtype_from_onnx_name};
@@ -22,8 +23,16 @@ pub const EXCEPTIONS: &[(&str, &str, &str)] = &[
     ("", "Upsample", "resize"),
     ("", "Scatter", "scatter_elements"),
     // onnxruntime registers these contrib ops in the default domain too.
-    ("", "SimplifiedLayerNormalization", "ms.simplified_layer_normalization"),
-    ("", "SkipSimplifiedLayerNormalization", "ms.skip_simplified_layer_normalization"),
+    (
+        "",
+        "SimplifiedLayerNormalization",
+        "ms.simplified_layer_normalization",
+    ),
+    (
+        "",
+        "SkipSimplifiedLayerNormalization",
+        "ms.skip_simplified_layer_normalization",
+    ),
     // Acronyms the snake_case rule would split.
     ("", "IsNaN", "is_nan"),
     ("", "IsInf", "is_inf"),
@@ -31,7 +40,11 @@ pub const EXCEPTIONS: &[(&str, &str, &str)] = &[
 ];
 
 /// Words the snake_case rule keeps whole.
-const WORDS: &[(&str, &str)] = &[("MatMul", "Matmul"), ("QLinear", "Qlinear"), ("NBits", "Nbits")];
+const WORDS: &[(&str, &str)] = &[
+    ("MatMul", "Matmul"),
+    ("QLinear", "Qlinear"),
+    ("NBits", "Nbits"),
+];
 
 /// `LayerNormalization` → `layer_normalization`, `GatherND` → `gather_nd`,
 /// `MatMulNBits` → `matmul_nbits`, `Col2Im` → `col2im`.
@@ -64,13 +77,21 @@ pub fn is_default_domain(domain: &str) -> bool {
 
 /// The mnemonic the default rule gives, or None for domains Tessera has no ops for.
 pub fn default_mnemonic(domain: &str, op_type: &str) -> Option<String> {
-    let dom = if is_default_domain(domain) { "" } else { domain };
-    if let Some((_, _, m)) = EXCEPTIONS.iter().find(|(d, t, _)| *d == dom && *t == op_type) {
+    let dom = if is_default_domain(domain) {
+        ""
+    } else {
+        domain
+    };
+    if let Some((_, _, m)) = EXCEPTIONS
+        .iter()
+        .find(|(d, t, _)| *d == dom && *t == op_type)
+    {
         return Some(m.to_string());
     }
     match dom {
         "" => Some(snake_case(op_type)),
         "com.microsoft" => Some(format!("ms.{}", snake_case(op_type))),
+        "ai.onnx.ml" => Some(format!("ml.{}", snake_case(op_type))),
         _ => None,
     }
 }
@@ -122,7 +143,11 @@ pub struct Node {
 
 impl Node {
     fn input_dtype(&self, i: usize) -> Result<DType, String> {
-        self.input_types.get(i).and_then(|t| t.as_ref()).map(|t| t.dtype()).ok_or_else(|| format!("input #{i} is missing"))
+        self.input_types
+            .get(i)
+            .and_then(|t| t.as_ref())
+            .map(|t| t.dtype())
+            .ok_or_else(|| format!("input #{i} is missing"))
     }
 
     fn has_input(&self, i: usize) -> bool {
@@ -131,7 +156,9 @@ impl Node {
 
     fn set_input(&mut self, i: usize, t: Tensor) -> Result<(), String> {
         if self.has_input(i) {
-            return Err(format!("input #{i} is given both as an input and as an attribute"));
+            return Err(format!(
+                "input #{i} is given both as an input and as an attribute"
+            ));
         }
         if self.inputs.len() <= i {
             self.inputs.resize(i + 1, Input::Absent);
@@ -146,7 +173,10 @@ impl Node {
             None => Ok(()),
             Some(Attr::Ints(v)) => self.set_input(i, Tensor::i64(vec![v.len()], v)),
             Some(Attr::Int(v)) => self.set_input(i, Tensor::i64(vec![1], vec![v])),
-            Some(a) => Err(format!("attribute '{name}' must be a list of integers, got {:?}", a.kind())),
+            Some(a) => Err(format!(
+                "attribute '{name}' must be a list of integers, got {:?}",
+                a.kind()
+            )),
         }
     }
 
@@ -156,7 +186,10 @@ impl Node {
             None => Ok(()),
             Some(Attr::Float(v)) => self.set_input(i, Tensor::from_f64(dtype, vec![], &[v])),
             Some(Attr::Int(v)) => self.set_input(i, Tensor::from_f64(dtype, vec![], &[v as f64])),
-            Some(a) => Err(format!("attribute '{name}' must be a float, got {:?}", a.kind())),
+            Some(a) => Err(format!(
+                "attribute '{name}' must be a float, got {:?}",
+                a.kind()
+            )),
         }
     }
 
@@ -190,8 +223,10 @@ const REDUCE_OPS_18: &[&str] = &[
 ];
 
 /// Binary ops that had the pre-opset-7 `broadcast`/`axis` attributes.
-const LEGACY_BROADCAST_OPS: &[&str] =
-    &["Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Greater", "Less", "Gemm", "PRelu"];
+const LEGACY_BROADCAST_OPS: &[&str] = &[
+    "Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Greater", "Less", "Gemm",
+    "PRelu",
+];
 
 /// Rewrites an older ONNX form of a node into the newest signature.
 pub fn adapt(node: &mut Node) -> Result<(), String> {
@@ -234,7 +269,12 @@ pub fn adapt(node: &mut Node) -> Result<(), String> {
             let axis = match node.attrs.remove("axis") {
                 None => 1,
                 Some(Attr::Int(a)) => a,
-                Some(a) => return Err(format!("attribute 'axis' must be an integer, got {:?}", a.kind())),
+                Some(a) => {
+                    return Err(format!(
+                        "attribute 'axis' must be an integer, got {:?}",
+                        a.kind()
+                    ))
+                }
             };
             node.set_input(2, Tensor::scalar_i64(axis))?;
         }
@@ -264,16 +304,20 @@ pub fn adapt(node: &mut Node) -> Result<(), String> {
                 Some(Attr::Int(a)) => *a,
                 _ => 1,
             };
-            let rank = node.input_types.first().and_then(|t| t.as_ref()).map(|t| t.rank() as i64);
+            let rank = node
+                .input_types
+                .first()
+                .and_then(|t| t.as_ref())
+                .map(|t| t.rank() as i64);
             match rank {
                 Some(r) if axis == r - 1 || axis == -1 => {
                     node.attrs.insert("axis".into(), Attr::Int(-1));
                 }
                 _ => {
                     return Err(format!(
-                        "{} before opset 13 flattens at axis {axis}; only the last axis is supported",
-                        node.op_type
-                    ))
+                    "{} before opset 13 flattens at axis {axis}; only the last axis is supported",
+                    node.op_type
+                ))
                 }
             }
         }
@@ -296,7 +340,12 @@ fn upsample_to_resize(node: &mut Node) -> Result<(), String> {
                 let t = Tensor::f32(vec![s.len()], s.iter().map(|&x| x as f32).collect());
                 node.set_input(2, t)?;
             }
-            Some(a) => return Err(format!("attribute 'scales' must be a list of floats, got {:?}", a.kind())),
+            Some(a) => {
+                return Err(format!(
+                    "attribute 'scales' must be a list of floats, got {:?}",
+                    a.kind()
+                ))
+            }
             None => return Err("Upsample needs 'scales'".into()),
         }
     } else {
@@ -312,13 +361,17 @@ fn upsample_to_resize(node: &mut Node) -> Result<(), String> {
 }
 
 fn legacy_resize_modes(node: &mut Node) {
-    node.attrs.insert("coordinate_transformation_mode".into(), Attr::Str("asymmetric".into()));
+    node.attrs.insert(
+        "coordinate_transformation_mode".into(),
+        Attr::Str("asymmetric".into()),
+    );
     let nearest = match node.attrs.get("mode") {
         None => true,
         Some(m) => *m == Attr::Str("nearest".into()),
     };
     if nearest {
-        node.attrs.insert("nearest_mode".into(), Attr::Str("floor".into()));
+        node.attrs
+            .insert("nearest_mode".into(), Attr::Str("floor".into()));
     }
 }
 
@@ -338,7 +391,9 @@ pub fn normalize_attrs(kind: OpKind, node: &mut Node) -> Result<(), String> {
         }
     }
     if node.op_type == "Split" && def.attr_spec("num_outputs").is_some() && !node.has_input(1) {
-        node.attrs.entry("num_outputs".into()).or_insert(Attr::Int(node.num_outputs as i64));
+        node.attrs
+            .entry("num_outputs".into())
+            .or_insert(Attr::Int(node.num_outputs as i64));
     }
     Ok(())
 }
@@ -365,9 +420,19 @@ mod tests {
         ] {
             assert_eq!(snake_case(onnx), want, "{onnx}");
         }
-        assert_eq!(default_mnemonic("com.microsoft", "MatMulNBits").as_deref(), Some("ms.matmul_nbits"));
-        assert_eq!(default_mnemonic("ai.onnx", "Upsample").as_deref(), Some("resize"));
-        assert_eq!(default_mnemonic("ai.onnx.ml", "LabelEncoder"), None);
+        assert_eq!(
+            default_mnemonic("com.microsoft", "MatMulNBits").as_deref(),
+            Some("ms.matmul_nbits")
+        );
+        assert_eq!(
+            default_mnemonic("ai.onnx", "Upsample").as_deref(),
+            Some("resize")
+        );
+        assert_eq!(
+            default_mnemonic("ai.onnx.ml", "LabelEncoder").as_deref(),
+            Some("ml.label_encoder")
+        );
+        assert_eq!(default_mnemonic("ai.onnx.preview.training", "Adam"), None);
     }
 
     #[test]
@@ -383,38 +448,70 @@ mod tests {
             op_type: op.into(),
             opset,
             attrs,
-            inputs: (0..inputs).map(|i| Input::Value(ValueId(i as u32))).collect(),
-            input_types: (0..inputs).map(|_| Some(TensorType::fixed(&[2, 3], DType::F16))).collect(),
+            inputs: (0..inputs)
+                .map(|i| Input::Value(ValueId(i as u32)))
+                .collect(),
+            input_types: (0..inputs)
+                .map(|_| Some(TensorType::fixed(&[2, 3], DType::F16)))
+                .collect(),
             num_outputs: 1,
         }
     }
 
     #[test]
     fn attributes_become_inputs() {
-        let mut n = node("Unsqueeze", 11, Attrs::from([("axes".into(), Attr::Ints(vec![0, 2]))]), 1);
+        let mut n = node(
+            "Unsqueeze",
+            11,
+            Attrs::from([("axes".into(), Attr::Ints(vec![0, 2]))]),
+            1,
+        );
         adapt(&mut n).unwrap();
         assert!(n.attrs.is_empty());
         assert_eq!(n.inputs[1], Input::Const(Tensor::i64(vec![2], vec![0, 2])));
 
-        let mut n = node("Clip", 6, Attrs::from([("max".into(), Attr::Float(6.0))]), 1);
+        let mut n = node(
+            "Clip",
+            6,
+            Attrs::from([("max".into(), Attr::Float(6.0))]),
+            1,
+        );
         adapt(&mut n).unwrap();
         assert_eq!(n.inputs[1], Input::Absent);
-        assert_eq!(n.inputs[2], Input::Const(Tensor::from_f64(DType::F16, vec![], &[6.0])));
+        assert_eq!(
+            n.inputs[2],
+            Input::Const(Tensor::from_f64(DType::F16, vec![], &[6.0]))
+        );
 
-        let mut n = node("Slice", 9, Attrs::from([
-            ("starts".into(), Attr::Ints(vec![1])),
-            ("ends".into(), Attr::Ints(vec![3])),
-        ]), 1);
+        let mut n = node(
+            "Slice",
+            9,
+            Attrs::from([
+                ("starts".into(), Attr::Ints(vec![1])),
+                ("ends".into(), Attr::Ints(vec![3])),
+            ]),
+            1,
+        );
         adapt(&mut n).unwrap();
         assert_eq!(n.inputs.len(), 3);
         assert_eq!(n.inputs[2], Input::Const(Tensor::i64(vec![1], vec![3])));
 
         // Newer opsets are left alone.
-        let mut n = node("ReduceMean", 18, Attrs::from([("keepdims".into(), Attr::Int(0))]), 2);
+        let mut n = node(
+            "ReduceMean",
+            18,
+            Attrs::from([("keepdims".into(), Attr::Int(0))]),
+            2,
+        );
         adapt(&mut n).unwrap();
         assert_eq!(n.inputs.len(), 2);
         // An attribute and an input for the same thing is an error.
-        let mut n = node("Squeeze", 11, Attrs::from([("axes".into(), Attr::Ints(vec![0]))]), 2);
+        let mut n = node(
+            "Squeeze",
+            11,
+            Attrs::from([("axes".into(), Attr::Ints(vec![0]))]),
+            2,
+        );
         assert!(adapt(&mut n).is_err());
     }
 
@@ -434,25 +531,51 @@ mod tests {
 
     #[test]
     fn upsample_becomes_resize() {
-        let mut n = node("Upsample", 7, Attrs::from([
-            ("scales".into(), Attr::Floats(vec![1.0, 2.0])),
-            ("mode".into(), Attr::Str("nearest".into())),
-        ]), 1);
+        let mut n = node(
+            "Upsample",
+            7,
+            Attrs::from([
+                ("scales".into(), Attr::Floats(vec![1.0, 2.0])),
+                ("mode".into(), Attr::Str("nearest".into())),
+            ]),
+            1,
+        );
         adapt(&mut n).unwrap();
         assert_eq!(n.inputs[1], Input::Absent);
-        assert_eq!(n.inputs[2], Input::Const(Tensor::f32(vec![2], vec![1.0, 2.0])));
-        assert_eq!(n.attrs.get("nearest_mode"), Some(&Attr::Str("floor".into())));
-        assert_eq!(n.attrs.get("coordinate_transformation_mode"), Some(&Attr::Str("asymmetric".into())));
+        assert_eq!(
+            n.inputs[2],
+            Input::Const(Tensor::f32(vec![2], vec![1.0, 2.0]))
+        );
+        assert_eq!(
+            n.attrs.get("nearest_mode"),
+            Some(&Attr::Str("floor".into()))
+        );
+        assert_eq!(
+            n.attrs.get("coordinate_transformation_mode"),
+            Some(&Attr::Str("asymmetric".into()))
+        );
         let mut n = node("Upsample", 9, Attrs::new(), 2);
         adapt(&mut n).unwrap();
-        assert_eq!(n.inputs, vec![Input::Value(ValueId(0)), Input::Absent, Input::Value(ValueId(1))]);
+        assert_eq!(
+            n.inputs,
+            vec![
+                Input::Value(ValueId(0)),
+                Input::Absent,
+                Input::Value(ValueId(1))
+            ]
+        );
     }
 
     #[test]
     fn old_softmax_only_on_the_last_axis() {
         let mut n = node("Softmax", 11, Attrs::new(), 1);
         assert!(adapt(&mut n).is_ok()); // default axis 1 is the last of rank 2
-        let mut n = node("Softmax", 11, Attrs::from([("axis".into(), Attr::Int(0))]), 1);
+        let mut n = node(
+            "Softmax",
+            11,
+            Attrs::from([("axis".into(), Attr::Int(0))]),
+            1,
+        );
         assert!(adapt(&mut n).unwrap_err().contains("flattens"));
     }
 }

@@ -3,8 +3,8 @@
 use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
 use onnx_protobuf::type_proto::{self, Value as TypeValue};
 use onnx_protobuf::{
-    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use tessera_frontend::{import_bytes, tensor_to_proto, ImportError};
 use tessera_ir::{Attr, DType, Dim, OpKind, Tensor};
@@ -76,7 +76,11 @@ fn build(spec: ModelSpec) -> Vec<u8> {
     g.node = spec.nodes;
     g.input = spec.inputs;
     g.output = spec.outputs;
-    g.initializer = spec.inits.iter().map(|(n, t)| tensor_to_proto(n, t).unwrap()).collect();
+    g.initializer = spec
+        .inits
+        .iter()
+        .map(|(n, t)| tensor_to_proto(n, t).unwrap())
+        .collect();
     let mut m = ModelProto::new();
     m.ir_version = 8;
     m.graph = Some(g).into();
@@ -95,7 +99,9 @@ const F32: i32 = 1;
 fn names_dims_constants_and_identity() {
     let w = Tensor::f32(vec![4, 3], (0..12).map(|i| i as f32).collect());
     let mut shape_node = node("Constant", "", &[], &["shape"]);
-    shape_node.attribute.push(tensor_attr("value", &Tensor::i64(vec![2], vec![0, -1])));
+    shape_node
+        .attribute
+        .push(tensor_attr("value", &Tensor::i64(vec![2], vec![0, -1])));
     let bytes = build(ModelSpec {
         nodes: vec![
             // Deliberately out of order: the importer sorts.
@@ -115,7 +121,10 @@ fn names_dims_constants_and_identity() {
     assert_eq!(g.opsets.get(""), Some(&13));
     assert_eq!(g.inputs.len(), 1, "initializers are not inputs");
     let x = g.ty(g.inputs[0]);
-    assert_eq!(x.shape, vec![Dim::sym("batch"), Dim::sym("unk0"), Dim::fixed(4)]);
+    assert_eq!(
+        x.shape,
+        vec![Dim::sym("batch"), Dim::sym("unk0"), Dim::fixed(4)]
+    );
     assert_eq!(g.values[g.inputs[0].0 as usize].name.as_deref(), Some("x"));
     assert_eq!(g.outputs[0].0, "y");
     let kinds: Vec<OpKind> = g.ops.iter().map(|o| o.kind).collect();
@@ -125,10 +134,17 @@ fn names_dims_constants_and_identity() {
     assert_eq!(*w_const.value, w);
     let mm = g.ops.iter().find(|o| o.kind == OpKind::MatMul).unwrap();
     assert_eq!(mm.loc.as_ref().unwrap().name, "mm");
-    assert_eq!(mm.operands[0], Some(g.inputs[0]), "Identity's user reads its input");
+    assert_eq!(
+        mm.operands[0],
+        Some(g.inputs[0]),
+        "Identity's user reads its input"
+    );
     // Reshape to [0, -1] keeps batch and merges the rest symbolically.
     let y = g.ty(g.outputs[0].1);
-    assert_eq!(y.shape, vec![Dim::sym("batch"), Dim::sym("unk0").mul(&Dim::fixed(3))]);
+    assert_eq!(
+        y.shape,
+        vec![Dim::sym("batch"), Dim::sym("unk0").mul(&Dim::fixed(3))]
+    );
     let reshape = g.ops.iter().find(|o| o.kind == OpKind::Reshape).unwrap();
     assert_eq!(reshape.loc.as_ref().unwrap().op_type, "Reshape");
 }
@@ -153,9 +169,15 @@ fn every_unsupported_node_is_listed_once() {
     assert_eq!(nodes.len(), 2);
     assert_eq!(nodes[0].name, "fancy1");
     assert_eq!((nodes[0].domain.as_str(), nodes[0].opset), ("ai.onnx", 20));
-    assert_eq!(nodes[1].name, "FusedThing_2", "unnamed nodes get <op_type>_<index>");
+    assert_eq!(
+        nodes[1].name, "FusedThing_2",
+        "unnamed nodes get <op_type>_<index>"
+    );
     assert_eq!(nodes[1].opset, 1);
-    assert_eq!(err.unsupported_op_types(), vec!["FancyOp".to_string(), "com.example::FusedThing".to_string()]);
+    assert_eq!(
+        err.unsupported_op_types(),
+        vec!["FancyOp".to_string(), "com.example::FusedThing".to_string()]
+    );
     let msg = err.to_string();
     assert!(
         msg.starts_with("unsupported ONNX operations (2): 'fancy1' (FancyOp, ai.onnx opset 20), 'FusedThing_2' (FusedThing, com.example opset 1)"),
@@ -191,7 +213,10 @@ fn unknown_attribute_is_an_error() {
         opset: 17,
     });
     let msg = import_bytes(&bytes, None).unwrap_err().to_string();
-    assert!(msg.contains("does not support attribute(s) 'mystery'"), "{msg}");
+    assert!(
+        msg.contains("does not support attribute(s) 'mystery'"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -199,17 +224,30 @@ fn constant_operands_fold() {
     let a = Tensor::f32(vec![2], vec![1.0, 2.0]);
     let b = Tensor::f32(vec![2], vec![10.0, 20.0]);
     let bytes = build(ModelSpec {
-        nodes: vec![node("Add", "sum", &["a", "b"], &["s"]), node("Mul", "scale", &["x", "s"], &["y"])],
+        nodes: vec![
+            node("Add", "sum", &["a", "b"], &["s"]),
+            node("Mul", "scale", &["x", "s"], &["y"]),
+        ],
         inputs: vec![vi("x", F32, &["2"])],
         outputs: vec![vi("y", F32, &["2"])],
         inits: vec![("a".into(), a), ("b".into(), b)],
         opset: 17,
     });
     let g = import_bytes(&bytes, None).unwrap();
-    assert!(g.ops.iter().all(|o| o.kind != OpKind::Add), "Add of constants is folded");
-    assert_eq!(g.constants.len(), 1, "unused inputs of the folded op are dropped");
+    assert!(
+        g.ops.iter().all(|o| o.kind != OpKind::Add),
+        "Add of constants is folded"
+    );
+    assert_eq!(
+        g.constants.len(),
+        1,
+        "unused inputs of the folded op are dropped"
+    );
     assert_eq!(g.constants[0].name, "s");
-    assert_eq!(*g.constants[0].value, Tensor::f32(vec![2], vec![11.0, 22.0]));
+    assert_eq!(
+        *g.constants[0].value,
+        Tensor::f32(vec![2], vec![11.0, 22.0])
+    );
     assert!(matches!(g.ops[0].attrs.get("value"), Some(Attr::Const(_))));
 }
 

@@ -19,17 +19,32 @@ fn model_dirs() -> Vec<PathBuf> {
 #[test]
 fn fixture_models_import_without_unsupported_ops() {
     let dirs = model_dirs();
-    assert!(dirs.len() >= 10, "expected the bundled models, found {}", dirs.len());
+    assert!(
+        dirs.len() >= 10,
+        "expected the bundled models, found {}",
+        dirs.len()
+    );
     let mut failures = Vec::new();
     for dir in &dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let start = Instant::now();
         match import_model(dir.join("model.onnx")) {
-            Ok(g) => println!("{name}: {} ops, {} constants, imported in {:.1?}", g.ops.len(), g.constants.len(), start.elapsed()),
+            Ok(g) => println!(
+                "{name}: {} ops, {} constants, imported in {:.1?}",
+                g.ops.len(),
+                g.constants.len(),
+                start.elapsed()
+            ),
             Err(e) => failures.push(format!("{name}: {e}")),
         }
     }
-    assert!(failures.is_empty(), "{} of {} models fail to import:\n{}", failures.len(), dirs.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} models fail to import:\n{}",
+        failures.len(),
+        dirs.len(),
+        failures.join("\n")
+    );
 }
 
 /// A small deterministic generator (xorshift), so failures reproduce.
@@ -53,9 +68,16 @@ impl Rng {
 /// the smallest model.
 #[test]
 fn damaged_models_fail_cleanly() {
-    let rounds: u64 = std::env::var("TESSERA_DAMAGE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let rounds: u64 = std::env::var("TESSERA_DAMAGE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut dirs = model_dirs();
-    dirs.sort_by_key(|d| std::fs::metadata(d.join("model.onnx")).map(|m| m.len()).unwrap_or(u64::MAX));
+    dirs.sort_by_key(|d| {
+        std::fs::metadata(d.join("model.onnx"))
+            .map(|m| m.len())
+            .unwrap_or(u64::MAX)
+    });
     if rounds == 0 {
         damage_round(&dirs[0], 0);
     }
@@ -97,6 +119,8 @@ fn damage_round(dir: &std::path::Path, seed: u64) {
         count(import_bytes(&damaged, None));
     }
     assert!(outcomes.1 > 0, "truncated files must fail");
-    let err = import_bytes(&bytes[..bytes.len() / 2], None).unwrap_err().to_string();
+    let err = import_bytes(&bytes[..bytes.len() / 2], None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("truncated"), "{err}");
 }

@@ -170,6 +170,46 @@ impl Graph {
             keep[i - 1]
         });
         self.compact_constants();
+        self.compact_values();
+    }
+
+    /// Renumbers values densely: graph inputs first, then op results in op
+    /// order (the order the printer names them), dropping values nothing
+    /// defines. Two graphs that print the same are then equal.
+    pub fn compact_values(&mut self) {
+        let mut remap: Vec<Option<ValueId>> = vec![None; self.values.len()];
+        let mut values = Vec::with_capacity(self.values.len());
+        let order = self.inputs.iter().chain(self.ops.iter().flat_map(|op| op.results.iter()));
+        for v in order {
+            if remap[v.0 as usize].is_none() {
+                remap[v.0 as usize] = Some(ValueId(values.len() as u32));
+                values.push(self.values[v.0 as usize].clone());
+            }
+        }
+        // Values used but never defined (an invalid graph) keep a slot so the
+        // verifier can still report them.
+        let mut fix = |v: &mut ValueId| {
+            *v = match remap[v.0 as usize] {
+                Some(n) => n,
+                None => {
+                    values.push(self.values[v.0 as usize].clone());
+                    let n = ValueId(values.len() as u32 - 1);
+                    remap[v.0 as usize] = Some(n);
+                    n
+                }
+            }
+        };
+        for v in &mut self.inputs {
+            fix(v);
+        }
+        for op in &mut self.ops {
+            op.operands.iter_mut().flatten().for_each(&mut fix);
+            op.results.iter_mut().for_each(&mut fix);
+        }
+        for (_, v) in &mut self.outputs {
+            fix(v);
+        }
+        self.values = values;
     }
 
     /// Removes unreferenced constants and renumbers the rest.

@@ -1543,6 +1543,28 @@ pub static CAST_LIKE: OpDef = OpDef {
     }),
 };
 
+pub static BIT_CAST: OpDef = OpDef {
+    mnemonic: "bit_cast",
+    summary: "Reinterprets the bits of each element as another type of the same width",
+    operands: &[req("input")],
+    results: Results::Fixed(1),
+    attrs: &[attr("to", AttrKind::Type, Default::Required)],
+    traits: &[Trait::Elementwise],
+    infer: |ctx| {
+        let (x, to) = (ctx.input(0)?, ctx.dtype_attr("to")?);
+        if x.dtype() == DType::Str || to == DType::Str || x.dtype().bits() != to.bits() {
+            return Err(format!("cannot reinterpret {} as {to}: bit widths differ", x.dtype()));
+        }
+        Ok(vec![x.with_dtype(to)])
+    },
+    eval: Some(|ctx| {
+        let x = ctx.input(0)?;
+        // to_bytes/from_bytes are the little-endian storage form, so this is
+        // exactly the ONNX definition.
+        Ok(vec![Tensor::from_bytes(ctx.dtype_attr("to")?, x.shape.clone(), &x.to_bytes())?])
+    }),
+};
+
 // ---------------------------------------------------------------------------
 // Dropout
 

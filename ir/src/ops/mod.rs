@@ -15,11 +15,13 @@ pub mod core;
 pub mod elementwise;
 pub mod generate;
 pub mod linalg;
+pub mod ml;
 pub mod nn;
 pub mod quant;
 pub mod reduce;
 pub mod shape;
 pub mod symbolic;
+pub mod text;
 
 use crate::attr::{Attr, AttrKind, Attrs};
 use crate::dtype::DType;
@@ -218,6 +220,7 @@ op_table! {
     Where => elementwise::WHERE,
     Cast => elementwise::CAST,
     CastLike => elementwise::CAST_LIKE,
+    BitCast => elementwise::BIT_CAST,
     Dropout => elementwise::DROPOUT,
     // linalg
     MatMul => linalg::MATMUL,
@@ -296,6 +299,9 @@ op_table! {
     NegativeLogLikelihoodLoss => nn::NEGATIVE_LOG_LIKELIHOOD_LOSS,
     SoftmaxCrossEntropyLoss => nn::SOFTMAX_CROSS_ENTROPY_LOSS,
     SwiGlu => nn::SWIGLU,
+    Rnn => nn::rnn::RNN,
+    Gru => nn::rnn::GRU,
+    Lstm => nn::rnn::LSTM,
     // quant
     QuantizeLinear => quant::QUANTIZE_LINEAR,
     DequantizeLinear => quant::DEQUANTIZE_LINEAR,
@@ -339,6 +345,18 @@ op_table! {
     MsMatMulIntegerToFloat => contrib::MATMUL_INTEGER_TO_FLOAT,
     MsQuantizeLinear => contrib::MS_QUANTIZE_LINEAR,
     MsDequantizeLinear => contrib::MS_DEQUANTIZE_LINEAR,
+    // text
+    StringConcat => text::STRING_CONCAT,
+    StringSplit => text::STRING_SPLIT,
+    StringNormalizer => text::STRING_NORMALIZER,
+    RegexFullMatch => text::REGEX_FULL_MATCH,
+    TfIdfVectorizer => text::TF_IDF_VECTORIZER,
+    // ml
+    MlLabelEncoder => ml::LABEL_ENCODER,
+    MlBinarizer => ml::BINARIZER,
+    MlArrayFeatureExtractor => ml::ARRAY_FEATURE_EXTRACTOR,
+    MlTreeEnsemble => ml::TREE_ENSEMBLE,
+    MelWeightMatrix => ml::MEL_WEIGHT_MATRIX,
 }
 
 impl OpKind {

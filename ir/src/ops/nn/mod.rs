@@ -13,6 +13,7 @@ pub mod conv;
 pub mod loss;
 pub mod norm;
 pub mod pool;
+pub mod rnn;
 pub mod softmax;
 
 pub use activation::SWIGLU;
