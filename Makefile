@@ -98,6 +98,11 @@ test: setup
 	(grep -E '^test result:' "$$log" || true) | awk '{ for (i = 1; i <= NF; i++) { \
 	    if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i; if ($$(i+1) ~ /^ignored/) g += $$i } } \
 	  END { printf "passed: %d   failed: %d   ignored: %d   (%d test binaries)\n", p, f, g, NR }'
+	echo
+	echo "==================== conformance (reference backend) ===================="
+	# The harness prints its per-category counts only when not captured.
+	cargo test --release -q --test node_tests -- --nocapture --test-threads 1 2>/dev/null \
+	  | grep -E '^(=====|  [a-z-]+ +[0-9]+$$|node tests|contrib tests)' || true
 	if [ "$$status" -ne 0 ]; then
 	  echo "FAILED (cargo exit status $$status; full log in $$log)"
 	grep -E '^test .* \.\.\. FAILED$$|^error(\[E[0-9]+\])?:' "$$log" | head -n 40 || true

@@ -27,7 +27,6 @@ use std::time::Instant;
 use tessera_backend::compare::{compare, Tolerance};
 use tessera_ir::Tensor;
 
-const STATUS_FILE: &str = "tests/node-tests.status";
 const THREADS: usize = 2;
 const CATEGORIES: &[&str] = &[
     "pass",
@@ -271,15 +270,40 @@ fn read_status_file(path: &Path) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
-fn write_status_file(path: &Path, cases: &[Case], outcomes: &[Outcome]) {
+/// Why a known failure fails, by test-name prefix; written into the status
+/// file's detail column so every non-passing entry carries its reason.
+const KNOWN_REASONS: &[(&str, &str)] = &[
+    ("test_attention_3d_causal_bf16", LOW_PRECISION_REF),
+    ("test_attention_4d_attn_mask_causal_bf16", LOW_PRECISION_REF),
+    ("test_attention_4d_causal_bf16", LOW_PRECISION_REF),
+    ("test_attention_4d_causal_fp16", LOW_PRECISION_REF),
+    ("test_attention_4d_causal_padded_kv_bf16", LOW_PRECISION_REF),
+    ("test_attention_4d_padded_kv_bf16", LOW_PRECISION_REF),
+    ("test_dft_inverse", "expected zeros carry ~2e-7 of single-precision FFT noise, over the test's atol 1e-7; ours are exact"),
+    ("test_bernoulli", "random output: only shape and type can match"),
+];
+
+const LOW_PRECISION_REF: &str = "expected data rounds every step to bf16/fp16; Tessera (like onnxruntime, which also fails) accumulates in f32: off by 1-2 ulp";
+
+fn reason_for(name: &str) -> Option<&'static str> {
+    KNOWN_REASONS.iter().find(|(p, _)| name.starts_with(p)).map(|(_, r)| *r)
+}
+
+fn write_status_file(path: &Path, title: &str, cases: &[Case], outcomes: &[Outcome]) {
     let mut rows: Vec<String> = cases
         .iter()
         .zip(outcomes)
-        .map(|(c, o)| format!("{}\t{}\t{}", c.name, o.category, o.detail))
+        .map(|(c, o)| {
+            let detail = match reason_for(&c.name) {
+                Some(r) if o.category != "pass" => format!("{r} ({})", o.detail),
+                _ => o.detail.clone(),
+            };
+            format!("{}\t{}\t{}", c.name, o.category, detail)
+        })
         .collect();
     rows.sort();
-    let mut text = String::from(
-        "# ONNX node tests on the reference backend: test<TAB>status<TAB>detail.\n\
+    let mut text = format!(
+        "# {title} on the reference backend: test<TAB>status<TAB>detail.\n\
          # Regenerate with: TESSERA_BLESS=1 cargo test --release --test node_tests\n",
     );
     for r in rows {
@@ -294,12 +318,12 @@ fn is_transformer_test(name: &str) -> bool {
     TRANSFORMER_OPS.iter().any(|op| n.contains(op))
 }
 
-fn summary(cases: &[Case], outcomes: &[Outcome]) {
+fn summary(title: &str, cases: &[Case], outcomes: &[Outcome]) {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for o in outcomes {
         *counts.entry(o.category).or_default() += 1;
     }
-    println!("\n==================== ONNX node tests (reference backend) ====================");
+    println!("\n==================== {title} (reference backend) ====================");
     for cat in CATEGORIES {
         println!("  {cat:<12} {:>5}", counts.get(cat).copied().unwrap_or(0));
     }
@@ -316,25 +340,34 @@ fn summary(cases: &[Case], outcomes: &[Outcome]) {
         }
     }
     let passed = counts.get("pass").copied().unwrap_or(0);
-    println!(
-        "node tests (ref): {passed} passed, {} failed",
-        outcomes.len() - passed
-    );
+    let label = if title.starts_with("ONNX") { "node tests (ref)" } else { "contrib tests (ref)" };
+    println!("{label}: {passed} passed, {} failed", outcomes.len() - passed);
 }
 
 #[test]
 fn onnx_node_tests() {
-    let root = node_tests_dir();
-    let mut cases = load_cases(&root);
+    check_suite("ONNX node tests", &node_tests_dir(), "tests/node-tests.status");
+}
+
+/// The com.microsoft ops onnxruntime's exporters emit have no ONNX node
+/// tests: `scripts/gen_contrib_tests.py` made these cases with onnxruntime.
+#[test]
+fn contrib_op_tests() {
+    check_suite("com.microsoft op tests", &repo_root().join("tests/contrib"), "tests/contrib-tests.status");
+}
+
+/// Runs every case of a suite and checks the statuses against its file.
+fn check_suite(title: &str, root: &Path, status_file: &str) {
+    let mut cases = load_cases(root);
     let filter = std::env::var("TESSERA_NODE_FILTER")
         .ok()
         .filter(|f| !f.is_empty());
     if let Some(f) = &filter {
         cases.retain(|c| c.name.contains(f.as_str()));
-        assert!(
-            !cases.is_empty(),
-            "no node test matches TESSERA_NODE_FILTER={f}"
-        );
+        if cases.is_empty() {
+            println!("{title}: no test matches TESSERA_NODE_FILTER={f}");
+            return;
+        }
     }
     let start = Instant::now();
     let outcomes = run_all(&cases);
@@ -342,14 +375,14 @@ fn onnx_node_tests() {
         for (c, o) in cases.iter().zip(&outcomes) {
             println!("{:<60} {:<12} {}", c.name, o.category, o.detail);
         }
-        summary(&cases, &outcomes);
+        summary(title, &cases, &outcomes);
         return;
     }
-    summary(&cases, &outcomes);
+    summary(title, &cases, &outcomes);
     println!("({} tests in {:.1?})", cases.len(), start.elapsed());
-    let status_path = repo_root().join(STATUS_FILE);
+    let status_path = repo_root().join(status_file);
     if std::env::var("TESSERA_BLESS").is_ok_and(|v| v == "1") {
-        write_status_file(&status_path, &cases, &outcomes);
+        write_status_file(&status_path, title, &cases, &outcomes);
         println!("wrote {}", status_path.display());
         return;
     }
@@ -371,13 +404,13 @@ fn onnx_node_tests() {
     for name in recorded.keys() {
         if !cases.iter().any(|c| &c.name == name) {
             drift.push(format!(
-                "  {name}: in the status file but no longer a node test"
+                "  {name}: in the status file but no longer a test"
             ));
         }
     }
     assert!(
         drift.is_empty(),
-        "{} node test(s) drifted from {STATUS_FILE} (if intended, rerun with TESSERA_BLESS=1):\n{}",
+        "{} test(s) drifted from {status_file} (if intended, rerun with TESSERA_BLESS=1):\n{}",
         drift.len(),
         drift.join("\n")
     );

@@ -48,35 +48,54 @@ impl Poly {
     }
 
     pub fn add(&self, other: &Poly) -> Poly {
+        self.checked_add(other).expect("dimension arithmetic overflowed i64")
+    }
+
+    /// `self + other`, or None on i64 overflow (hostile models can ask for
+    /// absurd sizes; they must get an error, not a wrapped dimension).
+    pub fn checked_add(&self, other: &Poly) -> Option<Poly> {
         let mut terms = self.terms.clone();
         for (m, c) in &other.terms {
             let e = terms.entry(m.clone()).or_insert(0);
-            *e += c;
+            *e = e.checked_add(*c)?;
             if *e == 0 {
                 terms.remove(m);
             }
         }
-        Poly { terms }
+        Some(Poly { terms })
     }
 
     pub fn neg(&self) -> Poly {
-        Poly { terms: self.terms.iter().map(|(m, c)| (m.clone(), -c)).collect() }
+        self.checked_neg().expect("dimension arithmetic overflowed i64")
+    }
+
+    pub fn checked_neg(&self) -> Option<Poly> {
+        let terms = self.terms.iter().map(|(m, c)| Some((m.clone(), c.checked_neg()?))).collect::<Option<_>>()?;
+        Some(Poly { terms })
     }
 
     pub fn sub(&self, other: &Poly) -> Poly {
         self.add(&other.neg())
     }
 
+    pub fn checked_sub(&self, other: &Poly) -> Option<Poly> {
+        self.checked_add(&other.checked_neg()?)
+    }
+
     pub fn mul(&self, other: &Poly) -> Poly {
+        self.checked_mul(other).expect("dimension arithmetic overflowed i64")
+    }
+
+    pub fn checked_mul(&self, other: &Poly) -> Option<Poly> {
         let mut out = Poly::default();
         for (m1, c1) in &self.terms {
             for (m2, c2) in &other.terms {
                 let mut m: Monomial = m1.iter().chain(m2).cloned().collect();
                 m.sort();
-                out = out.add(&Poly { terms: BTreeMap::from([(m, c1 * c2)]) });
+                out = out.checked_add(&Poly { terms: BTreeMap::from([(m, c1.checked_mul(*c2)?)]) })?;
             }
         }
-        out
+        Some(out)
     }
 
     /// Exact division, when the divisor is a constant dividing every
@@ -88,7 +107,7 @@ impl Poly {
         let (dm, dc) = divisor.terms.iter().next()?;
         let mut terms = BTreeMap::new();
         for (m, c) in &self.terms {
-            if c % dc != 0 {
+            if c.checked_rem(*dc)? != 0 {
                 return None;
             }
             let mut rest = m.clone();
@@ -96,7 +115,7 @@ impl Poly {
                 let pos = rest.iter().position(|x| x == s)?;
                 rest.remove(pos);
             }
-            terms.insert(rest, c / dc);
+            terms.insert(rest, c.checked_div(*dc)?);
         }
         Some(Poly { terms })
     }
@@ -192,14 +211,16 @@ impl Dim {
         }
     }
 
+    // Dim arithmetic never panics: an overflowing result is Unknown, which
+    // inference then reports or treats as data dependent.
     pub fn add(&self, o: &Dim) -> Dim {
-        self.lift(o, |a, b| Some(a.add(b)))
+        self.lift(o, Poly::checked_add)
     }
     pub fn sub(&self, o: &Dim) -> Dim {
-        self.lift(o, |a, b| Some(a.sub(b)))
+        self.lift(o, Poly::checked_sub)
     }
     pub fn mul(&self, o: &Dim) -> Dim {
-        self.lift(o, |a, b| Some(a.mul(b)))
+        self.lift(o, Poly::checked_mul)
     }
     /// Exact division; Unknown if not provably exact.
     pub fn div_exact(&self, o: &Dim) -> Dim {
@@ -261,9 +282,9 @@ pub fn parse_poly(s: &str) -> Result<Poly, String> {
             } else {
                 return Err(format!("bad dimension symbol '{factor}'"));
             };
-            p = p.mul(&f);
+            p = p.checked_mul(&f).ok_or("dimension expression overflows i64")?;
         }
-        *out = out.add(&p);
+        *out = out.checked_add(&p).ok_or("dimension expression overflows i64")?;
         Ok(())
     };
     if bytes[0] == b'-' {
@@ -310,6 +331,14 @@ mod tests {
             _ => None,
         };
         assert_eq!(total.eval(&bind), Some(17));
+    }
+
+    #[test]
+    fn overflow_is_unknown_not_a_panic() {
+        let big = Dim::fixed(i64::MAX);
+        assert_eq!(big.add(&Dim::fixed(1)), Dim::Unknown);
+        assert_eq!(big.mul(&Dim::sym("n")).mul(&Dim::fixed(2)), Dim::Unknown);
+        assert!(parse_poly("9223372036854775807*2").is_err());
     }
 
     #[test]

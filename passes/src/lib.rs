@@ -6,6 +6,7 @@
 //! and `--print-ir-after-all` works for any pass. The e-graph optimizer joins
 //! the registry as one more pass.
 
+pub mod egraph;
 pub mod manager;
 pub mod registry;
 pub mod transforms;

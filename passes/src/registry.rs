@@ -25,6 +25,11 @@ pub static REGISTRY: &[PassInfo] = &[
         summary: "Remove ops whose results are unused and constants nothing references",
         create: || Box::new(Dce),
     },
+    PassInfo {
+        name: "egraph",
+        summary: "Equality saturation with the rule groups (algebra), then DAG-cost extraction for the cpu target; limits: 15 iterations, 50k e-nodes, 5 s",
+        create: || Box::<crate::egraph::EgraphPass>::default(),
+    },
 ];
 
 pub fn lookup(name: &str) -> Option<&'static PassInfo> {

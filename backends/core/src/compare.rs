@@ -45,7 +45,8 @@ impl std::fmt::Display for Comparison {
         }
         write!(f, "max abs error {:.3e}", self.max_abs)?;
         if let Some((idx, a, e)) = &self.worst {
-            write!(f, " at {idx:?} (got {a}, expected {e})")?;
+            let what = if self.ok { "largest at" } else { "worst failing element" };
+            write!(f, "; {what} {idx:?}: got {a}, expected {e}")?;
         }
         Ok(())
     }
@@ -78,7 +79,10 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Comparison
     }
     let exact = !actual.dtype.is_float();
     let mut max_abs = 0f64;
+    // The element with the largest error while all pass; once one fails,
+    // the one furthest over its tolerance (what a user needs to look at).
     let mut worst: Option<(usize, f64, f64)> = None;
+    let mut worst_excess = f64::NEG_INFINITY;
     let mut ok = true;
     for i in 0..actual.len() {
         let (a, e) = if exact {
@@ -98,11 +102,15 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Comparison
             let err = (a - e).abs();
             (err, err > tol.atol + tol.rtol * e.abs())
         };
-        ok &= !fails;
-        if worst.is_none() || err > max_abs {
-            max_abs = max_abs.max(err);
+        let excess = if fails { err - (tol.atol + tol.rtol * e.abs()) } else { f64::NEG_INFINITY };
+        if fails && (ok || excess > worst_excess) {
+            worst_excess = excess;
+            worst = Some((i, a, e));
+        } else if ok && (worst.is_none() || err > max_abs) {
             worst = Some((i, a, e));
         }
+        ok &= !fails;
+        max_abs = max_abs.max(err);
     }
     Comparison {
         ok,

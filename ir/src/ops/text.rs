@@ -89,17 +89,18 @@ pub static STRING_CONCAT: OpDef = OpDef {
 
 // ---------------------------------------------------------------- string_split
 
-/// Python's `str.isspace`: Unicode White_Space plus the four ASCII
-/// information separators (which `str.split()` also splits on).
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
-
-/// Python's `s.split(delimiter, maxsplit)`: on each occurrence of a non-empty
-/// delimiter, or on runs of whitespace (ignoring leading and trailing
-/// whitespace) when there is none. At most `maxsplit` splits; the rest of the
-/// string is the last piece.
+/// Splits `s` on each occurrence of a non-empty delimiter, or, without one,
+/// on runs of whitespace with leading and trailing whitespace dropped. At
+/// most `maxsplit` splits; the rest of the string is the last piece. Where
+/// the spec is silent, this follows onnxruntime rather than Python's
+/// `str.split` (the ONNX reference): an empty string has no pieces, and the
+/// rest after `maxsplit` splits on whitespace loses its trailing whitespace
+/// too ("leading or trailing whitespace is removed in the output").
+/// Whitespace is Unicode White_Space (onnxruntime only splits on ' ').
 pub fn split_str<'a>(s: &'a str, delimiter: Option<&str>, maxsplit: Option<usize>) -> Vec<&'a str> {
+    if s.is_empty() {
+        return Vec::new();
+    }
     if let Some(d) = delimiter.filter(|d| !d.is_empty()) {
         return match maxsplit {
             Some(m) => s.splitn(m.saturating_add(1), d).collect(),
@@ -107,16 +108,16 @@ pub fn split_str<'a>(s: &'a str, delimiter: Option<&str>, maxsplit: Option<usize
         };
     }
     let mut parts = Vec::new();
-    let mut rest = s.trim_start_matches(is_py_space);
+    let mut rest = s.trim_matches(char::is_whitespace);
     while !rest.is_empty() {
         if maxsplit == Some(parts.len()) {
             parts.push(rest);
             break;
         }
-        match rest.find(is_py_space) {
+        match rest.find(char::is_whitespace) {
             Some(i) => {
                 parts.push(&rest[..i]);
-                rest = rest[i..].trim_start_matches(is_py_space);
+                rest = rest[i..].trim_start_matches(char::is_whitespace);
             }
             None => {
                 parts.push(rest);
@@ -390,6 +391,9 @@ struct NgramPool<'a> {
     max_len: usize,
     max_skip: usize,
     out_size: usize,
+    /// Per output column, the weight of the n-gram counted there (when the
+    /// op has weights).
+    column_weights: Option<Vec<f64>>,
 }
 
 fn non_negative(v: i64, what: &str) -> Result<usize, String> {
@@ -412,7 +416,9 @@ impl<'a> NgramPool<'a> {
     /// other, starting at `ngram_counts[n - 1]`; the i-th n-gram of the pool
     /// (over all lengths) is counted in column `ngram_indexes[i]`. Only the
     /// lengths in [min_gram_length, max_gram_length] are kept; a repeated
-    /// n-gram counts in the column of its last occurrence.
+    /// n-gram counts in the column of its last occurrence. `weights[i]` is
+    /// the weight of the i-th n-gram, as the spec and onnxruntime read it
+    /// (the ONNX reference implementation indexes it by column instead).
     fn new(ctx: &dyn AttrAccess, pool: &[Token<'a>]) -> Result<NgramPool<'a>, String> {
         let counts = ctx.ints("ngram_counts")?;
         let indexes = ctx.ints("ngram_indexes")?;
@@ -421,6 +427,13 @@ impl<'a> NgramPool<'a> {
         if min_len < 1 || min_len > max_len {
             return Err(format!("tf_idf_vectorizer needs 1 <= min_gram_length <= max_gram_length, got {min_len}, {max_len}"));
         }
+        let weights = if ctx.has_attr("weights") {
+            ctx.floats("weights")?
+        } else {
+            Vec::new()
+        };
+        let out_size = tfidf_out_size(ctx)?;
+        let mut column_weights = (!weights.is_empty()).then(|| vec![0.0; out_size]);
         let mut columns = HashMap::new();
         let mut gram_id = 0usize;
         for (i, &start) in counts.iter().enumerate() {
@@ -444,7 +457,16 @@ impl<'a> NgramPool<'a> {
                             indexes.len()
                         )
                     })?;
-                    columns.insert(gram.to_vec(), non_negative(col, "ngram_indexes")?);
+                    let col = non_negative(col, "ngram_indexes")?;
+                    if let Some(cw) = &mut column_weights {
+                        cw[col] = *weights.get(gram_id).ok_or_else(|| {
+                            format!(
+                                "tf_idf_vectorizer has more n-grams than weights ({})",
+                                weights.len()
+                            )
+                        })?;
+                    }
+                    columns.insert(gram.to_vec(), col);
                 }
                 gram_id += 1;
             }
@@ -454,7 +476,8 @@ impl<'a> NgramPool<'a> {
             min_len,
             max_len,
             max_skip: non_negative(ctx.int("max_skip_count")?, "max_skip_count")?,
-            out_size: tfidf_out_size(ctx)?,
+            out_size,
+            column_weights,
         })
     }
 
@@ -589,24 +612,12 @@ pub static TF_IDF_VECTORIZER: OpDef = OpDef {
         for (r, out) in freq.chunks_exact_mut(k).enumerate() {
             ngrams.count_row(&toks[r * cols..(r + 1) * cols], out);
         }
-        let weights = if ctx.has_attr("weights") {
-            ctx.floats("weights")?
-        } else {
-            Vec::new()
-        };
-        if !weights.is_empty() && weights.len() < k {
-            return Err(format!(
-                "tf_idf_vectorizer has {} weights for {k} outputs",
-                weights.len()
-            ));
-        }
         let mode = weighting(ctx)?;
-        // Weights are per output column.
         let y: Vec<f32> = freq
             .iter()
             .enumerate()
             .map(|(i, &f)| {
-                let w = weights.get(i % k).copied();
+                let w = ngrams.column_weights.as_ref().map(|cw| cw[i % k]);
                 match (mode, w) {
                     (Weighting::Tf, _) | (Weighting::TfIdf, None) => f as f32,
                     (Weighting::TfIdf, Some(w)) => (w * f as f64) as f32,
@@ -702,26 +713,28 @@ mod tests {
     }
 
     #[test]
-    fn split_follows_python() {
-        // Expectations from Python's str.split.
+    fn split_follows_onnxruntime() {
+        // Expectations from onnxruntime 1.31 StringSplit.
         assert_eq!(
             split_str("o-n-n--x-", Some("-"), None),
             vec!["o", "n", "n", "", "x", ""]
         );
-        assert_eq!(split_str("", Some("."), None), vec![""]);
-        assert_eq!(split_str("a.b.c", Some("."), Some(1)), vec!["a", "b.c"]);
+        assert!(split_str("", Some("."), None).is_empty());
+        assert_eq!(split_str(".", Some("."), None), vec!["", ""]);
+        assert_eq!(split_str("a..b", Some("."), Some(1)), vec!["a", ".b"]);
         assert_eq!(
             split_str("ab::cd::", Some("::"), None),
             vec!["ab", "cd", ""]
         );
-        assert_eq!(split_str("  a\t b  \n", None, None), vec!["a", "b"]);
-        assert_eq!(split_str("  a b  c  ", None, Some(1)), vec!["a", "b  c  "]);
-        assert_eq!(split_str("  a b ", None, Some(0)), vec!["a b "]);
+        assert_eq!(split_str(" a  b ", None, None), vec!["a", "b"]);
+        assert_eq!(split_str("  a b  c  ", None, Some(1)), vec!["a", "b  c"]);
+        assert_eq!(split_str(" a  b ", None, Some(0)), vec!["a  b"]);
+        assert!(split_str("   ", Some(""), None).is_empty());
+        // Unicode whitespace separates too (onnxruntime only knows ' ').
         assert_eq!(
-            split_str("a\u{1f}b\u{3000}c", Some(""), None),
+            split_str("a\tb\u{3000}c\n", None, None),
             vec!["a", "b", "c"]
         );
-        assert!(split_str("   ", None, None).is_empty());
     }
 
     #[test]
@@ -936,12 +949,16 @@ mod tests {
         ]);
         let x = st(vec![5], &["a", "b", "a", "c", "a"]);
         let out = run(&TF_IDF_VECTORIZER, a.clone(), &[&x], 1).unwrap();
-        // column 0 counts "b" (1) * 0.5, column 1 counts "a" (3) * 3.
-        assert_eq!(out[0], Tensor::f32(vec![2], vec![0.5, 9.0]));
+        // Column 0 counts "b" (once) with b's weight 3, column 1 counts "a"
+        // (3 times) with a's weight 0.5; onnxruntime agrees.
+        assert_eq!(out[0], Tensor::f32(vec![2], vec![3.0, 1.5]));
         let mut idf = a.clone();
         idf.insert("mode".into(), Attr::Str("IDF".into()));
         let out = run(&TF_IDF_VECTORIZER, idf, &[&x], 1).unwrap();
-        assert_eq!(out[0], Tensor::f32(vec![2], vec![0.5, 3.0]));
+        assert_eq!(out[0], Tensor::f32(vec![2], vec![3.0, 0.5]));
+        let mut short = a.clone();
+        short.insert("weights".into(), Attr::Floats(vec![1.0]));
+        assert!(run(&TF_IDF_VECTORIZER, short, &[&x], 1).is_err());
         // Integer input against a string pool is an error.
         assert!(run(
             &TF_IDF_VECTORIZER,

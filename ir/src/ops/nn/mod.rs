@@ -15,6 +15,7 @@ pub mod norm;
 pub mod pool;
 pub mod rnn;
 pub mod softmax;
+pub mod spatial;
 
 pub use activation::SWIGLU;
 pub use attention::{ATTENTION, ROTARY_EMBEDDING};
