@@ -292,6 +292,13 @@ pub fn adapt(node: &mut Node) -> Result<(), String> {
             }
         }
         "Upsample" => upsample_to_resize(node)?,
+        // RoiAlign-10 had no coordinate mode and behaved as `output_half_pixel`;
+        // opset 16 added the attribute with the `half_pixel` default.
+        "RoiAlign" if v < 16 => {
+            node.attrs
+                .entry("coordinate_transformation_mode".into())
+                .or_insert_with(|| Attr::Str("output_half_pixel".into()));
+        }
         "Resize" if v < 11 => {
             // Resize-10 is Upsample-9: (X, scales), asymmetric coordinates.
             node.shift_input(1, 2);
@@ -456,6 +463,16 @@ mod tests {
                 .collect(),
             num_outputs: 1,
         }
+    }
+
+    #[test]
+    fn old_roi_align_keeps_its_coordinate_mode() {
+        let mut n = node("RoiAlign", 10, Attrs::new(), 3);
+        adapt(&mut n).unwrap();
+        assert_eq!(n.attrs.get("coordinate_transformation_mode"), Some(&Attr::Str("output_half_pixel".into())));
+        let mut n = node("RoiAlign", 16, Attrs::new(), 3);
+        adapt(&mut n).unwrap();
+        assert!(!n.attrs.contains_key("coordinate_transformation_mode"));
     }
 
     #[test]

@@ -186,13 +186,17 @@ pub fn literal(t: &Tensor, opts: &PrintOptions) -> String {
         };
         format!("[{}]", items.join(", "))
     } else {
-        let mut s = String::with_capacity(2 + 2 * t.len() * t.dtype.bits() / 8 + 4);
-        s.push_str("\"0x");
-        for b in t.to_bytes() {
-            let _ = write!(s, "{b:02X}");
+        // Weights can be hundreds of MB: hex-encode through a table, not `write!`.
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let bytes = t.to_bytes();
+        let mut s = Vec::with_capacity(4 + 2 * bytes.len());
+        s.extend_from_slice(b"\"0x");
+        for b in bytes {
+            s.push(HEX[(b >> 4) as usize]);
+            s.push(HEX[(b & 15) as usize]);
         }
-        s.push('"');
-        s
+        s.push(b'"');
+        String::from_utf8(s).expect("hex digits are ASCII")
     };
     format!("dense<{body}> : {ty}")
 }

@@ -31,7 +31,12 @@ fn parse_int(s: &str) -> Option<i64> {
 pub fn format_insn(insn: &Insn) -> String {
     let def = insn.op.def();
     let mut s = def.mnemonic.to_string();
-    let flags = [insn.deps.pop_prev, insn.deps.pop_next, insn.deps.push_prev, insn.deps.push_next];
+    let flags = [
+        insn.deps.pop_prev,
+        insn.deps.pop_next,
+        insn.deps.push_prev,
+        insn.deps.push_next,
+    ];
     for (name, on) in DEP_NAMES.iter().zip(flags) {
         if on {
             s.push(' ');
@@ -43,7 +48,12 @@ pub fn format_insn(insn: &Insn) -> String {
             continue;
         }
         let _ = match f.fmt {
-            Fmt::Enum(names) => write!(s, " {}={}", f.name, names.get(v as usize).copied().unwrap_or("?")),
+            Fmt::Enum(names) => write!(
+                s,
+                " {}={}",
+                f.name,
+                names.get(v as usize).copied().unwrap_or("?")
+            ),
             Fmt::Hex => write!(s, " {}={:#x}", f.name, v),
             Fmt::Dec | Fmt::Signed => write!(s, " {}={}", f.name, v),
         };
@@ -65,7 +75,9 @@ pub fn parse_insn(line: &str) -> Result<Insn, String> {
             "push_prev" => deps.push_prev = true,
             "push_next" => deps.push_next = true,
             _ => {
-                let (k, v) = t.split_once('=').ok_or_else(|| format!("expected field=value, got '{t}'"))?;
+                let (k, v) = t
+                    .split_once('=')
+                    .ok_or_else(|| format!("expected field=value, got '{t}'"))?;
                 let i = def
                     .fields
                     .iter()
@@ -80,11 +92,17 @@ pub fn parse_insn(line: &str) -> Result<Insn, String> {
                         .iter()
                         .position(|n| *n == v)
                         .map(|p| p as i64)
-                        .ok_or_else(|| format!("field {k}: '{v}' is not one of {}", names.join(", ")))?,
+                        .ok_or_else(|| {
+                            format!("field {k}: '{v}' is not one of {}", names.join(", "))
+                        })?,
                     _ => parse_int(v).ok_or_else(|| format!("field {k}: bad number '{v}'"))?,
                 };
                 if n < f.min() || n > f.max() {
-                    return Err(format!("field {k}={n} out of range [{}, {}]", f.min(), f.max()));
+                    return Err(format!(
+                        "field {k}={n} out of range [{}, {}]",
+                        f.min(),
+                        f.max()
+                    ));
                 }
                 vals[i] = Some(n);
             }
@@ -104,7 +122,15 @@ pub fn disassemble(s: &Stream) -> String {
     let _ = writeln!(out, ".dram_size {}", s.dram_size);
     for b in &s.buffers {
         let dims: Vec<String> = b.shape.iter().map(|d| d.to_string()).collect();
-        let _ = writeln!(out, ".buffer {} {} {} [{}] @{:#x}", b.role.name(), b.name, b.dtype.name(), dims.join(","), b.addr);
+        let _ = writeln!(
+            out,
+            ".buffer {} {} {} [{}] @{:#x}",
+            b.role.name(),
+            b.name,
+            b.dtype.name(),
+            dims.join(","),
+            b.addr
+        );
     }
     for insn in &s.insns {
         out.push_str(&format_insn(insn));
@@ -137,7 +163,9 @@ pub fn assemble(text: &str) -> Result<Stream, IsaError> {
             let rest: Vec<&str> = toks.collect();
             let one = |what: &str| -> Result<i64, IsaError> {
                 match rest.as_slice() {
-                    [v] => parse_int(v).filter(|n| *n >= 0).ok_or_else(|| err(format!("{what}: bad number '{v}'"))),
+                    [v] => parse_int(v)
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| err(format!("{what}: bad number '{v}'"))),
                     _ => Err(err(format!("{what} takes one argument"))),
                 }
             };
@@ -150,19 +178,26 @@ pub fn assemble(text: &str) -> Result<Stream, IsaError> {
                     s.version = v as u16;
                 }
                 "config_hash" => {
-                    let v = rest.first().and_then(|h| h.strip_prefix("0x")).and_then(|h| u64::from_str_radix(h, 16).ok());
-                    s.config_hash = v.ok_or_else(|| err(".config_hash takes one hex number".into()))?;
+                    let v = rest
+                        .first()
+                        .and_then(|h| h.strip_prefix("0x"))
+                        .and_then(|h| u64::from_str_radix(h, 16).ok());
+                    s.config_hash =
+                        v.ok_or_else(|| err(".config_hash takes one hex number".into()))?;
                 }
                 "dram_size" => s.dram_size = one(".dram_size")? as u64,
                 "image" => s.image_base = one(".image")? as u64,
                 "data" => {
                     let hex: String = rest.concat();
-                    if hex.len() % 2 != 0 {
+                    if !hex.len().is_multiple_of(2) {
                         return Err(err(".data needs an even number of hex digits".into()));
                     }
                     for i in (0..hex.len()).step_by(2) {
-                        let b = hex.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok());
-                        s.image.push(b.ok_or_else(|| err(format!(".data: bad hex at digit {i}")))?);
+                        let b = hex
+                            .get(i..i + 2)
+                            .and_then(|p| u8::from_str_radix(p, 16).ok());
+                        s.image
+                            .push(b.ok_or_else(|| err(format!(".data: bad hex at digit {i}")))?);
                     }
                 }
                 "buffer" => s.buffers.push(parse_buffer(&rest).map_err(err)?),
@@ -171,7 +206,8 @@ pub fn assemble(text: &str) -> Result<Stream, IsaError> {
             continue;
         }
         let index = s.insns.len();
-        let insn = parse_insn(line).map_err(|m| IsaError::at(index, format!("line {}: {m}", ln + 1)))?;
+        let insn =
+            parse_insn(line).map_err(|m| IsaError::at(index, format!("line {}: {m}", ln + 1)))?;
         s.insns.push(insn);
     }
     Ok(s)
@@ -201,5 +237,11 @@ fn parse_buffer(rest: &[&str]) -> Result<Buffer, String> {
         .and_then(parse_int)
         .filter(|a| *a >= 0)
         .ok_or_else(|| format!("bad address '{addr}'"))? as u64;
-    Ok(Buffer { name: name.to_string(), role, dtype, shape, addr })
+    Ok(Buffer {
+        name: name.to_string(),
+        role,
+        dtype,
+        shape,
+        addr,
+    })
 }

@@ -69,7 +69,12 @@ impl HwConfig {
         let text = match name {
             "edge" => include_str!("../presets/edge.toml"),
             "server" => include_str!("../presets/server.toml"),
-            _ => return Err(format!("unknown preset '{name}' (known: {})", PRESET_NAMES.join(", "))),
+            _ => {
+                return Err(format!(
+                    "unknown preset '{name}' (known: {})",
+                    PRESET_NAMES.join(", ")
+                ))
+            }
         };
         HwConfig::from_toml(text)
     }
@@ -88,22 +93,36 @@ impl HwConfig {
         if self.array_dim == 0 || self.array_dim > 255 {
             return err("array_dim must be in 1..=255 (the gemm k/n fields are 8 bits)");
         }
-        if self.sp_bytes == 0 || self.sp_bytes > (1 << 16) * crate::GRANULE || self.sp_bytes % crate::GRANULE != 0 {
+        if self.sp_bytes == 0
+            || self.sp_bytes > (1 << 16) * crate::GRANULE
+            || !self.sp_bytes.is_multiple_of(crate::GRANULE)
+        {
             return err("sp_bytes must be a non-zero multiple of 16 up to 1 MiB");
         }
-        if self.sp_banks == 0 || self.sp_bytes % self.sp_banks as u64 != 0 {
+        if self.sp_banks == 0 || !self.sp_bytes.is_multiple_of(self.sp_banks as u64) {
             return err("sp_banks must divide sp_bytes");
         }
-        if self.acc_bytes == 0 || self.acc_bytes > (1 << 16) * 4 || self.acc_bytes % 4 != 0 {
+        if self.acc_bytes == 0
+            || self.acc_bytes > (1 << 16) * 4
+            || !self.acc_bytes.is_multiple_of(4)
+        {
             return err("acc_bytes must be a non-zero multiple of 4 up to 256 KiB");
         }
         if self.dram_bytes == 0 || self.dram_bytes > 1 << 32 {
             return err("dram_bytes must be in 1..=4 GiB (32-bit DRAM addresses)");
         }
-        if !(self.dram_bandwidth_gbps > 0.0) || !(self.clock_mhz > 0.0) {
+        if self.dram_bandwidth_gbps.is_nan()
+            || self.dram_bandwidth_gbps <= 0.0
+            || self.clock_mhz.is_nan()
+            || self.clock_mhz <= 0.0
+        {
             return err("dram_bandwidth_gbps and clock_mhz must be positive");
         }
-        if self.insn_queue_depth == 0 || self.token_queue_depth == 0 || self.vec_lanes == 0 || self.vec_special_ii == 0 {
+        if self.insn_queue_depth == 0
+            || self.token_queue_depth == 0
+            || self.vec_lanes == 0
+            || self.vec_special_ii == 0
+        {
             return err("queue depths, vec_lanes and vec_special_ii must be at least 1");
         }
         Ok(())

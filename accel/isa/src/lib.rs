@@ -23,10 +23,16 @@ pub struct IsaError {
 
 impl IsaError {
     pub fn new(msg: impl Into<String>) -> IsaError {
-        IsaError { index: None, msg: msg.into() }
+        IsaError {
+            index: None,
+            msg: msg.into(),
+        }
     }
     pub fn at(index: usize, msg: impl Into<String>) -> IsaError {
-        IsaError { index: Some(index), msg: msg.into() }
+        IsaError {
+            index: Some(index),
+            msg: msg.into(),
+        }
     }
 }
 

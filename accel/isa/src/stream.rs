@@ -25,10 +25,15 @@ impl Role {
         ROLE_NAMES[self as usize]
     }
     pub fn from_index(i: u8) -> Option<Role> {
-        [Role::Input, Role::Output, Role::Weight].get(i as usize).copied()
+        [Role::Input, Role::Output, Role::Weight]
+            .get(i as usize)
+            .copied()
     }
     pub fn parse(s: &str) -> Option<Role> {
-        ROLE_NAMES.iter().position(|n| *n == s).and_then(|i| Role::from_index(i as u8))
+        ROLE_NAMES
+            .iter()
+            .position(|n| *n == s)
+            .and_then(|i| Role::from_index(i as u8))
     }
 }
 
@@ -48,7 +53,15 @@ pub enum DType {
 pub const DTYPE_NAMES: &[&str] = &["i8", "u8", "i32", "f32", "bf16", "i4", "i2"];
 
 impl DType {
-    const ALL: [DType; 7] = [DType::I8, DType::U8, DType::I32, DType::F32, DType::Bf16, DType::I4, DType::I2];
+    const ALL: [DType; 7] = [
+        DType::I8,
+        DType::U8,
+        DType::I32,
+        DType::F32,
+        DType::Bf16,
+        DType::I4,
+        DType::I2,
+    ];
     pub fn name(self) -> &'static str {
         DTYPE_NAMES[self as usize]
     }
@@ -56,7 +69,10 @@ impl DType {
         Self::ALL.get(i as usize).copied()
     }
     pub fn parse(s: &str) -> Option<DType> {
-        DTYPE_NAMES.iter().position(|n| *n == s).and_then(|i| DType::from_index(i as u8))
+        DTYPE_NAMES
+            .iter()
+            .position(|n| *n == s)
+            .and_then(|i| DType::from_index(i as u8))
     }
     pub fn bits(self) -> u64 {
         match self {
@@ -83,7 +99,9 @@ impl Buffer {
     /// Size in bytes; saturates (and then fails any range check) on absurd shapes.
     pub fn bytes(&self) -> u64 {
         let elems = self.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-        elems.and_then(|e| e.checked_mul(self.dtype.bits())).map_or(u64::MAX, |b| b.div_ceil(8))
+        elems
+            .and_then(|e| e.checked_mul(self.dtype.bits()))
+            .map_or(u64::MAX, |b| b.div_ceil(8))
     }
 }
 
@@ -129,20 +147,29 @@ impl<'a> Reader<'a> {
                 self.pos = e;
                 Ok(s)
             }
-            None => Err(IsaError::new(format!("stream truncated while reading {what} at byte {}", self.pos))),
+            None => Err(IsaError::new(format!(
+                "stream truncated while reading {what} at byte {}",
+                self.pos
+            ))),
         }
     }
     fn u8(&mut self, w: &str) -> Result<u8, IsaError> {
         Ok(self.take(1, w)?[0])
     }
     fn u16(&mut self, w: &str) -> Result<u16, IsaError> {
-        Ok(u16::from_le_bytes(self.take(2, w)?.try_into().unwrap_or_default()))
+        Ok(u16::from_le_bytes(
+            self.take(2, w)?.try_into().unwrap_or_default(),
+        ))
     }
     fn u32(&mut self, w: &str) -> Result<u32, IsaError> {
-        Ok(u32::from_le_bytes(self.take(4, w)?.try_into().unwrap_or_default()))
+        Ok(u32::from_le_bytes(
+            self.take(4, w)?.try_into().unwrap_or_default(),
+        ))
     }
     fn u64(&mut self, w: &str) -> Result<u64, IsaError> {
-        Ok(u64::from_le_bytes(self.take(8, w)?.try_into().unwrap_or_default()))
+        Ok(u64::from_le_bytes(
+            self.take(8, w)?.try_into().unwrap_or_default(),
+        ))
     }
 }
 
@@ -164,7 +191,10 @@ impl Stream {
         out.extend_from_slice(&(self.image.len() as u64).to_le_bytes());
         for b in &self.buffers {
             if b.name.is_empty() || b.name.len() > 255 || b.shape.len() > 255 {
-                return Err(IsaError::new(format!("buffer '{}': name or rank too long", b.name)));
+                return Err(IsaError::new(format!(
+                    "buffer '{}': name or rank too long",
+                    b.name
+                )));
             }
             out.push(b.role as u8);
             out.push(b.dtype as u8);
@@ -191,7 +221,9 @@ impl Stream {
         }
         let version = r.u16("version")?;
         if version != VERSION {
-            return Err(IsaError::new(format!("unsupported stream version {version} (this build reads {VERSION})")));
+            return Err(IsaError::new(format!(
+                "unsupported stream version {version} (this build reads {VERSION})"
+            )));
         }
         if r.u16("reserved")? != 0 {
             return Err(IsaError::new("header reserved field is not zero"));
@@ -205,9 +237,11 @@ impl Stream {
         let mut buffers = Vec::new();
         for _ in 0..n_bufs {
             let role = r.u8("buffer role")?;
-            let role = Role::from_index(role).ok_or_else(|| IsaError::new(format!("bad buffer role {role}")))?;
+            let role = Role::from_index(role)
+                .ok_or_else(|| IsaError::new(format!("bad buffer role {role}")))?;
             let dt = r.u8("buffer dtype")?;
-            let dtype = DType::from_index(dt).ok_or_else(|| IsaError::new(format!("bad buffer dtype {dt}")))?;
+            let dtype = DType::from_index(dt)
+                .ok_or_else(|| IsaError::new(format!("bad buffer dtype {dt}")))?;
             let rank = r.u8("buffer rank")? as usize;
             let name_len = r.u8("buffer name length")? as usize;
             let addr = r.u64("buffer address")?;
@@ -217,7 +251,13 @@ impl Stream {
             }
             let name = String::from_utf8(r.take(name_len, "buffer name")?.to_vec())
                 .map_err(|_| IsaError::new("buffer name is not UTF-8"))?;
-            buffers.push(Buffer { name, role, dtype, shape, addr });
+            buffers.push(Buffer {
+                name,
+                role,
+                dtype,
+                shape,
+                addr,
+            });
         }
         let mut insns = Vec::with_capacity(n_insns.min(bytes.len() / 16));
         for i in 0..n_insns {
@@ -227,8 +267,19 @@ impl Stream {
         let image_len = usize::try_from(image_len).map_err(|_| IsaError::new("image too large"))?;
         let image = r.take(image_len, "DRAM image")?.to_vec();
         if r.pos != bytes.len() {
-            return Err(IsaError::new(format!("{} trailing bytes after the DRAM image", bytes.len() - r.pos)));
+            return Err(IsaError::new(format!(
+                "{} trailing bytes after the DRAM image",
+                bytes.len() - r.pos
+            )));
         }
-        Ok(Stream { version, config_hash, dram_size, buffers, insns, image_base, image })
+        Ok(Stream {
+            version,
+            config_hash,
+            dram_size,
+            buffers,
+            insns,
+            image_base,
+            image,
+        })
     }
 }

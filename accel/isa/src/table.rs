@@ -63,9 +63,26 @@ pub const STORE_FMT_NAMES: &[&str] = &["i8", "i32", "bf16"];
 pub const GEMM_MODE_NAMES: &[&str] = &["i8xi8", "i8xi4", "i8xi2", "bf16xi2"];
 pub const ACC_MODE_NAMES: &[&str] = &["overwrite", "accumulate", "first_overwrite"];
 pub const VEC_OP_NAMES: &[&str] = &[
-    "copy", "add", "sub", "mul", "max", "min", "exp", "rsqrt", "recip", "sqrt",
-    "reduce_sum", "reduce_max", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "rotary",
-    "i2f", "f2i",
+    "copy",
+    "add",
+    "sub",
+    "mul",
+    "max",
+    "min",
+    "exp",
+    "rsqrt",
+    "recip",
+    "sqrt",
+    "reduce_sum",
+    "reduce_max",
+    "gelu",
+    "gelu_tanh",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "rotary",
+    "i2f",
+    "f2i",
 ];
 pub const VEC_DTYPE_NAMES: &[&str] = &["f32", "i32"];
 pub const SRC1_MODE_NAMES: &[&str] = &["tensor", "row", "scalar", "imm"];
@@ -354,10 +371,24 @@ pub struct Insn {
 
 impl Insn {
     pub fn new(op: Op) -> Insn {
-        Insn { deps: Deps::default(), op }
+        Insn {
+            deps: Deps::default(),
+            op,
+        }
     }
-    pub fn with_deps(mut self, pop_prev: bool, pop_next: bool, push_prev: bool, push_next: bool) -> Insn {
-        self.deps = Deps { pop_prev, pop_next, push_prev, push_next };
+    pub fn with_deps(
+        mut self,
+        pop_prev: bool,
+        pop_next: bool,
+        push_prev: bool,
+        push_next: bool,
+    ) -> Insn {
+        self.deps = Deps {
+            pop_prev,
+            pop_next,
+            push_prev,
+            push_next,
+        };
         self
     }
 
@@ -440,7 +471,10 @@ impl Insn {
         let q = self.queue();
         let mn = self.op.def().mnemonic;
         if q.prev().is_none() && (self.deps.pop_prev || self.deps.push_prev) {
-            return Err(format!("{mn}: the {} queue has no previous queue", q.name()));
+            return Err(format!(
+                "{mn}: the {} queue has no previous queue",
+                q.name()
+            ));
         }
         if q.next().is_none() && (self.deps.pop_next || self.deps.push_next) {
             return Err(format!("{mn}: the {} queue has no next queue", q.name()));
@@ -464,7 +498,8 @@ impl Insn {
                 if s.y_size > 1 && s.x_stride < s.x_size {
                     return Err("store: x_stride is smaller than x_size".into());
                 }
-                if s.fmt != 0 && (s.mult != 0 || s.shift != 0 || s.clamp_lo != 0 || s.clamp_hi != 0) {
+                if s.fmt != 0 && (s.mult != 0 || s.shift != 0 || s.clamp_lo != 0 || s.clamp_hi != 0)
+                {
                     return Err("store: requantization fields are only used with fmt=i8".into());
                 }
                 if s.fmt == 0 && s.clamp_lo > s.clamp_hi {
@@ -490,7 +525,7 @@ impl Insn {
                 if !op.uses_src1() && (v.src1_mode != 0 || v.src1 != 0) {
                     return Err(format!("vec: {} takes no src1", op.name()));
                 }
-                if op == VecOp::Rotary && (v.src1_mode != 0 || v.len % 2 != 0) {
+                if op == VecOp::Rotary && (v.src1_mode != 0 || !v.len.is_multiple_of(2)) {
                     return Err("vec: rotary needs an even len and a tensor src1".into());
                 }
             }
@@ -503,16 +538,50 @@ impl Insn {
 /// Vector-unit operations, in the order of their encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VecOp {
-    Copy, Add, Sub, Mul, Max, Min, Exp, Rsqrt, Recip, Sqrt, ReduceSum, ReduceMax,
-    Gelu, GeluTanh, Silu, Sigmoid, Tanh, Rotary, I2f, F2i,
+    Copy,
+    Add,
+    Sub,
+    Mul,
+    Max,
+    Min,
+    Exp,
+    Rsqrt,
+    Recip,
+    Sqrt,
+    ReduceSum,
+    ReduceMax,
+    Gelu,
+    GeluTanh,
+    Silu,
+    Sigmoid,
+    Tanh,
+    Rotary,
+    I2f,
+    F2i,
 }
 
 impl VecOp {
     const ALL: [VecOp; 20] = [
-        VecOp::Copy, VecOp::Add, VecOp::Sub, VecOp::Mul, VecOp::Max, VecOp::Min, VecOp::Exp,
-        VecOp::Rsqrt, VecOp::Recip, VecOp::Sqrt, VecOp::ReduceSum, VecOp::ReduceMax,
-        VecOp::Gelu, VecOp::GeluTanh, VecOp::Silu, VecOp::Sigmoid, VecOp::Tanh, VecOp::Rotary,
-        VecOp::I2f, VecOp::F2i,
+        VecOp::Copy,
+        VecOp::Add,
+        VecOp::Sub,
+        VecOp::Mul,
+        VecOp::Max,
+        VecOp::Min,
+        VecOp::Exp,
+        VecOp::Rsqrt,
+        VecOp::Recip,
+        VecOp::Sqrt,
+        VecOp::ReduceSum,
+        VecOp::ReduceMax,
+        VecOp::Gelu,
+        VecOp::GeluTanh,
+        VecOp::Silu,
+        VecOp::Sigmoid,
+        VecOp::Tanh,
+        VecOp::Rotary,
+        VecOp::I2f,
+        VecOp::F2i,
     ];
     pub fn from_index(i: u8) -> Option<VecOp> {
         Self::ALL.get(i as usize).copied()
@@ -524,13 +593,22 @@ impl VecOp {
         VEC_OP_NAMES[self.index() as usize]
     }
     pub fn uses_src1(self) -> bool {
-        matches!(self, VecOp::Add | VecOp::Sub | VecOp::Mul | VecOp::Max | VecOp::Min | VecOp::Rotary)
+        matches!(
+            self,
+            VecOp::Add | VecOp::Sub | VecOp::Mul | VecOp::Max | VecOp::Min | VecOp::Rotary
+        )
     }
     pub fn allows_i32(self) -> bool {
         matches!(
             self,
-            VecOp::Copy | VecOp::Add | VecOp::Sub | VecOp::Mul | VecOp::Max | VecOp::Min
-                | VecOp::ReduceSum | VecOp::ReduceMax
+            VecOp::Copy
+                | VecOp::Add
+                | VecOp::Sub
+                | VecOp::Mul
+                | VecOp::Max
+                | VecOp::Min
+                | VecOp::ReduceSum
+                | VecOp::ReduceMax
         )
     }
     pub fn is_reduction(self) -> bool {
@@ -540,8 +618,15 @@ impl VecOp {
     pub fn is_special(self) -> bool {
         matches!(
             self,
-            VecOp::Exp | VecOp::Rsqrt | VecOp::Recip | VecOp::Sqrt | VecOp::Gelu | VecOp::GeluTanh
-                | VecOp::Silu | VecOp::Sigmoid | VecOp::Tanh
+            VecOp::Exp
+                | VecOp::Rsqrt
+                | VecOp::Recip
+                | VecOp::Sqrt
+                | VecOp::Gelu
+                | VecOp::GeluTanh
+                | VecOp::Silu
+                | VecOp::Sigmoid
+                | VecOp::Tanh
         )
     }
 }
@@ -557,10 +642,21 @@ pub enum GemmMode {
 
 impl GemmMode {
     pub fn from_index(i: u8) -> Option<GemmMode> {
-        [GemmMode::I8xI8, GemmMode::I8xI4, GemmMode::I8xI2, GemmMode::Bf16xI2].get(i as usize).copied()
+        [
+            GemmMode::I8xI8,
+            GemmMode::I8xI4,
+            GemmMode::I8xI2,
+            GemmMode::Bf16xI2,
+        ]
+        .get(i as usize)
+        .copied()
     }
     pub fn act_bytes(self) -> u64 {
-        if self == GemmMode::Bf16xI2 { 2 } else { 1 }
+        if self == GemmMode::Bf16xI2 {
+            2
+        } else {
+            1
+        }
     }
     pub fn weight_bits(self) -> u64 {
         match self {
@@ -600,7 +696,14 @@ pub fn reference_markdown() -> String {
     s.push_str("Every instruction: bits [0,3) opcode, bit 3 `pop_prev`, bit 4 `pop_next`, bit 5 `push_prev`, bit 6 `push_next`. Bits not listed are reserved and must be zero.\n");
     for d in INSNS {
         s.push_str(&format!("\n### `{}` (opcode {})\n\n", d.mnemonic, d.opcode));
-        s.push_str(&d.doc.split('\n').map(str::trim).collect::<Vec<_>>().join(" ").trim().to_string());
+        s.push_str(
+            d.doc
+                .split('\n')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim(),
+        );
         s.push_str("\n\n");
         if d.fields.is_empty() {
             s.push_str("No fields.\n");
@@ -609,7 +712,11 @@ pub fn reference_markdown() -> String {
         s.push_str("| field | bits | values | meaning |\n|---|---|---|---|\n");
         for f in d.fields {
             let vals = match f.fmt {
-                Fmt::Enum(names) => names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" "),
+                Fmt::Enum(names) => names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 Fmt::Signed => format!("{}..={} (signed)", f.min(), f.max()),
                 Fmt::Hex | Fmt::Dec => format!("0..={}", f.max()),
             };

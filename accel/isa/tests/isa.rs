@@ -46,19 +46,38 @@ fn table_fields_fit_and_do_not_overlap() {
     for d in INSNS {
         let mut used: u128 = (1 << FIELD_LO) - 1;
         for f in d.fields {
-            assert!(f.lo >= FIELD_LO && f.lo + f.width <= 128, "{}.{} outside the word", d.mnemonic, f.name);
+            assert!(
+                f.lo >= FIELD_LO && f.lo + f.width <= 128,
+                "{}.{} outside the word",
+                d.mnemonic,
+                f.name
+            );
             let mask = ((1u128 << f.width) - 1) << f.lo;
-            assert_eq!(used & mask, 0, "{}.{} overlaps another field", d.mnemonic, f.name);
+            assert_eq!(
+                used & mask,
+                0,
+                "{}.{} overlaps another field",
+                d.mnemonic,
+                f.name
+            );
             used |= mask;
             if let Fmt::Enum(names) = f.fmt {
-                assert!(names.len() <= 1 << f.width, "{}.{} has more names than codes", d.mnemonic, f.name);
+                assert!(
+                    names.len() <= 1 << f.width,
+                    "{}.{} has more names than codes",
+                    d.mnemonic,
+                    f.name
+                );
             }
         }
     }
     let mut ops: Vec<u8> = INSNS.iter().map(|d| d.opcode).collect();
     ops.dedup();
     assert_eq!(ops.len(), INSNS.len());
-    assert!(def_by_opcode(0).is_none(), "an all-zero word must not decode");
+    assert!(
+        def_by_opcode(0).is_none(),
+        "an all-zero word must not decode"
+    );
 }
 
 #[test]
@@ -78,7 +97,8 @@ fn random_instructions_round_trip_binary_and_text() {
 fn known_encoding_bits() {
     // load push_next mem=acc elem_bytes=4 dram=0x10: opcode 1, push_next = bit 6,
     // mem=1 at bit 7, elem_bytes=2 at bits 9..11, dram at bit 11.
-    let insn = parse_insn("load push_next mem=acc elem_bytes=4 dram=0x10 y_size=1 x_size=1").unwrap();
+    let insn =
+        parse_insn("load push_next mem=acc elem_bytes=4 dram=0x10 y_size=1 x_size=1").unwrap();
     let w = insn.encode().unwrap();
     let expect: u128 = 1 | 1 << 6 | 1 << 7 | 2 << 9 | 0x10 << 11 | 1 << 59 | 1 << 69;
     assert_eq!(w, expect);
@@ -88,16 +108,37 @@ fn known_encoding_bits() {
 }
 
 fn sample_stream(rng: &mut Rng) -> Stream {
-    let mut insns: Vec<Insn> = (0..200).map(|_| random_insn(rng)).filter(|i| !matches!(i.op, Op::Finish(_))).collect();
+    let mut insns: Vec<Insn> = (0..200)
+        .map(|_| random_insn(rng))
+        .filter(|i| !matches!(i.op, Op::Finish(_)))
+        .collect();
     insns.push(Insn::new(Op::Finish(Finish {})));
     Stream {
         version: VERSION,
         config_hash: HwConfig::edge().hash(),
         dram_size: 1 << 20,
         buffers: vec![
-            Buffer { name: "x".into(), role: Role::Input, dtype: DType::I8, shape: vec![4, 16], addr: 0 },
-            Buffer { name: "w".into(), role: Role::Weight, dtype: DType::I4, shape: vec![16, 16], addr: 0x1000 },
-            Buffer { name: "y".into(), role: Role::Output, dtype: DType::Bf16, shape: vec![], addr: 0x2000 },
+            Buffer {
+                name: "x".into(),
+                role: Role::Input,
+                dtype: DType::I8,
+                shape: vec![4, 16],
+                addr: 0,
+            },
+            Buffer {
+                name: "w".into(),
+                role: Role::Weight,
+                dtype: DType::I4,
+                shape: vec![16, 16],
+                addr: 0x1000,
+            },
+            Buffer {
+                name: "y".into(),
+                role: Role::Output,
+                dtype: DType::Bf16,
+                shape: vec![],
+                addr: 0x2000,
+            },
         ],
         insns,
         image_base: 0x1000,
@@ -147,17 +188,30 @@ fn decode_errors_name_the_instruction() {
     let mut rng = Rng(7);
     let s = sample_stream(&mut rng);
     let bytes = s.to_bytes().unwrap();
-    let insn_at = |i: usize| 48 + s.buffers.iter().map(|b| 12 + 8 * b.shape.len() + b.name.len()).sum::<usize>() + 16 * i;
+    let insn_at = |i: usize| {
+        48 + s
+            .buffers
+            .iter()
+            .map(|b| 12 + 8 * b.shape.len() + b.name.len())
+            .sum::<usize>()
+            + 16 * i
+    };
 
     let mut bad = bytes.clone();
     bad[insn_at(5)] = (bad[insn_at(5)] & !7) | 7; // opcode 7 is unassigned
     let e = Stream::from_bytes(&bad).unwrap_err();
     assert_eq!(e.index, Some(5));
-    assert!(e.to_string().contains("instruction 5") && e.to_string().contains("bad opcode 7"), "{e}");
+    assert!(
+        e.to_string().contains("instruction 5") && e.to_string().contains("bad opcode 7"),
+        "{e}"
+    );
 
     let mut bad = bytes.clone();
     bad[insn_at(3)] &= !7; // opcode 0
-    assert!(Stream::from_bytes(&bad).unwrap_err().to_string().starts_with("instruction 3: bad opcode 0"));
+    assert!(Stream::from_bytes(&bad)
+        .unwrap_err()
+        .to_string()
+        .starts_with("instruction 3: bad opcode 0"));
 
     // finish with a reserved bit set
     let last = s.insns.len() - 1;
@@ -168,18 +222,39 @@ fn decode_errors_name_the_instruction() {
     assert!(e.msg.contains("reserved"), "{e}");
 
     // store fmt=3 is not a defined format
-    let w = parse_insn("store fmt=i32 y_size=1 x_size=1").unwrap().encode().unwrap() | 3 << 7;
+    let w = parse_insn("store fmt=i32 y_size=1 x_size=1")
+        .unwrap()
+        .encode()
+        .unwrap()
+        | 3 << 7;
     let e = Insn::decode(w, 11).unwrap_err();
-    assert!(e.to_string().starts_with("instruction 11: store: field fmt"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("instruction 11: store: field fmt"),
+        "{e}"
+    );
 
     // a load on the load queue cannot pop from a previous queue
-    let w = parse_insn("load y_size=1 x_size=1").unwrap().encode().unwrap() | 1 << 3;
-    assert!(Insn::decode(w, 2).unwrap_err().to_string().contains("no previous queue"));
+    let w = parse_insn("load y_size=1 x_size=1")
+        .unwrap()
+        .encode()
+        .unwrap()
+        | 1 << 3;
+    assert!(Insn::decode(w, 2)
+        .unwrap_err()
+        .to_string()
+        .contains("no previous queue"));
 
-    assert!(Stream::from_bytes(&bytes[..bytes.len() - 1]).unwrap_err().msg.contains("truncated"));
+    assert!(Stream::from_bytes(&bytes[..bytes.len() - 1])
+        .unwrap_err()
+        .msg
+        .contains("truncated"));
     let mut bad = bytes.clone();
     bad[4] = 9;
-    assert!(Stream::from_bytes(&bad).unwrap_err().msg.contains("version 9"));
+    assert!(Stream::from_bytes(&bad)
+        .unwrap_err()
+        .msg
+        .contains("version 9"));
 }
 
 #[test]
@@ -191,7 +266,10 @@ fn assembler_errors() {
         ("frobnicate", "unknown mnemonic"),
         ("vec op=exp len=1 rows=1 src1=3", "takes no src1"),
         ("store pop_next fmt=i32 y_size=1 x_size=1", "no next queue"),
-        ("store fmt=i32 mult=3 y_size=1 x_size=1", "only used with fmt=i8"),
+        (
+            "store fmt=i32 mult=3 y_size=1 x_size=1",
+            "only used with fmt=i8",
+        ),
     ];
     for (line, want) in cases {
         let e = assemble(&format!("finish\n{line}\n")).unwrap_err();
@@ -204,7 +282,10 @@ fn assembler_errors() {
 #[test]
 fn presets_load_and_hash() {
     let e = HwConfig::edge();
-    assert_eq!((e.array_dim, e.sp_bytes, e.sp_banks, e.acc_bytes), (16, 256 * 1024, 4, 64 * 1024));
+    assert_eq!(
+        (e.array_dim, e.sp_bytes, e.sp_banks, e.acc_bytes),
+        (16, 256 * 1024, 4, 64 * 1024)
+    );
     assert_eq!(e.clock_mhz, 500.0);
     assert_eq!(e.dram_bytes_per_cycle(), 16.0); // 8 GB/s at 500 MHz
     let s = HwConfig::server();
@@ -237,7 +318,11 @@ fn bf16_rounding() {
 
 #[test]
 fn docs_contain_the_generated_reference() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/accel-isa.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/accel-isa.md"
+    ))
+    .unwrap();
     let gen = table::reference_markdown();
     assert!(
         doc.contains(&gen),

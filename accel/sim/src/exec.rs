@@ -64,7 +64,10 @@ pub struct Machine {
 fn check_range(what: &str, start: u64, len: u64, size: u64) -> Result<(), String> {
     match start.checked_add(len) {
         Some(end) if end <= size => Ok(()),
-        _ => Err(format!("{what} range [{start}, {}) is outside its memory of {size}", start.saturating_add(len))),
+        _ => Err(format!(
+            "{what} range [{start}, {}) is outside its memory of {size}",
+            start.saturating_add(len)
+        )),
     }
 }
 
@@ -100,7 +103,12 @@ impl Machine {
         let row_elems = l.pad_left as u64 + x + l.pad_right as u64;
         let rows = l.pad_top as u64 + y + l.pad_bottom as u64;
         let dram_span = ((y - 1) * stride + x) * eb;
-        check_range("load: DRAM", l.dram as u64, dram_span, self.dram.len() as u64)?;
+        check_range(
+            "load: DRAM",
+            l.dram as u64,
+            dram_span,
+            self.dram.len() as u64,
+        )?;
         let total = rows * row_elems * eb;
         let dst_base = match l.mem {
             0 => {
@@ -109,7 +117,12 @@ impl Machine {
                 base
             }
             _ => {
-                check_range("load: accumulator", l.sram as u64, total / 4, self.acc.len() as u64)?;
+                check_range(
+                    "load: accumulator",
+                    l.sram as u64,
+                    total / 4,
+                    self.acc.len() as u64,
+                )?;
                 l.sram as u64 * 4
             }
         };
@@ -121,7 +134,10 @@ impl Machine {
             let n = (x * eb) as usize;
             block[dst..dst + n].copy_from_slice(&self.dram[src..src + n]);
         }
-        let mut a = Actions { dram_read_bytes: y * x * eb, ..Default::default() };
+        let mut a = Actions {
+            dram_read_bytes: y * x * eb,
+            ..Default::default()
+        };
         if l.mem == 0 {
             self.sp[dst_base as usize..(dst_base + total) as usize].copy_from_slice(&block);
             a.sp_write_bytes = total;
@@ -132,7 +148,11 @@ impl Machine {
             }
             a.acc_write_words = total / 4;
         }
-        Ok(Cost { cycles: dma_cycles(cfg, y * x * eb), conflict: 0, actions: a })
+        Ok(Cost {
+            cycles: dma_cycles(cfg, y * x * eb),
+            conflict: 0,
+            actions: a,
+        })
     }
 
     pub fn store(&mut self, cfg: &HwConfig, s: &Store) -> Result<Cost, String> {
@@ -142,24 +162,50 @@ impl Machine {
             1 => 4,
             _ => 2,
         };
-        check_range("store: accumulator", s.sram as u64, y * x, self.acc.len() as u64)?;
-        check_range("store: DRAM", s.dram as u64, ((y - 1) * stride + x) * ob, self.dram.len() as u64)?;
+        check_range(
+            "store: accumulator",
+            s.sram as u64,
+            y * x,
+            self.acc.len() as u64,
+        )?;
+        check_range(
+            "store: DRAM",
+            s.dram as u64,
+            ((y - 1) * stride + x) * ob,
+            self.dram.len() as u64,
+        )?;
         for r in 0..y {
             for c in 0..x {
                 let w = self.acc[(s.sram as u64 + r * x + c) as usize];
                 let at = (s.dram as u64 + (r * stride + c) * ob) as usize;
                 match s.fmt {
                     0 => {
-                        let q = requantize(w as i32, s.mult, s.shift as u32, self.store_zero_point, s.clamp_lo, s.clamp_hi);
+                        let q = requantize(
+                            w as i32,
+                            s.mult,
+                            s.shift as u32,
+                            self.store_zero_point,
+                            s.clamp_lo,
+                            s.clamp_hi,
+                        );
                         self.dram[at] = q as u8;
                     }
                     1 => self.dram[at..at + 4].copy_from_slice(&w.to_le_bytes()),
-                    _ => self.dram[at..at + 2].copy_from_slice(&f32_to_bf16(f32::from_bits(w)).to_le_bytes()),
+                    _ => self.dram[at..at + 2]
+                        .copy_from_slice(&f32_to_bf16(f32::from_bits(w)).to_le_bytes()),
                 }
             }
         }
-        let a = Actions { acc_read_words: y * x, dram_write_bytes: y * x * ob, ..Default::default() };
-        Ok(Cost { cycles: dma_cycles(cfg, y * x * ob), conflict: 0, actions: a })
+        let a = Actions {
+            acc_read_words: y * x,
+            dram_write_bytes: y * x * ob,
+            ..Default::default()
+        };
+        Ok(Cost {
+            cycles: dma_cycles(cfg, y * x * ob),
+            conflict: 0,
+            actions: a,
+        })
     }
 
     pub fn config(&mut self, c: &Config) {
@@ -174,7 +220,11 @@ impl Machine {
             GemmMode::I8xI8 => self.sp[row + kk] as i8 as i32,
             GemmMode::I8xI4 => {
                 let b = self.sp[row + kk / 2];
-                let nib = if kk % 2 == 0 { b & 0xf } else { b >> 4 };
+                let nib = if kk.is_multiple_of(2) {
+                    b & 0xf
+                } else {
+                    b >> 4
+                };
                 ((nib << 4) as i8 >> 4) as i32
             }
             GemmMode::I8xI2 | GemmMode::Bf16xI2 => {
@@ -187,7 +237,10 @@ impl Machine {
     pub fn gemm(&mut self, cfg: &HwConfig, g: &Gemm) -> Result<Cost, String> {
         let dim = cfg.array_dim as u64;
         if g.k as u64 > dim || g.n as u64 > dim {
-            return Err(format!("gemm: k={} n={} exceed the {dim}x{dim} array", g.k, g.n));
+            return Err(format!(
+                "gemm: k={} n={} exceed the {dim}x{dim} array",
+                g.k, g.n
+            ));
         }
         let mode = GemmMode::from_index(g.mode).ok_or("gemm: bad mode")?;
         let (m, k, n) = (g.m as usize, g.k as usize, g.n as usize);
@@ -198,12 +251,32 @@ impl Machine {
         let mut cost = Cost::default();
         for o in 0..g.iter_out as u64 {
             for i in 0..g.iter_in as u64 {
-                let a_base = (g.a as u64 + (o * g.a_out as u64 + i * g.a_in as u64) * g.a_tile_granules()) * GRANULE;
-                let w_base = (g.w as u64 + (o * g.w_out as u64 + i * g.w_in as u64) * g.w_tile_granules()) * GRANULE;
-                let c_base = g.c as u64 + (o * g.c_out as u64 + i * g.c_in as u64) * g.c_tile_words();
-                check_range("gemm: A tile", a_base, (m * k * ab) as u64, self.sp.len() as u64)?;
-                check_range("gemm: W tile", w_base, (n * wrow) as u64, self.sp.len() as u64)?;
-                check_range("gemm: C tile", c_base, (m * n) as u64, self.acc.len() as u64)?;
+                let a_base = (g.a as u64
+                    + (o * g.a_out as u64 + i * g.a_in as u64) * g.a_tile_granules())
+                    * GRANULE;
+                let w_base = (g.w as u64
+                    + (o * g.w_out as u64 + i * g.w_in as u64) * g.w_tile_granules())
+                    * GRANULE;
+                let c_base =
+                    g.c as u64 + (o * g.c_out as u64 + i * g.c_in as u64) * g.c_tile_words();
+                check_range(
+                    "gemm: A tile",
+                    a_base,
+                    (m * k * ab) as u64,
+                    self.sp.len() as u64,
+                )?;
+                check_range(
+                    "gemm: W tile",
+                    w_base,
+                    (n * wrow) as u64,
+                    self.sp.len() as u64,
+                )?;
+                check_range(
+                    "gemm: C tile",
+                    c_base,
+                    (m * n) as u64,
+                    self.acc.len() as u64,
+                )?;
                 let overwrite = g.acc_mode == 0 || (g.acc_mode == 2 && i == 0);
                 let (a_base, w_base, c_base) = (a_base as usize, w_base as usize, c_base as usize);
                 for r in 0..m {
@@ -211,12 +284,19 @@ impl Machine {
                         let w_row = w_base + j * wrow;
                         let ci = c_base + r * n + j;
                         if mode == GemmMode::Bf16xI2 {
-                            let mut acc = if overwrite { 0.0f32 } else { f32::from_bits(self.acc[ci]) };
+                            let mut acc = if overwrite {
+                                0.0f32
+                            } else {
+                                f32::from_bits(self.acc[ci])
+                            };
                             for g0 in (0..k).step_by(4) {
                                 let mut p: Option<f32> = None;
                                 for kk in g0..(g0 + 4).min(k) {
                                     let at = a_base + (r * k + kk) * 2;
-                                    let a = bf16_to_f32(u16::from_le_bytes([self.sp[at], self.sp[at + 1]]));
+                                    let a = bf16_to_f32(u16::from_le_bytes([
+                                        self.sp[at],
+                                        self.sp[at + 1],
+                                    ]));
                                     let prod = a * self.weight(mode, w_row, kk) as f32;
                                     p = Some(match p {
                                         None => prod,
@@ -229,8 +309,10 @@ impl Machine {
                         } else {
                             let mut acc = if overwrite { 0i32 } else { self.acc[ci] as i32 };
                             for kk in 0..k {
-                                let a = (self.sp[a_base + r * k + kk] as i8 as i32).wrapping_sub(self.gemm_a_zero_point);
-                                acc = acc.wrapping_add(a.wrapping_mul(self.weight(mode, w_row, kk)));
+                                let a = (self.sp[a_base + r * k + kk] as i8 as i32)
+                                    .wrapping_sub(self.gemm_a_zero_point);
+                                acc =
+                                    acc.wrapping_add(a.wrapping_mul(self.weight(mode, w_row, kk)));
                             }
                             self.acc[ci] = acc as u32;
                         }
@@ -251,7 +333,9 @@ impl Machine {
                 act.acc_write_words += (m * n) as u64;
                 // Weight fill and input streaming share one port when both tiles
                 // start in the same bank: the fill of k rows cannot overlap.
-                let conflict = if cfg.model_bank_conflicts && a_base as u64 / bank_bytes == w_base as u64 / bank_bytes {
+                let conflict = if cfg.model_bank_conflicts
+                    && a_base as u64 / bank_bytes == w_base as u64 / bank_bytes
+                {
                     k as u64
                 } else {
                     0
@@ -268,11 +352,26 @@ impl Machine {
         let (len, rows) = (v.len as u64, v.rows as u64);
         let words = self.acc.len() as u64;
         let out_len = if op.is_reduction() { 1 } else { len };
-        check_range("vec: dst", v.dst as u64 + (rows - 1) * v.dst_stride as u64, out_len, words)?;
-        check_range("vec: src0", v.src0 as u64 + (rows - 1) * v.stride as u64, len, words)?;
+        check_range(
+            "vec: dst",
+            v.dst as u64 + (rows - 1) * v.dst_stride as u64,
+            out_len,
+            words,
+        )?;
+        check_range(
+            "vec: src0",
+            v.src0 as u64 + (rows - 1) * v.stride as u64,
+            len,
+            words,
+        )?;
         if op.uses_src1() {
             match v.src1_mode {
-                0 => check_range("vec: src1", v.src1 as u64 + (rows - 1) * v.stride as u64, len, words)?,
+                0 => check_range(
+                    "vec: src1",
+                    v.src1 as u64 + (rows - 1) * v.stride as u64,
+                    len,
+                    words,
+                )?,
                 1 => check_range("vec: src1", v.src1 as u64, rows, words)?,
                 2 => check_range("vec: src1", v.src1 as u64, 1, words)?,
                 _ => {}
@@ -310,13 +409,25 @@ impl Machine {
             } else {
                 vec![]
             };
-            let out = if int { vec_i32(op, &x, &y) } else { vec_f32(op, &x, &y) };
+            let out = if int {
+                vec_i32(op, &x, &y)
+            } else {
+                vec_f32(op, &x, &y)
+            };
             let d = (v.dst as u64 + r * v.dst_stride as u64) as usize;
             self.acc[d..d + out.len()].copy_from_slice(&out);
         }
         let groups = len.div_ceil(cfg.vec_lanes as u64);
-        let ii = if op.is_special() { cfg.vec_special_ii as u64 } else { 1 };
-        let tree = if op.is_reduction() { (cfg.vec_lanes as u64).next_power_of_two().trailing_zeros() as u64 } else { 0 };
+        let ii = if op.is_special() {
+            cfg.vec_special_ii as u64
+        } else {
+            1
+        };
+        let tree = if op.is_reduction() {
+            (cfg.vec_lanes as u64).next_power_of_two().trailing_zeros() as u64
+        } else {
+            0
+        };
         let cycles = rows * (groups * ii + tree) + cfg.vec_latency;
         let mut a = Actions {
             acc_read_words: rows * len + src1_reads,
@@ -328,14 +439,21 @@ impl Machine {
         } else {
             a.vec_simple = rows * len;
         }
-        Ok(Cost { cycles, conflict: 0, actions: a })
+        Ok(Cost {
+            cycles,
+            conflict: 0,
+            actions: a,
+        })
     }
 }
 
 fn vec_i32(op: VecOp, x: &[u32], y: &[u32]) -> Vec<u32> {
     let xi = x.iter().map(|&b| b as i32);
     let bin = |f: fn(i32, i32) -> i32| -> Vec<u32> {
-        x.iter().zip(y).map(|(&a, &b)| f(a as i32, b as i32) as u32).collect()
+        x.iter()
+            .zip(y)
+            .map(|(&a, &b)| f(a as i32, b as i32) as u32)
+            .collect()
     };
     match op {
         VecOp::Add => bin(i32::wrapping_add),
@@ -356,7 +474,11 @@ fn fmax(a: f32, b: f32) -> f32 {
         f32::NAN
     } else if a == b {
         // +0 is larger than -0.
-        if a.is_sign_negative() { b } else { a }
+        if a.is_sign_negative() {
+            b
+        } else {
+            a
+        }
     } else {
         a.max(b)
     }
@@ -366,7 +488,11 @@ fn fmin(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
     } else if a == b {
-        if a.is_sign_negative() { a } else { b }
+        if a.is_sign_negative() {
+            a
+        } else {
+            b
+        }
     } else {
         a.min(b)
     }
@@ -419,7 +545,11 @@ pub fn erf(x: f64) -> f64 {
     } else {
         1.0
     };
-    if x < 0.0 { -v } else { v }
+    if x < 0.0 {
+        -v
+    } else {
+        v
+    }
 }
 
 fn unary64(op: VecOp, x: f64) -> f64 {
@@ -442,7 +572,12 @@ fn unary64(op: VecOp, x: f64) -> f64 {
 fn vec_f32(op: VecOp, x: &[u32], y: &[u32]) -> Vec<u32> {
     let xf: Vec<f32> = x.iter().map(|&b| f32::from_bits(b)).collect();
     let yf: Vec<f32> = y.iter().map(|&b| f32::from_bits(b)).collect();
-    let bin = |f: &dyn Fn(f32, f32) -> f32| -> Vec<u32> { xf.iter().zip(&yf).map(|(&a, &b)| f(a, b).to_bits()).collect() };
+    let bin = |f: &dyn Fn(f32, f32) -> f32| -> Vec<u32> {
+        xf.iter()
+            .zip(&yf)
+            .map(|(&a, &b)| f(a, b).to_bits())
+            .collect()
+    };
     let map = |f: &dyn Fn(f32) -> f32| -> Vec<u32> { xf.iter().map(|&a| f(a).to_bits()).collect() };
     match op {
         VecOp::Copy => x.to_vec(),
@@ -453,11 +588,18 @@ fn vec_f32(op: VecOp, x: &[u32], y: &[u32]) -> Vec<u32> {
         VecOp::Min => bin(&fmin),
         VecOp::Recip => map(&|a| 1.0 / a),
         VecOp::Sqrt => map(&f32::sqrt),
-        VecOp::Exp | VecOp::Rsqrt | VecOp::Gelu | VecOp::GeluTanh | VecOp::Silu | VecOp::Sigmoid | VecOp::Tanh => {
-            map(&|a| unary64(op, a as f64) as f32)
-        }
+        VecOp::Exp
+        | VecOp::Rsqrt
+        | VecOp::Gelu
+        | VecOp::GeluTanh
+        | VecOp::Silu
+        | VecOp::Sigmoid
+        | VecOp::Tanh => map(&|a| unary64(op, a as f64) as f32),
         VecOp::ReduceSum => vec![xf.iter().fold(0.0f32, |s, &a| s + a).to_bits()],
-        VecOp::ReduceMax => vec![xf.iter().fold(f32::NEG_INFINITY, |s, &a| fmax(s, a)).to_bits()],
+        VecOp::ReduceMax => vec![xf
+            .iter()
+            .fold(f32::NEG_INFINITY, |s, &a| fmax(s, a))
+            .to_bits()],
         VecOp::Rotary => {
             let h = xf.len() / 2;
             let mut out = vec![0u32; xf.len()];
@@ -469,6 +611,9 @@ fn vec_f32(op: VecOp, x: &[u32], y: &[u32]) -> Vec<u32> {
             out
         }
         VecOp::I2f => x.iter().map(|&b| (b as i32 as f32).to_bits()).collect(),
-        VecOp::F2i => xf.iter().map(|&a| a.round_ties_even() as i32 as u32).collect(),
+        VecOp::F2i => xf
+            .iter()
+            .map(|&a| a.round_ties_even() as i32 as u32)
+            .collect(),
     }
 }

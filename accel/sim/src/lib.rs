@@ -23,7 +23,7 @@ pub enum SimErrorKind {
     Setup,
     /// An instruction is invalid or touches memory outside its range.
     Invalid,
-    /// An instruction pops a token that no remaining instruction can push.
+    /// An instruction pops a token that no remaining instruction pushes.
     TokenUnderflow,
     /// No queue can make progress.
     Deadlock,
@@ -38,10 +38,18 @@ pub struct SimError {
 
 impl SimError {
     fn setup(msg: impl Into<String>) -> SimError {
-        SimError { kind: SimErrorKind::Setup, index: None, msg: msg.into() }
+        SimError {
+            kind: SimErrorKind::Setup,
+            index: None,
+            msg: msg.into(),
+        }
     }
     fn at(kind: SimErrorKind, index: usize, msg: impl Into<String>) -> SimError {
-        SimError { kind, index: Some(index), msg: msg.into() }
+        SimError {
+            kind,
+            index: Some(index),
+            msg: msg.into(),
+        }
     }
 }
 
@@ -86,7 +94,6 @@ struct QueueState {
     unit_free_at: u64,
     /// When the queue was full, the cycle its head left (the dispatcher waits for it).
     freed_at: u64,
-    remaining: usize,
 }
 
 fn fifo_index(from: Queue, to: Queue) -> usize {
@@ -125,15 +132,24 @@ impl Simulator {
             )));
         }
         if s.dram_size > cfg.dram_bytes {
-            return Err(SimError::setup(format!("stream needs {} bytes of DRAM; '{}' has {}", s.dram_size, cfg.name, cfg.dram_bytes)));
+            return Err(SimError::setup(format!(
+                "stream needs {} bytes of DRAM; '{}' has {}",
+                s.dram_size, cfg.name, cfg.dram_bytes
+            )));
         }
         let image_end = s.image_base.checked_add(s.image.len() as u64);
         if image_end.is_none_or(|e| e > s.dram_size) {
             return Err(SimError::setup("the DRAM image does not fit in dram_size"));
         }
         for b in &s.buffers {
-            if b.addr.checked_add(b.bytes()).is_none_or(|e| e > s.dram_size) {
-                return Err(SimError::setup(format!("buffer '{}' does not fit in dram_size", b.name)));
+            if b.addr
+                .checked_add(b.bytes())
+                .is_none_or(|e| e > s.dram_size)
+            {
+                return Err(SimError::setup(format!(
+                    "buffer '{}' does not fit in dram_size",
+                    b.name
+                )));
             }
         }
         let n = s.insns.len();
@@ -141,19 +157,32 @@ impl Simulator {
             return Err(SimError::setup("empty stream"));
         }
         for (i, insn) in s.insns.iter().enumerate() {
-            insn.validate().map_err(|m| SimError::at(SimErrorKind::Invalid, i, m))?;
+            insn.validate()
+                .map_err(|m| SimError::at(SimErrorKind::Invalid, i, m))?;
             if matches!(insn.op, Op::Finish(_)) && i + 1 != n {
-                return Err(SimError::at(SimErrorKind::Invalid, i, "finish is not the last instruction"));
+                return Err(SimError::at(
+                    SimErrorKind::Invalid,
+                    i,
+                    "finish is not the last instruction",
+                ));
             }
         }
         if !matches!(s.insns[n - 1].op, Op::Finish(_)) {
-            return Err(SimError::at(SimErrorKind::Invalid, n - 1, "the stream does not end with finish"));
+            return Err(SimError::at(
+                SimErrorKind::Invalid,
+                n - 1,
+                "the stream does not end with finish",
+            ));
         }
         Ok(())
     }
 
     /// Runs `stream` with `inputs` (bytes per `input` buffer name) placed in DRAM.
-    pub fn run(&self, stream: &Stream, inputs: &BTreeMap<String, Vec<u8>>) -> Result<(SimOutput, Report), SimError> {
+    pub fn run(
+        &self,
+        stream: &Stream,
+        inputs: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(SimOutput, Report), SimError> {
         self.check_stream(stream)?;
         let cfg = &self.cfg;
         let mut m = Machine {
@@ -169,13 +198,23 @@ impl Simulator {
             let b = stream
                 .buffer(name)
                 .filter(|b| b.role == Role::Input)
-                .ok_or_else(|| SimError::setup(format!("the stream has no input buffer '{name}'")))?;
+                .ok_or_else(|| {
+                    SimError::setup(format!("the stream has no input buffer '{name}'"))
+                })?;
             if bytes.len() as u64 != b.bytes() {
-                return Err(SimError::setup(format!("input '{name}': {} bytes given, {} expected", bytes.len(), b.bytes())));
+                return Err(SimError::setup(format!(
+                    "input '{name}': {} bytes given, {} expected",
+                    bytes.len(),
+                    b.bytes()
+                )));
             }
             m.dram[b.addr as usize..b.addr as usize + bytes.len()].copy_from_slice(bytes);
         }
-        if let Some(b) = stream.buffers.iter().find(|b| b.role == Role::Input && !inputs.contains_key(&b.name)) {
+        if let Some(b) = stream
+            .buffers
+            .iter()
+            .find(|b| b.role == Role::Input && !inputs.contains_key(&b.name))
+        {
             return Err(SimError::setup(format!("input '{}' was not given", b.name)));
         }
 
@@ -184,21 +223,31 @@ impl Simulator {
             .buffers
             .iter()
             .filter(|b| b.role == Role::Output)
-            .map(|b| (b.name.clone(), m.dram[b.addr as usize..(b.addr + b.bytes()) as usize].to_vec()))
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    m.dram[b.addr as usize..(b.addr + b.bytes()) as usize].to_vec(),
+                )
+            })
             .collect();
-        Ok((SimOutput { dram: m.dram, outputs, trace }, report))
+        Ok((
+            SimOutput {
+                dram: m.dram,
+                outputs,
+                trace,
+            },
+            report,
+        ))
     }
 
     fn schedule(&self, s: &Stream, m: &mut Machine) -> Result<(Report, Vec<TraceEvent>), SimError> {
         let cfg = &self.cfg;
         let n = s.insns.len();
-        let mut queues: Vec<QueueState> = Queue::ALL
-            .iter()
-            .map(|q| QueueState {
+        let mut queues: Vec<QueueState> = (0..3)
+            .map(|_| QueueState {
                 waiting: VecDeque::new(),
                 unit_free_at: 0,
                 freed_at: 0,
-                remaining: s.insns.iter().filter(|i| i.queue() == *q).count(),
             })
             .collect();
         let mut fifos: Vec<Fifo> = (0..4).map(|_| Fifo::default()).collect();
@@ -206,8 +255,12 @@ impl Simulator {
         let tdepth = cfg.token_queue_depth as usize;
         let mut next_dispatch = 0usize;
         let mut last_dispatch: Option<u64> = None;
-        let mut report = Report { config: cfg.name.clone(), ..Default::default() };
+        let mut report = Report {
+            config: cfg.name.clone(),
+            ..Default::default()
+        };
         let mut trace = Vec::with_capacity(n);
+        let mut done = vec![false; n];
 
         // Each iteration starts exactly one instruction or returns, so the loop
         // runs at most n times.
@@ -228,11 +281,16 @@ impl Simulator {
             let mut best: Option<(u64, Queue)> = None;
             let mut blocked: Vec<(usize, Queue, Ready)> = vec![];
             for q in Queue::ALL {
-                let Some(&(idx, disp)) = queues[q as usize].waiting.front() else { continue };
+                let Some(&(idx, disp)) = queues[q as usize].waiting.front() else {
+                    continue;
+                };
                 let insn = &s.insns[idx];
                 let mut t = queues[q as usize].unit_free_at.max(disp + 1);
                 let mut state = None;
-                let pops = [(insn.deps.pop_prev, q.prev()), (insn.deps.pop_next, q.next())];
+                let pops = [
+                    (insn.deps.pop_prev, q.prev()),
+                    (insn.deps.pop_next, q.next()),
+                ];
                 for (on, nb) in pops {
                     if let (true, Some(nb)) = (on, nb) {
                         match fifos[fifo_index(nb, q)].tokens.front() {
@@ -241,7 +299,10 @@ impl Simulator {
                         }
                     }
                 }
-                let pushes = [(insn.deps.push_prev, q.prev()), (insn.deps.push_next, q.next())];
+                let pushes = [
+                    (insn.deps.push_prev, q.prev()),
+                    (insn.deps.push_next, q.next()),
+                ];
                 for (on, nb) in pushes {
                     if let (true, Some(nb)) = (on, nb) {
                         let f = &fifos[fifo_index(q, nb)];
@@ -266,7 +327,7 @@ impl Simulator {
                 if next_dispatch == n && queues.iter().all(|q| q.waiting.is_empty()) {
                     break;
                 }
-                return Err(self.stuck(s, &queues, blocked, next_dispatch));
+                return Err(self.stuck(s, &done, blocked, next_dispatch));
             };
 
             let qs = &mut queues[q as usize];
@@ -276,9 +337,12 @@ impl Simulator {
                 qs.freed_at = start;
             }
             let stall = start - qs.unit_free_at.max(disp + 1);
-            qs.remaining -= 1;
+            done[idx] = true;
             let insn = s.insns[idx];
-            for (on, nb) in [(insn.deps.pop_prev, q.prev()), (insn.deps.pop_next, q.next())] {
+            for (on, nb) in [
+                (insn.deps.pop_prev, q.prev()),
+                (insn.deps.pop_next, q.next()),
+            ] {
                 if let (true, Some(nb)) = (on, nb) {
                     let f = &mut fifos[fifo_index(nb, q)];
                     if f.tokens.len() >= tdepth {
@@ -287,9 +351,14 @@ impl Simulator {
                     f.tokens.pop_front();
                 }
             }
-            let (cost, track) = self.execute(m, &insn.op).map_err(|msg| SimError::at(SimErrorKind::Invalid, idx, msg))?;
+            let (cost, track) = self
+                .execute(m, &insn.op)
+                .map_err(|msg| SimError::at(SimErrorKind::Invalid, idx, msg))?;
             let end = start + cost.cycles;
-            for (on, nb) in [(insn.deps.push_prev, q.prev()), (insn.deps.push_next, q.next())] {
+            for (on, nb) in [
+                (insn.deps.push_prev, q.prev()),
+                (insn.deps.push_next, q.next()),
+            ] {
                 if let (true, Some(nb)) = (on, nb) {
                     fifos[fifo_index(q, nb)].tokens.push_back(end);
                 }
@@ -314,7 +383,13 @@ impl Simulator {
             let name = insn.op.def().mnemonic;
             *report.insn_counts.entry(name.to_string()).or_insert(0) += 1;
             report.total_cycles = report.total_cycles.max(end);
-            trace.push(TraceEvent { index: idx, name, track, start, cycles: cost.cycles });
+            trace.push(TraceEvent {
+                index: idx,
+                name,
+                track,
+                start,
+                cycles: cost.cycles,
+            });
         }
         report.unconsumed_tokens = fifos.iter().map(|f| f.tokens.len() as u64).sum();
         report.finish(cfg);
@@ -330,24 +405,49 @@ impl Simulator {
             Op::Vector(v) => (m.vector(cfg, v)?, Track::Vector),
             Op::Config(c) => {
                 m.config(c);
-                (Cost { cycles: 1, ..Default::default() }, Track::Control)
+                (
+                    Cost {
+                        cycles: 1,
+                        ..Default::default()
+                    },
+                    Track::Control,
+                )
             }
-            Op::Finish(_) => (Cost { cycles: 1, ..Default::default() }, Track::Control),
+            Op::Finish(_) => (
+                Cost {
+                    cycles: 1,
+                    ..Default::default()
+                },
+                Track::Control,
+            ),
         })
     }
 
     /// Explains why nothing can start: a pop no remaining instruction can feed
     /// is a token underflow; otherwise the queues wait on each other (deadlock).
-    fn stuck(&self, s: &Stream, queues: &[QueueState], blocked: Vec<(usize, Queue, Ready)>, next_dispatch: usize) -> SimError {
+    fn stuck(
+        &self,
+        s: &Stream,
+        done: &[bool],
+        blocked: Vec<(usize, Queue, Ready)>,
+        next_dispatch: usize,
+    ) -> SimError {
         let mut waits = vec![];
         for (idx, q, why) in &blocked {
             if let Ready::NoToken(from) = why {
-                if queues[*from as usize].remaining == 0 {
+                let feeds = |j: usize| {
+                    let i = &s.insns[j];
+                    !done[j]
+                        && i.queue() == *from
+                        && ((from.next() == Some(*q) && i.deps.push_next)
+                            || (from.prev() == Some(*q) && i.deps.push_prev))
+                };
+                if !(0..s.insns.len()).any(feeds) {
                     return SimError::at(
                         SimErrorKind::TokenUnderflow,
                         *idx,
                         format!(
-                            "token underflow: {} ({} queue) pops a token from the {} queue, which has no instructions left to push it",
+                            "token underflow: {} ({} queue) pops a token from the {} queue, and no remaining instruction there pushes one",
                             s.insns[*idx].op.def().mnemonic,
                             q.name(),
                             from.name()
@@ -357,7 +457,10 @@ impl Simulator {
             }
             let what = match why {
                 Ready::NoToken(from) => format!("waits for a token from the {} queue", from.name()),
-                Ready::Full(to) => format!("waits for space in the token FIFO to the {} queue", to.name()),
+                Ready::Full(to) => format!(
+                    "waits for space in the token FIFO to the {} queue",
+                    to.name()
+                ),
             };
             waits.push(format!("instruction {idx} ({} queue) {what}", q.name()));
         }
@@ -368,6 +471,10 @@ impl Simulator {
             ));
         }
         let first = blocked.iter().map(|b| b.0).min().unwrap_or(next_dispatch);
-        SimError::at(SimErrorKind::Deadlock, first, format!("deadlock: {}", waits.join("; ")))
+        SimError::at(
+            SimErrorKind::Deadlock,
+            first,
+            format!("deadlock: {}", waits.join("; ")),
+        )
     }
 }

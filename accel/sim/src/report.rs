@@ -87,8 +87,10 @@ impl Report {
                 + a.mac_i4 as f64 * e.mac_i4
                 + a.mac_i2 as f64 * e.mac_i2
                 + a.mac_bf16_lut as f64 * e.mac_bf16_lut,
-            sp_pj: a.sp_read_bytes as f64 * e.sp_read_byte + a.sp_write_bytes as f64 * e.sp_write_byte,
-            acc_pj: a.acc_read_words as f64 * e.acc_read_word + a.acc_write_words as f64 * e.acc_write_word,
+            sp_pj: a.sp_read_bytes as f64 * e.sp_read_byte
+                + a.sp_write_bytes as f64 * e.sp_write_byte,
+            acc_pj: a.acc_read_words as f64 * e.acc_read_word
+                + a.acc_write_words as f64 * e.acc_write_word,
             dram_pj: (a.dram_read_bytes + a.dram_write_bytes) as f64 * e.dram_byte,
             vec_pj: a.vec_simple as f64 * e.vec_simple + a.vec_special as f64 * e.vec_special,
             static_pj: self.total_cycles as f64 * e.static_per_cycle,
@@ -110,7 +112,11 @@ impl Report {
             self.total_cycles,
             self.seconds * 1e6
         );
-        for (name, u) in [("load", &self.load), ("compute", &self.compute), ("store", &self.store)] {
+        for (name, u) in [
+            ("load", &self.load),
+            ("compute", &self.compute),
+            ("store", &self.store),
+        ] {
             s += &format!(
                 "  {name:<8} {:>6} insns  busy {:>10}  stall {:>10}\n",
                 u.insns, u.busy_cycles, u.stall_cycles
@@ -130,10 +136,17 @@ impl Report {
             "  bytes: DRAM r {} w {}  SP r {} w {}  ACC r {} w {}\n",
             b.dram_read, b.dram_write, b.sp_read, b.sp_write, b.acc_read, b.acc_write
         );
-        let counts: Vec<String> = self.insn_counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let counts: Vec<String> = self
+            .insn_counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         s += &format!("  instructions: {}\n", counts.join(", "));
         if self.unconsumed_tokens > 0 {
-            s += &format!("  warning: {} dependency tokens were never popped\n", self.unconsumed_tokens);
+            s += &format!(
+                "  warning: {} dependency tokens were never popped\n",
+                self.unconsumed_tokens
+            );
         }
         s += &format!("  energy: {:.3} uJ\n", self.energy.total_pj * 1e-6);
         s
@@ -160,7 +173,13 @@ pub enum Track {
 }
 
 impl Track {
-    const ALL: [Track; 5] = [Track::Load, Track::Gemm, Track::Vector, Track::Control, Track::Store];
+    const ALL: [Track; 5] = [
+        Track::Load,
+        Track::Gemm,
+        Track::Vector,
+        Track::Control,
+        Track::Store,
+    ];
     fn name(self) -> &'static str {
         match self {
             Track::Load => "load queue (DMA in)",
@@ -189,5 +208,6 @@ pub fn chrome_trace(events: &[TraceEvent], clock_mhz: f64) -> String {
             "args": {"index": e.index, "start_cycle": e.start, "cycles": e.cycles},
         }));
     }
-    serde_json::to_string(&serde_json::json!({"traceEvents": out, "displayTimeUnit": "ns"})).unwrap_or_default()
+    serde_json::to_string(&serde_json::json!({"traceEvents": out, "displayTimeUnit": "ns"}))
+        .unwrap_or_default()
 }

@@ -16,14 +16,29 @@ impl Rng {
     }
 }
 
-fn run_text(cfg: HwConfig, text: &str, inputs: &[(&str, Vec<u8>)]) -> Result<(SimOutput, Report), SimError> {
+fn run_text(
+    cfg: HwConfig,
+    text: &str,
+    inputs: &[(&str, Vec<u8>)],
+) -> Result<(SimOutput, Report), SimError> {
     let s = assemble(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let inputs: BTreeMap<String, Vec<u8>> = inputs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let inputs: BTreeMap<String, Vec<u8>> = inputs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     Simulator::new(cfg).run(&s, &inputs)
 }
 
 fn hexdata(bytes: &[u8]) -> String {
-    bytes.chunks(32).map(|c| format!(".data {}\n", c.iter().map(|b| format!("{b:02x}")).collect::<String>())).collect()
+    bytes
+        .chunks(32)
+        .map(|c| {
+            format!(
+                ".data {}\n",
+                c.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -55,7 +70,10 @@ fn gemm_stream(mode: Mode, w: &[i64]) -> String {
         }
     }
     let mut t = String::from(".tsa 1\n.config_hash 0x0000000000000000\n.dram_size 4096\n");
-    t += &format!(".buffer input a {} [8,32] @0x0\n", if abytes == 2 { "bf16" } else { "i8" });
+    t += &format!(
+        ".buffer input a {} [8,32] @0x0\n",
+        if abytes == 2 { "bf16" } else { "i8" }
+    );
     t += ".buffer output c i8 [8,32] @0x800\n";
     let a_tile_g = m * 16 * abytes / 16;
     for kt in 0..2 {
@@ -115,7 +133,9 @@ fn gemm_case(mode: Mode, seed: u64) {
     let af: Vec<f32> = (0..m * k).map(|_| rng.int(-64, 64) as f32 / 8.0).collect();
     let text = gemm_stream(mode, &w);
     let input: Vec<u8> = if mode == Mode::Bf16Lut {
-        af.iter().flat_map(|&x| f32_to_bf16(x).to_le_bytes()).collect()
+        af.iter()
+            .flat_map(|&x| f32_to_bf16(x).to_le_bytes())
+            .collect()
     } else {
         a.iter().map(|&x| x as i8 as u8).collect()
     };
@@ -123,7 +143,9 @@ fn gemm_case(mode: Mode, seed: u64) {
     if mode == Mode::Bf16Lut {
         for r in 0..m {
             for j in 0..n {
-                let want: f64 = (0..k).map(|kk| af[r * k + kk] as f64 * w[j * k + kk] as f64).sum();
+                let want: f64 = (0..k)
+                    .map(|kk| af[r * k + kk] as f64 * w[j * k + kk] as f64)
+                    .sum();
                 let at = 0x800 + (r * 32 + j) * 4;
                 let got = f32::from_le_bytes(out.dram[at..at + 4].try_into().unwrap());
                 assert_eq!(got as f64, want, "C[{r}][{j}]");
@@ -173,7 +195,9 @@ fn ternary_lut_bf16_gemm_matches_reference() {
 fn softmax_on_the_vector_unit() {
     let (rows, len) = (4usize, 40usize);
     let mut rng = Rng(11);
-    let x: Vec<f32> = (0..rows * len).map(|_| rng.int(-4000, 4000) as f32 / 1000.0).collect();
+    let x: Vec<f32> = (0..rows * len)
+        .map(|_| rng.int(-4000, 4000) as f32 / 1000.0)
+        .collect();
     let text = "\
 .tsa 1
 .config_hash 0x0000000000000000
@@ -202,8 +226,15 @@ finish pop_next
         let sum: f64 = row.iter().map(|&v| (v as f64 - mx).exp()).sum();
         for i in 0..len {
             let want = (row[i] as f64 - mx).exp() / sum;
-            let got = f32::from_le_bytes(y[(r * len + i) * 4..(r * len + i) * 4 + 4].try_into().unwrap()) as f64;
-            assert!((got - want).abs() <= tol * want, "row {r} col {i}: {got} vs {want}");
+            let got = f32::from_le_bytes(
+                y[(r * len + i) * 4..(r * len + i) * 4 + 4]
+                    .try_into()
+                    .unwrap(),
+            ) as f64;
+            assert!(
+                (got - want).abs() <= tol * want,
+                "row {r} col {i}: {got} vs {want}"
+            );
         }
     }
     assert_eq!(rep.insn_counts["vec"], 6);
@@ -222,7 +253,10 @@ fn vector_elementwise_ops_against_f64() {
         ("sigmoid", |x| 1.0 / (1.0 + (-x).exp())),
         ("silu", |x| x / (1.0 + (-x).exp())),
         ("tanh", |x| x.tanh()),
-        ("gelu_tanh", |x| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())),
+        ("gelu_tanh", |x| {
+            0.5 * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+        }),
         ("recip", |x| 1.0 / x),
         ("gelu", |x| x * 0.5 * erfc_by_quadrature(-x / 2f64.sqrt())),
     ];
@@ -235,10 +269,14 @@ fn vector_elementwise_ops_against_f64() {
         let input: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
         let (out, _) = run_text(HwConfig::edge(), &text, &[("x", input)]).unwrap();
         for (i, &x) in xs.iter().enumerate() {
-            let got = f32::from_le_bytes(out.outputs["y"][i * 4..i * 4 + 4].try_into().unwrap()) as f64;
+            let got =
+                f32::from_le_bytes(out.outputs["y"][i * 4..i * 4 + 4].try_into().unwrap()) as f64;
             let want = f(x as f64);
             // Documented: within 1 ulp of f32 (the simulator rounds an f64 result once).
-            assert!((got - want).abs() <= 2f64.powi(-23) * want.abs() + 1e-45, "{name}({x}) = {got}, want {want}");
+            assert!(
+                (got - want).abs() <= 2f64.powi(-23) * want.abs() + 1e-45,
+                "{name}({x}) = {got}, want {want}"
+            );
         }
     }
     assert!((erf(1.0) - 0.8427007929497149).abs() < 1e-15);
@@ -292,19 +330,33 @@ finish pop_next
 ";
     let input: Vec<u8> = words.iter().flat_map(|v| v.to_le_bytes()).collect();
     let (out, _) = run_text(HwConfig::edge(), text, &[("x", input)]).unwrap();
-    let y: Vec<u32> = out.outputs["y"].chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    let y: Vec<u32> = out.outputs["y"]
+        .chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     let yi = |i: usize| y[i] as i32;
     // imm 65533 = -3 as i16
-    assert_eq!((0..8).map(yi).collect::<Vec<_>>(), vec![-15, 21, -300, 300, 0, -3, -6, -9]);
+    assert_eq!(
+        (0..8).map(yi).collect::<Vec<_>>(),
+        vec![-15, 21, -300, 300, 0, -3, -6, -9]
+    );
     assert_eq!(yi(8), 5 - 7 + 100 - 100 + 1 + 2 + 3);
     // rotary, half-split pairs (x[i], x[i+4]) with cos = cs[i], sin = cs[i+4]
     let rot: Vec<f32> = (10..18).map(|i| f32::from_bits(y[i])).collect();
     for i in 0..4 {
-        let (a, b, c, s) = (rx[i] as f64, rx[i + 4] as f64, cs[i] as f64, cs[i + 4] as f64);
+        let (a, b, c, s) = (
+            rx[i] as f64,
+            rx[i + 4] as f64,
+            cs[i] as f64,
+            cs[i + 4] as f64,
+        );
         assert!((rot[i] as f64 - (a * c - b * s)).abs() < 1e-6);
         assert!((rot[i + 4] as f64 - (b * c + a * s)).abs() < 1e-6);
     }
-    assert_eq!((18..22).map(yi).collect::<Vec<_>>(), vec![2, 4, -2, i32::MAX]); // ties to even, saturating
+    assert_eq!(
+        (18..22).map(yi).collect::<Vec<_>>(),
+        vec![2, 4, -2, i32::MAX]
+    ); // ties to even, saturating
     assert_eq!((f32::from_bits(y[22]), f32::from_bits(y[23])), (5.0, -7.0));
 }
 
@@ -326,7 +378,10 @@ store pop_prev fmt=bf16 dram=0x80 y_size=1 x_size=4
         "vec pop_prev push_next op=copy len=4 rows=1\nstore pop_prev push_prev fmt=bf16 dram=0x80 y_size=1 x_size=4\nfinish pop_next\n");
     let input: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
     let (out, _) = run_text(HwConfig::edge(), &text, &[("x", input)]).unwrap();
-    let got: Vec<u16> = out.outputs["y"].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let got: Vec<u16> = out.outputs["y"]
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
     assert_eq!(got[0], 0x3f80);
     assert_eq!(got[1], 0x3f82);
     assert_eq!(bf16_to_f32(got[2]), -3.296875);
@@ -336,7 +391,18 @@ store pop_prev fmt=bf16 dram=0x80 y_size=1 x_size=4
 #[test]
 fn requantize_rounding_ties_to_even() {
     use tessera_sim::exec::{requantize, round_shift};
-    let cases = [(5, 1, 2), (7, 1, 4), (-5, 1, -2), (-7, 1, -4), (6, 2, 2), (-6, 2, -2), (-3, 2, -1), (5, 2, 1), (-5, 2, -1), (9, 0, 9)];
+    let cases = [
+        (5, 1, 2),
+        (7, 1, 4),
+        (-5, 1, -2),
+        (-7, 1, -4),
+        (6, 2, 2),
+        (-6, 2, -2),
+        (-3, 2, -1),
+        (5, 2, 1),
+        (-5, 2, -1),
+        (9, 0, 9),
+    ];
     for (p, s, want) in cases {
         assert_eq!(round_shift(p, s), want, "{p} >> {s}");
     }
@@ -344,7 +410,10 @@ fn requantize_rounding_ties_to_even() {
     assert_eq!(requantize(-1000, 3, 4, 10, -128, 127), -128); // -187.5 -> -188 + 10, clamped
     assert_eq!(requantize(-100, 3, 4, 10, -128, 127), -9); // -18.75 -> -19 + 10
     assert_eq!(requantize(-40, 3, 4, 10, -128, 127), 2); // -7.5 -> -8 (tie to even) + 10
-    assert_eq!(requantize(i32::MIN, 65535, 31, 0, -128, 127), (-65535i64).clamp(-128, 127) as i8);
+    assert_eq!(
+        requantize(i32::MIN, 65535, 31, 0, -128, 127),
+        (-65535i64).clamp(-128, 127) as i8
+    );
 }
 
 const EDGE_FOLD: u64 = 2 * 16 + 16 - 2; // plus T
@@ -363,22 +432,47 @@ fn single_gemm_tile_cycles_follow_the_fill_drain_formula() {
         assert!((rep.array_utilization - util).abs() < 1e-12);
     }
     // A partially used array costs the same time: the formula uses the array dims.
-    let (_, rep) = run_text(HwConfig::edge(), "gemm m=40 k=3 n=5 w=4096 iter_out=1 iter_in=1\nfinish\n", &[]).unwrap();
+    let (_, rep) = run_text(
+        HwConfig::edge(),
+        "gemm m=40 k=3 n=5 w=4096 iter_out=1 iter_in=1\nfinish\n",
+        &[],
+    )
+    .unwrap();
     assert_eq!(rep.gemm_busy_cycles, EDGE_FOLD + 40);
     assert!((rep.array_utilization - (40.0 * 15.0) / (256.0 * 86.0)).abs() < 1e-12);
     // Server: 64x64 array.
-    let (_, rep) = run_text(HwConfig::server(), "gemm m=40 k=64 n=64 w=8192 iter_out=1 iter_in=1\nfinish\n", &[]).unwrap();
+    let (_, rep) = run_text(
+        HwConfig::server(),
+        "gemm m=40 k=64 n=64 w=8192 iter_out=1 iter_in=1\nfinish\n",
+        &[],
+    )
+    .unwrap();
     assert_eq!(rep.gemm_busy_cycles, 2 * 64 + 64 + 40 - 2);
     // 2x3 loop: six folds.
-    let (_, rep) = run_text(HwConfig::edge(), "gemm m=40 k=16 n=16 w=4096 iter_out=2 iter_in=3\nfinish\n", &[]).unwrap();
+    let (_, rep) = run_text(
+        HwConfig::edge(),
+        "gemm m=40 k=16 n=16 w=4096 iter_out=2 iter_in=3\nfinish\n",
+        &[],
+    )
+    .unwrap();
     assert_eq!(rep.gemm_busy_cycles, 6 * (EDGE_FOLD + 40));
     // Same bank for A and W: +k cycles per fold.
-    let (_, rep) = run_text(HwConfig::edge(), "gemm m=40 k=16 n=16 iter_out=1 iter_in=1\nfinish\n", &[]).unwrap();
+    let (_, rep) = run_text(
+        HwConfig::edge(),
+        "gemm m=40 k=16 n=16 iter_out=1 iter_in=1\nfinish\n",
+        &[],
+    )
+    .unwrap();
     assert_eq!(rep.gemm_busy_cycles, EDGE_FOLD + 40 + 16);
     assert_eq!(rep.bank_conflict_cycles, 16);
     let mut cfg = HwConfig::edge();
     cfg.model_bank_conflicts = false;
-    let (_, rep) = run_text(cfg, "gemm m=40 k=16 n=16 iter_out=1 iter_in=1\nfinish\n", &[]).unwrap();
+    let (_, rep) = run_text(
+        cfg,
+        "gemm m=40 k=16 n=16 iter_out=1 iter_in=1\nfinish\n",
+        &[],
+    )
+    .unwrap();
     assert_eq!(rep.gemm_busy_cycles, EDGE_FOLD + 40);
 }
 
@@ -411,9 +505,14 @@ finish
         + 640.0 * e.acc_write_word
         + 10240.0 * e.mac_i8
         + total as f64 * e.static_per_cycle;
-    assert!((rep.energy.total_pj - want).abs() < 1e-6 * want, "{} vs {want}", rep.energy.total_pj);
+    assert!(
+        (rep.energy.total_pj - want).abs() < 1e-6 * want,
+        "{} vs {want}",
+        rep.energy.total_pj
+    );
 
-    let trace: serde_json::Value = serde_json::from_str(&chrome_trace(&out.trace, cfg.clock_mhz)).unwrap();
+    let trace: serde_json::Value =
+        serde_json::from_str(&chrome_trace(&out.trace, cfg.clock_mhz)).unwrap();
     let evs = trace["traceEvents"].as_array().unwrap();
     let slices: Vec<&serde_json::Value> = evs.iter().filter(|e| e["ph"] == "X").collect();
     assert_eq!(slices.len(), 3);
@@ -457,8 +556,20 @@ fn expect_err(cfg: HwConfig, text: &str, kind: SimErrorKind, index: usize, needl
 #[test]
 fn out_of_range_addresses_are_errors() {
     // 16383 granules * 16 + 32 bytes overruns the 256 KiB scratchpad.
-    expect_err(HwConfig::edge(), ".dram_size 64\nload sram=16383 y_size=1 x_size=32\nfinish\n", SimErrorKind::Invalid, 0, "scratchpad");
-    expect_err(HwConfig::edge(), ".dram_size 64\nload y_size=2 x_size=32 x_stride=40\nfinish\n", SimErrorKind::Invalid, 0, "DRAM");
+    expect_err(
+        HwConfig::edge(),
+        ".dram_size 64\nload sram=16383 y_size=1 x_size=32\nfinish\n",
+        SimErrorKind::Invalid,
+        0,
+        "scratchpad",
+    );
+    expect_err(
+        HwConfig::edge(),
+        ".dram_size 64\nload y_size=2 x_size=32 x_stride=40\nfinish\n",
+        SimErrorKind::Invalid,
+        0,
+        "DRAM",
+    );
     expect_err(
         HwConfig::edge(),
         ".dram_size 64\ngemm m=1 k=1 n=1 iter_out=1 iter_in=1\nstore fmt=i32 dram=0x3c y_size=1 x_size=2\nfinish\n",
@@ -466,9 +577,27 @@ fn out_of_range_addresses_are_errors() {
         1,
         "store: DRAM",
     );
-    expect_err(HwConfig::edge(), "gemm m=64 k=16 n=16 c=16000 iter_out=1 iter_in=1\nfinish\n", SimErrorKind::Invalid, 0, "C tile");
-    expect_err(HwConfig::edge(), "gemm m=1 k=17 n=16 iter_out=1 iter_in=1\nfinish\n", SimErrorKind::Invalid, 0, "exceed the 16x16 array");
-    expect_err(HwConfig::edge(), "vec op=exp src0=16380 len=8 rows=1\nfinish\n", SimErrorKind::Invalid, 0, "src0");
+    expect_err(
+        HwConfig::edge(),
+        "gemm m=64 k=16 n=16 c=16000 iter_out=1 iter_in=1\nfinish\n",
+        SimErrorKind::Invalid,
+        0,
+        "C tile",
+    );
+    expect_err(
+        HwConfig::edge(),
+        "gemm m=1 k=17 n=16 iter_out=1 iter_in=1\nfinish\n",
+        SimErrorKind::Invalid,
+        0,
+        "exceed the 16x16 array",
+    );
+    expect_err(
+        HwConfig::edge(),
+        "vec op=exp src0=16380 len=8 rows=1\nfinish\n",
+        SimErrorKind::Invalid,
+        0,
+        "src0",
+    );
 }
 
 #[test]
@@ -479,6 +608,14 @@ fn token_underflow_names_the_instruction() {
         SimErrorKind::TokenUnderflow,
         2,
         "token underflow",
+    );
+    // The load queue still has work, but nothing there pushes to compute.
+    expect_err(
+        HwConfig::edge(),
+        ".dram_size 64\ngemm pop_prev m=1 k=1 n=1 iter_out=1 iter_in=1\nload y_size=1 x_size=1\nfinish\n",
+        SimErrorKind::TokenUnderflow,
+        0,
+        "no remaining instruction there pushes one",
     );
     // The second pop has no token: the first is consumed by instruction 1.
     expect_err(
@@ -501,7 +638,12 @@ fn deadlocks_are_detected() {
     .unwrap_err();
     assert_eq!((e.kind, e.index), (SimErrorKind::Deadlock, Some(0)));
     let msg = e.to_string();
-    assert!(msg.contains("deadlock") && msg.contains("instruction 0 (load queue)") && msg.contains("instruction 1 (compute queue)"), "{msg}");
+    assert!(
+        msg.contains("deadlock")
+            && msg.contains("instruction 0 (load queue)")
+            && msg.contains("instruction 1 (compute queue)"),
+        "{msg}"
+    );
 
     // A full compute queue keeps the dispatcher from ever reaching the load that
     // would feed it.
@@ -532,29 +674,51 @@ fn deadlocks_are_detected() {
 #[test]
 fn malformed_streams_are_errors_not_panics() {
     // Bad opcode in the binary: the decoder names the instruction.
-    let s = assemble("load y_size=1 x_size=1\ngemm m=1 k=1 n=1 iter_out=1 iter_in=1\nfinish\n").unwrap();
+    let s = assemble("load y_size=1 x_size=1\ngemm m=1 k=1 n=1 iter_out=1 iter_in=1\nfinish\n")
+        .unwrap();
     let mut bytes = s.to_bytes().unwrap();
     bytes[48 + 16] |= 7;
     let e = Stream::from_bytes(&bytes).unwrap_err();
     assert_eq!(e.index, Some(1));
-    assert!(e.to_string().starts_with("instruction 1: bad opcode 7"), "{e}");
+    assert!(
+        e.to_string().starts_with("instruction 1: bad opcode 7"),
+        "{e}"
+    );
 
-    expect_err(HwConfig::edge(), "gemm m=1 k=1 n=1 iter_out=1 iter_in=1\n", SimErrorKind::Invalid, 0, "does not end with finish");
-    expect_err(HwConfig::edge(), "finish\nfinish\n", SimErrorKind::Invalid, 0, "not the last");
+    expect_err(
+        HwConfig::edge(),
+        "gemm m=1 k=1 n=1 iter_out=1 iter_in=1\n",
+        SimErrorKind::Invalid,
+        0,
+        "does not end with finish",
+    );
+    expect_err(
+        HwConfig::edge(),
+        "finish\nfinish\n",
+        SimErrorKind::Invalid,
+        0,
+        "not the last",
+    );
     // A programmatically built stream that skipped validation.
     let mut s = assemble("vec op=copy len=1 rows=1\nfinish\n").unwrap();
     if let tessera_accel_isa::Op::Vector(v) = &mut s.insns[0].op {
         v.rows = 0;
     }
-    let e = Simulator::new(HwConfig::edge()).run(&s, &BTreeMap::new()).unwrap_err();
+    let e = Simulator::new(HwConfig::edge())
+        .run(&s, &BTreeMap::new())
+        .unwrap_err();
     assert_eq!((e.kind, e.index), (SimErrorKind::Invalid, Some(0)));
 
     let mut s = assemble("finish\n").unwrap();
     s.config_hash = HwConfig::server().hash();
-    let e = Simulator::new(HwConfig::edge()).run(&s, &BTreeMap::new()).unwrap_err();
+    let e = Simulator::new(HwConfig::edge())
+        .run(&s, &BTreeMap::new())
+        .unwrap_err();
     assert!(e.msg.contains("config hash"), "{e}");
     let s = assemble(".dram_size 64\n.buffer input x i8 [4] @0x0\nfinish\n").unwrap();
-    let e = Simulator::new(HwConfig::edge()).run(&s, &BTreeMap::new()).unwrap_err();
+    let e = Simulator::new(HwConfig::edge())
+        .run(&s, &BTreeMap::new())
+        .unwrap_err();
     assert!(e.msg.contains("input 'x' was not given"), "{e}");
 
     // Random garbage never panics: decode errors or runs.
@@ -569,4 +733,76 @@ fn malformed_streams_are_errors_not_panics() {
         b.extend_from_slice(&w);
         let _ = Stream::from_bytes(&b);
     }
+}
+
+#[test]
+fn the_documented_example_runs() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/accel-isa.md"
+    ))
+    .unwrap();
+    let start =
+        doc.find("## Assembly (`.tsa`)\n\n```\n").unwrap() + "## Assembly (`.tsa`)\n\n```\n".len();
+    let text = &doc[start..start + doc[start..].find("```").unwrap()];
+    let s = assemble(text).unwrap();
+    assert_eq!(
+        tessera_accel_isa::asm::disassemble(&s),
+        text,
+        "the example is canonical"
+    );
+    let x: Vec<u8> = [1i8, 2, 3, 4, 5, 6, 7, 8]
+        .iter()
+        .map(|&v| v as u8)
+        .collect();
+    let (out, rep) = run_text(HwConfig::edge(), text, &[("x", x)]).unwrap();
+    // w = [[1,2,3,4],[-1,-2,-3,-4],[0,1,0,-1]]; x.w^T = [[30,-30,-2],[70,-70,-2]]; times 0.5.
+    let y: Vec<i8> = out.outputs["y"].iter().map(|&b| b as i8).collect();
+    assert_eq!(y, vec![15, -15, -1, 35, -35, -1]);
+    assert_eq!(rep.unconsumed_tokens, 0);
+}
+
+/// Random streams (small loop bounds so debug builds stay fast) either run or
+/// fail with an error; they never panic and always terminate.
+#[test]
+fn random_streams_never_panic() {
+    use tessera_accel_isa::{Insn, Op, INSNS};
+    let mut rng = Rng(2024);
+    let mut outcomes = [0usize; 2];
+    for _ in 0..1000 {
+        let mut insns = vec![];
+        while insns.len() < 6 {
+            let def = &INSNS[rng.int(0, INSNS.len() as i64 - 2) as usize]; // no finish
+            let vals: Vec<i64> = def
+                .fields
+                .iter()
+                .map(|f| match (f.name, rng.int(0, 3)) {
+                    ("m" | "len" | "rows" | "y_size" | "x_size", _) => rng.int(1, 24),
+                    ("iter_out" | "iter_in", _) => rng.int(1, 3),
+                    ("k" | "n", _) => rng.int(1, 17),
+                    (_, 0) => 0,
+                    (_, 1) => rng.int(f.min().max(-2), f.max().min(40)),
+                    _ => rng.int(f.min(), f.max()),
+                })
+                .collect();
+            let b = if rng.int(0, 5) == 0 { rng.next() } else { 0 };
+            let insn = Insn::new(Op::from_values(def.opcode, &vals).unwrap()).with_deps(
+                b & 1 != 0,
+                b & 2 != 0,
+                b & 4 != 0,
+                b & 8 != 0,
+            );
+            if insn.validate().is_ok() {
+                insns.push(insn);
+            }
+        }
+        insns.push(Insn::new(Op::Finish(tessera_accel_isa::Finish {})));
+        let s = Stream { dram_size: 4096, insns, ..Default::default() };
+        let r = Simulator::new(HwConfig::edge()).run(&s, &BTreeMap::new());
+        outcomes[r.is_ok() as usize] += 1;
+        if let Err(e) = r {
+            assert!(e.index.is_some(), "{e}");
+        }
+    }
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }

@@ -31,7 +31,7 @@ pub struct ClassData {
     pub loc: Option<Loc>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct TsrAnalysis {
     /// Constants by [`TsrLang::Const`] index: the source graph's constants
     /// first (same indices as their `ConstId`), then folded ones.
@@ -50,7 +50,11 @@ pub struct TsrAnalysis {
 
 impl TsrAnalysis {
     pub fn new(pool: Vec<SharedTensor>, input_types: Vec<TensorType>) -> TsrAnalysis {
-        TsrAnalysis { pool, input_types, ..Default::default() }
+        TsrAnalysis {
+            pool,
+            input_types,
+            ..Default::default()
+        }
     }
 
     /// The pool index of a folded value, adding it once.
@@ -73,7 +77,10 @@ impl TsrAnalysis {
     /// The type of a pool constant.
     pub fn type_of_const(&self, c: u32) -> Option<TensorType> {
         let t = self.pool.get(c as usize)?;
-        Some(TensorType::fixed(&t.shape.iter().map(|&d| d as i64).collect::<Vec<_>>(), t.dtype))
+        Some(TensorType::fixed(
+            &t.shape.iter().map(|&d| d as i64).collect::<Vec<_>>(),
+            t.dtype,
+        ))
     }
 }
 
@@ -81,7 +88,9 @@ impl TsrAnalysis {
 /// known and equal. Unknown dims never prove anything, so a rewrite that
 /// touches one is refused.
 pub fn same_type(a: &TensorType, b: &TensorType) -> bool {
-    a.elem == b.elem && a.rank() == b.rank() && a.shape.iter().zip(&b.shape).all(|(x, y)| x.same_as(y))
+    a.elem == b.elem
+        && a.rank() == b.rank()
+        && a.shape.iter().zip(&b.shape).all(|(x, y)| x.same_as(y))
 }
 
 /// Runs an op's `infer` on operand types and constant values and returns
@@ -113,13 +122,22 @@ pub fn infer_result(
 
 /// Evaluates result `node.result` when every present operand is constant
 /// and the result is small.
-pub fn fold_result(node: &OpNode, ty: Option<&TensorType>, consts: &[Option<SharedTensor>], present: &[bool]) -> Option<SharedTensor> {
-    let small = ty.and_then(TensorType::num_elements).is_some_and(|n| n <= MAX_FOLDED_ELEMENTS);
+pub fn fold_result(
+    node: &OpNode,
+    ty: Option<&TensorType>,
+    consts: &[Option<SharedTensor>],
+    present: &[bool],
+) -> Option<SharedTensor> {
+    let small = ty
+        .and_then(TensorType::num_elements)
+        .is_some_and(|n| n <= MAX_FOLDED_ELEMENTS);
     if !small || ty.is_some_and(|t| t.dtype() == DType::Str) {
         return None;
     }
     let attrs = node.attrs.as_ref()?.attrs();
-    let values = tessera_ir::fold::fold_op(node.kind, attrs, consts, present, node.num_results as usize)?.ok()?;
+    let values =
+        tessera_ir::fold::fold_op(node.kind, attrs, consts, present, node.num_results as usize)?
+            .ok()?;
     values.into_iter().nth(node.result as usize).map(Arc::new)
 }
 
@@ -128,9 +146,10 @@ impl Analysis<TsrLang> for TsrAnalysis {
 
     fn make(eg: &mut TsrEGraph, enode: &TsrLang, _id: Id) -> ClassData {
         match enode {
-            TsrLang::Input(i) => {
-                ClassData { ty: eg.analysis.input_types.get(*i as usize).cloned(), ..Default::default() }
-            }
+            TsrLang::Input(i) => ClassData {
+                ty: eg.analysis.input_types.get(*i as usize).cloned(),
+                ..Default::default()
+            },
             TsrLang::Const(c) => ClassData {
                 ty: eg.analysis.type_of_const(*c),
                 constant: eg.analysis.pool.get(*c as usize).cloned(),
@@ -141,17 +160,23 @@ impl Analysis<TsrLang> for TsrAnalysis {
                 let hint = eg.analysis.hint.take();
                 let kids: Vec<&ClassData> = node.children.iter().map(|&c| &eg[c].data).collect();
                 let tys: Vec<Option<&TensorType>> = kids.iter().map(|d| d.ty.as_ref()).collect();
-                let consts: Vec<Option<&SharedTensor>> = kids.iter().map(|d| d.constant.as_ref()).collect();
+                let consts: Vec<Option<&SharedTensor>> =
+                    kids.iter().map(|d| d.constant.as_ref()).collect();
                 let ty = hint.or_else(|| infer_result(node, &tys, &consts).ok());
                 let present: Vec<bool> = node.children.iter().map(|&c| !is_absent(eg, c)).collect();
                 let all_const = consts.iter().zip(&present).all(|(c, p)| c.is_some() || !p);
                 let constant = if all_const {
-                    let owned: Vec<Option<SharedTensor>> = consts.iter().map(|c| c.cloned()).collect();
+                    let owned: Vec<Option<SharedTensor>> =
+                        consts.iter().map(|c| c.cloned()).collect();
                     fold_result(node, ty.as_ref(), &owned, &present)
                 } else {
                     None
                 };
-                ClassData { ty, constant, loc: None }
+                ClassData {
+                    ty,
+                    constant,
+                    loc: None,
+                }
             }
         }
     }
@@ -183,7 +208,9 @@ impl Analysis<TsrLang> for TsrAnalysis {
     }
 
     fn modify(eg: &mut TsrEGraph, id: Id) {
-        let Some(value) = eg[id].data.constant.clone() else { return };
+        let Some(value) = eg[id].data.constant.clone() else {
+            return;
+        };
         if eg[id].nodes.iter().any(|n| matches!(n, TsrLang::Const(_))) {
             return;
         }

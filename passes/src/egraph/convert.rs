@@ -80,7 +80,9 @@ pub fn graph_to_egraph(g: &Graph) -> Result<Converted, String> {
         .outputs
         .iter()
         .map(|(name, v)| {
-            class_of[v.0 as usize].map(|c| eg.find(c)).ok_or_else(|| format!("output '{name}' is never defined"))
+            class_of[v.0 as usize]
+                .map(|c| eg.find(c))
+                .ok_or_else(|| format!("output '{name}' is never defined"))
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(Converted { egraph: eg, roots })
@@ -108,11 +110,19 @@ enum Visit {
 /// Rebuilds a graph from `choice`, with `src`'s name, inputs (all of them,
 /// even unused ones, so the signature is kept), outputs and opsets. Fails on
 /// a cyclic choice rather than looping.
-pub fn egraph_to_graph(src: &Graph, eg: &TsrEGraph, roots: &[Id], choice: &Choice) -> Result<Graph, String> {
+pub fn egraph_to_graph(
+    src: &Graph,
+    eg: &TsrEGraph,
+    roots: &[Id],
+    choice: &Choice,
+) -> Result<Graph, String> {
     let mut out = Graph::new(&src.name);
     out.opsets = src.opsets.clone();
     for (i, v) in src.inputs.iter().enumerate() {
-        let name = src.values[v.0 as usize].name.clone().unwrap_or_else(|| format!("input{i}"));
+        let name = src.values[v.0 as usize]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("input{i}"));
         out.add_input(&name, src.ty(*v).clone());
     }
     // Every pool entry keeps its index, so handles in quantized types and
@@ -123,7 +133,11 @@ pub fn egraph_to_graph(src: &Graph, eg: &TsrEGraph, roots: &[Id], choice: &Choic
         .iter()
         .enumerate()
         .map(|(i, t)| Constant {
-            name: src.constants.get(i).map(|c| c.name.clone()).unwrap_or_else(|| format!("egraph.folded.{i}")),
+            name: src
+                .constants
+                .get(i)
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| format!("egraph.folded.{i}")),
             value: t.clone(),
         })
         .collect();
@@ -131,15 +145,20 @@ pub fn egraph_to_graph(src: &Graph, eg: &TsrEGraph, roots: &[Id], choice: &Choic
     let mut value_of: HashMap<Id, Option<ValueId>> = HashMap::new();
     let mut visit: HashMap<Id, Visit> = HashMap::new();
     let mut ops: HashMap<OpKey, Vec<ValueId>> = HashMap::new();
-    let mut stack: Vec<(Id, bool, Option<Loc>)> = roots.iter().rev().map(|&r| (r, false, None)).collect();
+    let mut stack: Vec<(Id, bool, Option<Loc>)> =
+        roots.iter().rev().map(|&r| (r, false, None)).collect();
     while let Some((id, expanded, parent_loc)) = stack.pop() {
         let id = eg.find(id);
-        let node = choice.get(&id).ok_or_else(|| format!("no e-node chosen for e-class {id}"))?;
+        let node = choice
+            .get(&id)
+            .ok_or_else(|| format!("no e-node chosen for e-class {id}"))?;
         let loc = eg[id].data.loc.clone().or(parent_loc);
         if !expanded {
             match visit.get(&id) {
                 Some(Visit::Done) => continue,
-                Some(Visit::InProgress) => return Err(format!("the chosen program is cyclic at e-class {id}")),
+                Some(Visit::InProgress) => {
+                    return Err(format!("the chosen program is cyclic at e-class {id}"))
+                }
                 None => {}
             }
             visit.insert(id, Visit::InProgress);
@@ -182,16 +201,26 @@ fn emit(
     value_of: &HashMap<Id, Option<ValueId>>,
     ops: &mut HashMap<OpKey, Vec<ValueId>>,
 ) -> Result<Option<ValueId>, String> {
-    let ty_of = |c: Id| eg[c].data.ty.clone().ok_or_else(|| format!("e-class {c} has no type"));
+    let ty_of = |c: Id| {
+        eg[c]
+            .data
+            .ty
+            .clone()
+            .ok_or_else(|| format!("e-class {c} has no type"))
+    };
     match node {
         TsrLang::Input(i) => {
-            Ok(Some(*out.inputs.get(*i as usize).ok_or_else(|| format!("graph input #{i} does not exist"))?))
+            Ok(Some(*out.inputs.get(*i as usize).ok_or_else(|| {
+                format!("graph input #{i} does not exist")
+            })?))
         }
         TsrLang::Absent => Ok(None),
         TsrLang::Const(c) => {
             let mut attrs = Attrs::new();
             attrs.insert("value".into(), Attr::Const(tessera_ir::ConstId(*c)));
-            Ok(Some(out.push_op(OpKind::Constant, vec![], vec![ty_of(id)?], attrs, loc)[0]))
+            Ok(Some(
+                out.push_op(OpKind::Constant, vec![], vec![ty_of(id)?], attrs, loc)[0],
+            ))
         }
         TsrLang::Op(n) => {
             let children: Vec<Id> = n.children.iter().map(|&c| eg.find(c)).collect();
@@ -207,13 +236,26 @@ fn emit(
             }
             let operands: Vec<Option<ValueId>> = children
                 .iter()
-                .map(|c| value_of.get(c).copied().ok_or_else(|| format!("operand e-class {c} not emitted")))
+                .map(|c| {
+                    value_of
+                        .get(c)
+                        .copied()
+                        .ok_or_else(|| format!("operand e-class {c} not emitted"))
+                })
                 .collect::<Result<_, String>>()?;
             let mut types = Vec::with_capacity(n.num_results as usize);
             for r in 0..n.num_results {
-                types.push(if r == n.result { ty_of(id)? } else { sibling_type(eg, n, r, &children)? });
+                types.push(if r == n.result {
+                    ty_of(id)?
+                } else {
+                    sibling_type(eg, n, r, &children)?
+                });
             }
-            let attrs = n.attrs.as_ref().map(|a| a.attrs().clone()).unwrap_or_default();
+            let attrs = n
+                .attrs
+                .as_ref()
+                .map(|a| a.attrs().clone())
+                .unwrap_or_default();
             let rs = out.push_op(n.kind, operands, types, attrs, loc);
             let v = rs[n.result as usize];
             ops.insert(key, rs);
@@ -225,11 +267,22 @@ fn emit(
 /// The type of another result of the same op: from its e-class when the
 /// e-graph has it, inferred otherwise (a result nothing uses).
 fn sibling_type(eg: &TsrEGraph, n: &OpNode, r: u16, children: &[Id]) -> Result<TensorType, String> {
-    let sib = OpNode { result: r, children: children.to_vec(), ..n.clone() };
-    if let Some(t) = eg.lookup(TsrLang::Op(sib.clone())).and_then(|c| eg[c].data.ty.clone()) {
+    let sib = OpNode {
+        result: r,
+        children: children.to_vec(),
+        ..n.clone()
+    };
+    if let Some(t) = eg
+        .lookup(TsrLang::Op(sib.clone()))
+        .and_then(|c| eg[c].data.ty.clone())
+    {
         return Ok(t);
     }
     let tys: Vec<Option<&TensorType>> = children.iter().map(|&c| eg[c].data.ty.as_ref()).collect();
-    let consts: Vec<_> = children.iter().map(|&c| eg[c].data.constant.as_ref()).collect();
-    infer_result(&sib, &tys, &consts).map_err(|e| format!("result #{r} of {}: {e}", n.kind.mnemonic()))
+    let consts: Vec<_> = children
+        .iter()
+        .map(|&c| eg[c].data.constant.as_ref())
+        .collect();
+    infer_result(&sib, &tys, &consts)
+        .map_err(|e| format!("result #{r} of {}: {e}", n.kind.mnemonic()))
 }

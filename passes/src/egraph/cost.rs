@@ -41,7 +41,10 @@ fn dim_from_end(t: &TensorType, i: usize, sym: i64) -> f64 {
 
 /// Ops that only relabel a tensor's shape: no data moves.
 pub fn is_view(kind: OpKind) -> bool {
-    matches!(kind.mnemonic(), "reshape" | "squeeze" | "unsqueeze" | "flatten" | "identity")
+    matches!(
+        kind.mnemonic(),
+        "reshape" | "squeeze" | "unsqueeze" | "flatten" | "identity"
+    )
 }
 
 /// `(flops, bytes)` of one op. `results` may hold only the results the
@@ -53,7 +56,11 @@ pub fn op_cost(
     results: &[&TensorType],
     sym: i64,
 ) -> (f64, f64) {
-    let moved: f64 = operands.iter().flatten().map(|t| bytes(t, sym)).sum::<f64>()
+    let moved: f64 = operands
+        .iter()
+        .flatten()
+        .map(|t| bytes(t, sym))
+        .sum::<f64>()
         + results.iter().map(|t| bytes(t, sym)).sum::<f64>();
     let out = results.first().map(|t| numel(t, sym)).unwrap_or(0.0);
     let a = operands.first().copied().flatten();
@@ -61,12 +68,18 @@ pub fn op_cost(
     let m = kind.mnemonic();
     let flops = match m {
         // 2*M*N*K: every output element is a K-long dot product.
-        "matmul" | "matmul_integer" | "qlinear_matmul" | "ms.matmul_integer_to_float" | "ms.dynamic_quantize_matmul" => {
+        "matmul"
+        | "matmul_integer"
+        | "qlinear_matmul"
+        | "ms.matmul_integer_to_float"
+        | "ms.dynamic_quantize_matmul" => {
             2.0 * out * a.map(|t| dim_from_end(t, 1, sym)).unwrap_or(1.0)
         }
         "gemm" => {
             let trans_a = matches!(attrs.get("transA"), Some(tessera_ir::Attr::Int(1)));
-            2.0 * out * a.map(|t| dim_from_end(t, if trans_a { 2 } else { 1 }, sym)).unwrap_or(1.0)
+            2.0 * out
+                * a.map(|t| dim_from_end(t, if trans_a { 2 } else { 1 }, sym))
+                    .unwrap_or(1.0)
         }
         // B is packed [N, blocks, bytes]; K comes from the attribute.
         "ms.matmul_nbits" => {
@@ -79,8 +92,14 @@ pub fn op_cost(
         // Each output element reduces Cin/group x kernel-window products,
         // which is the weight's size per output channel.
         "conv" | "conv_integer" | "qlinear_conv" | "conv_transpose" | "deform_conv" => {
-            let w = if m == "qlinear_conv" { operands.get(3).copied().flatten() } else { b };
-            let per_out = w.map(|t| numel(t, sym) / dim_from_end(t, t.rank(), sym).max(1.0)).unwrap_or(1.0);
+            let w = if m == "qlinear_conv" {
+                operands.get(3).copied().flatten()
+            } else {
+                b
+            };
+            let per_out = w
+                .map(|t| numel(t, sym) / dim_from_end(t, t.rank(), sym).max(1.0))
+                .unwrap_or(1.0);
             2.0 * out * per_out
         }
         // Q·Kᵀ and P·V: 2 * 2 * (query elements) * (key length).
@@ -89,7 +108,11 @@ pub fn op_cost(
             let sk = b.map(|t| dim_from_end(t, 2, sym)).unwrap_or(1.0);
             4.0 * q * sk
         }
-        _ if m.starts_with("reduce_") || m.contains("normalization") || m.contains("softmax") || m.contains("pool") => {
+        _ if m.starts_with("reduce_")
+            || m.contains("normalization")
+            || m.contains("softmax")
+            || m.contains("pool") =>
+        {
             // A few passes over the input.
             4.0 * a.map(|t| numel(t, sym)).unwrap_or(out)
         }
@@ -107,7 +130,10 @@ pub struct CostModel {
 
 impl CostModel {
     pub fn new(target: TargetDesc) -> CostModel {
-        CostModel { target, symbol_size: DEFAULT_SYMBOL_SIZE }
+        CostModel {
+            target,
+            symbol_size: DEFAULT_SYMBOL_SIZE,
+        }
     }
 
     /// The cost of one e-node, children excluded. Leaves are free: the
@@ -118,7 +144,8 @@ impl CostModel {
         if is_view(n.kind) {
             return VIEW_COST;
         }
-        let operands: Vec<Option<&TensorType>> = n.children.iter().map(|&c| eg[c].data.ty.as_ref()).collect();
+        let operands: Vec<Option<&TensorType>> =
+            n.children.iter().map(|&c| eg[c].data.ty.as_ref()).collect();
         let results: Vec<&TensorType> = eg[id].data.ty.iter().collect();
         let empty = Attrs::new();
         let attrs = n.attrs.as_ref().map(|a| a.attrs()).unwrap_or(&empty);
@@ -159,7 +186,13 @@ mod tests {
         let x = TensorType::fixed(&[1, 3, 8, 8], DType::F32);
         let w = TensorType::fixed(&[4, 3, 3, 3], DType::F32);
         let y = TensorType::fixed(&[1, 4, 6, 6], DType::F32);
-        let (f, _) = op_cost(k("conv"), &Attrs::new(), &[Some(&x), Some(&w), None], &[&y], 1);
+        let (f, _) = op_cost(
+            k("conv"),
+            &Attrs::new(),
+            &[Some(&x), Some(&w), None],
+            &[&y],
+            1,
+        );
         assert_eq!(f, 2.0 * 144.0 * 27.0);
     }
 }

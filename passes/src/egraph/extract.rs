@@ -39,7 +39,10 @@ impl PartialOrd for Candidate {
 impl Ord for Candidate {
     // Reversed: BinaryHeap is a max-heap and we want the cheapest first.
     fn cmp(&self, o: &Self) -> Ordering {
-        o.cost.total_cmp(&self.cost).then(o.class.cmp(&self.class)).then(o.node.cmp(&self.node))
+        o.cost
+            .total_cmp(&self.cost)
+            .then(o.class.cmp(&self.class))
+            .then(o.node.cmp(&self.node))
     }
 }
 
@@ -105,7 +108,11 @@ pub fn extract_dag(
             }
             let cost = node_cost(eg, id, node);
             if k.is_empty() {
-                heap.push(Candidate { cost, class: ci, node: ni });
+                heap.push(Candidate {
+                    cost,
+                    class: ci,
+                    node: ni,
+                });
             }
             class_pending.push(k.len());
             class_kids.push(k);
@@ -138,7 +145,10 @@ pub fn extract_dag(
             continue;
         }
         let mut set = cone(&sets, &kids[class][node]);
-        debug_assert!(!set.contains(class), "a candidate's cone never holds its own class");
+        debug_assert!(
+            !set.contains(class),
+            "a candidate's cone never holds its own class"
+        );
         set.insert(class);
         chosen[class] = Some(node);
         cost[class] = own[class][node];
@@ -154,7 +164,11 @@ pub fn extract_dag(
             if pending[pc][pn] == 0 && chosen[pc].is_none() {
                 let s = cone(&sets, &kids[pc][pn]);
                 if !s.contains(pc) {
-                    heap.push(Candidate { cost: own[pc][pn] + s.sum(&cost), class: pc, node: pn });
+                    heap.push(Candidate {
+                        cost: own[pc][pn] + s.sum(&cost),
+                        class: pc,
+                        node: pn,
+                    });
                 }
             }
         }
@@ -162,7 +176,9 @@ pub fn extract_dag(
 
     let mut all = ClassSet::new(n);
     for &r in &root_idx {
-        let s = sets[r].as_ref().ok_or_else(|| format!("no acyclic program computes e-class {}", ids[r]))?;
+        let s = sets[r]
+            .as_ref()
+            .ok_or_else(|| format!("no acyclic program computes e-class {}", ids[r]))?;
         all.union_with(s);
     }
     let mut choice = Choice::new();
@@ -173,7 +189,10 @@ pub fn extract_dag(
         }
     }
     check_acyclic(eg, roots, &choice)?;
-    Ok(Extraction { cost: all.sum(&cost), choice })
+    Ok(Extraction {
+        cost: all.sum(&cost),
+        choice,
+    })
 }
 
 /// Fails if following the chosen e-nodes from the roots ever comes back to
@@ -194,7 +213,9 @@ pub fn check_acyclic(eg: &TsrEGraph, roots: &[Id], choice: &Choice) -> Result<()
         }
         state.insert(id, 1);
         stack.push((id, true));
-        let node = choice.get(&id).ok_or_else(|| format!("no choice for e-class {id}"))?;
+        let node = choice
+            .get(&id)
+            .ok_or_else(|| format!("no choice for e-class {id}"))?;
         for &c in node.children() {
             let c = eg.find(c);
             match state.get(&c) {

@@ -22,7 +22,10 @@ pub struct AttrSet {
 impl AttrSet {
     pub fn new(attrs: Attrs) -> AttrSet {
         let key = attr_key(&attrs).into();
-        AttrSet { attrs: Arc::new(attrs), key }
+        AttrSet {
+            attrs: Arc::new(attrs),
+            key,
+        }
     }
 
     pub fn empty() -> AttrSet {
@@ -88,7 +91,8 @@ fn attr_key(attrs: &Attrs) -> Vec<u8> {
             Attr::Floats(v) => {
                 k.push(4);
                 put_len(&mut k, v.len());
-                v.iter().for_each(|f| k.extend_from_slice(&f.to_bits().to_le_bytes()));
+                v.iter()
+                    .for_each(|f| k.extend_from_slice(&f.to_bits().to_le_bytes()));
             }
             Attr::Strs(v) => {
                 k.push(5);
@@ -148,7 +152,14 @@ pub enum TsrLang {
 
 impl TsrLang {
     pub fn op(kind: OpKind, attrs: AttrSet, children: Vec<Id>) -> TsrLang {
-        TsrLang::Op(OpNode { kind, result: 0, num_results: 1, attrs: Some(attrs), salt: 0, children })
+        TsrLang::Op(OpNode {
+            kind,
+            result: 0,
+            num_results: 1,
+            attrs: Some(attrs),
+            salt: 0,
+            children,
+        })
     }
 
     pub fn as_op(&self) -> Option<&OpNode> {
@@ -245,12 +256,17 @@ impl egg::FromOp for TsrLang {
             Some(n) => (n, true),
             None => (op, false),
         };
-        let kind = OpKind::from_mnemonic(name).ok_or_else(|| format!("unknown op '{name}' in a pattern"))?;
+        let kind = OpKind::from_mnemonic(name)
+            .ok_or_else(|| format!("unknown op '{name}' in a pattern"))?;
         Ok(TsrLang::Op(OpNode {
             kind,
             result: 0,
             num_results: 1,
-            attrs: if wildcard { None } else { Some(AttrSet::empty()) },
+            attrs: if wildcard {
+                None
+            } else {
+                Some(AttrSet::empty())
+            },
             salt: 0,
             children,
         }))
@@ -283,7 +299,11 @@ mod tests {
         let pat = TsrLang::from_op("transpose*", vec![Id::from(0)]).unwrap();
         let mut a = Attrs::new();
         a.insert("perm".into(), Attr::Ints(vec![1, 0]));
-        let node = TsrLang::op(OpKind::from_mnemonic("transpose").unwrap(), AttrSet::new(a), vec![Id::from(3)]);
+        let node = TsrLang::op(
+            OpKind::from_mnemonic("transpose").unwrap(),
+            AttrSet::new(a),
+            vec![Id::from(3)],
+        );
         assert!(pat.matches(&node));
         let exact = TsrLang::from_op("transpose", vec![Id::from(0)]).unwrap();
         assert!(!exact.matches(&node));

@@ -34,7 +34,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { iterations: 15, nodes: 50_000, time: Duration::from_secs(5) }
+        Limits {
+            iterations: 15,
+            nodes: 50_000,
+            time: Duration::from_secs(5),
+        }
     }
 }
 
@@ -73,8 +77,13 @@ pub struct Report {
     pub build_time: Duration,
     pub saturate_time: Duration,
     pub extract_time: Duration,
-    /// DAG cost of the extracted program on the target, seconds.
+    /// DAG cost on the target, seconds, of the program before saturation
+    /// and of the one returned.
+    pub cost_before: f64,
     pub cost: f64,
+    /// The saturated e-graph's extraction cost more than the input program,
+    /// which was returned instead.
+    pub kept_initial: bool,
 }
 
 /// Optimizes `g` with the configured rule groups; `g` itself is untouched.
@@ -96,6 +105,18 @@ pub fn optimize(g: &Graph, cfg: &Config) -> Result<(Graph, Report), String> {
     let convert::Converted { egraph, roots } = convert::graph_to_egraph(g)?;
     report.build_time = start.elapsed();
 
+    // The program as it came in (after hash-consing and folding), priced
+    // first: the result is never worse than it by the cost model, even where
+    // the greedy extractor misjudges the saturated e-graph.
+    let model = cost::CostModel::new(cfg.target.clone());
+    let node_cost =
+        |eg: &analysis::TsrEGraph, id: egg::Id, n: &lang::TsrLang| model.node_cost(eg, id, n);
+    let initial = egraph.clone();
+    let start = Instant::now();
+    let ex0 = extract::extract_dag(&initial, &roots, &node_cost)?;
+    report.extract_time = start.elapsed();
+    report.cost_before = ex0.cost;
+
     let start = Instant::now();
     let runner = egg::Runner::<lang::TsrLang, analysis::TsrAnalysis>::new(Default::default())
         .with_egraph(egraph)
@@ -105,7 +126,11 @@ pub fn optimize(g: &Graph, cfg: &Config) -> Result<(Graph, Report), String> {
         .run(&rewrites);
     report.saturate_time = start.elapsed();
     report.iterations = runner.iterations.len();
-    report.stop_reason = runner.stop_reason.as_ref().map(|r| format!("{r:?}")).unwrap_or_default();
+    report.stop_reason = runner
+        .stop_reason
+        .as_ref()
+        .map(|r| format!("{r:?}"))
+        .unwrap_or_default();
     for it in &runner.iterations {
         for (rule, n) in &it.applied {
             *report.applied.entry(rule.to_string()).or_default() += n;
@@ -118,11 +143,16 @@ pub fn optimize(g: &Graph, cfg: &Config) -> Result<(Graph, Report), String> {
     let roots: Vec<egg::Id> = roots.iter().map(|&r| eg.find(r)).collect();
 
     let start = Instant::now();
-    let model = cost::CostModel::new(cfg.target.clone());
-    let ex = extract::extract_dag(&eg, &roots, &|eg, id, n| model.node_cost(eg, id, n))?;
-    let out = convert::egraph_to_graph(g, &eg, &roots, &ex.choice)?;
-    report.extract_time = start.elapsed();
-    report.cost = ex.cost;
+    let ex = extract::extract_dag(&eg, &roots, &node_cost)?;
+    let out = if ex.cost <= ex0.cost {
+        report.cost = ex.cost;
+        convert::egraph_to_graph(g, &eg, &roots, &ex.choice)?
+    } else {
+        report.cost = ex0.cost;
+        report.kept_initial = true;
+        convert::egraph_to_graph(g, &initial, &roots, &ex0.choice)?
+    };
+    report.extract_time += start.elapsed();
     Ok((out, report))
 }
 
@@ -139,7 +169,8 @@ impl Pass for EgraphPass {
     }
 
     fn run(&self, g: &mut Graph) -> Result<PassStats, Diagnostic> {
-        let (out, r) = optimize(g, &self.config).map_err(|e| Diagnostic::new(format!("egraph: {e}")))?;
+        let (out, r) =
+            optimize(g, &self.config).map_err(|e| Diagnostic::new(format!("egraph: {e}")))?;
         let applied: usize = r.applied.values().sum();
         let changes = applied + g.ops.len().abs_diff(out.ops.len());
         *g = out;
@@ -152,6 +183,12 @@ impl Pass for EgraphPass {
             ("saturate us".to_string(), micros(r.saturate_time)),
             ("extract us".to_string(), micros(r.extract_time)),
         ];
+        // Cost in nanoseconds of modelled time on the target.
+        counters.push((
+            "cost ns before".to_string(),
+            (r.cost_before * 1e9).round() as usize,
+        ));
+        counters.push(("cost ns after".to_string(), (r.cost * 1e9).round() as usize));
         counters.extend(r.applied.iter().map(|(k, v)| (format!("rule {k}"), *v)));
         counters.extend(r.refused.iter().map(|(k, v)| (format!("refused {k}"), *v)));
         Ok(PassStats { changes, counters })

@@ -15,11 +15,17 @@ fn models_dir() -> PathBuf {
 }
 
 fn no_rules() -> Config {
-    Config { groups: Vec::new(), ..Default::default() }
+    Config {
+        groups: Vec::new(),
+        ..Default::default()
+    }
 }
 
 fn only(rule: &str) -> Config {
-    Config { only_rules: Some(vec![rule.to_string()]), ..Default::default() }
+    Config {
+        only_rules: Some(vec![rule.to_string()]),
+        ..Default::default()
+    }
 }
 
 fn compute_ops(g: &Graph) -> usize {
@@ -27,14 +33,19 @@ fn compute_ops(g: &Graph) -> usize {
 }
 
 fn count(g: &Graph, mnemonic: &str) -> usize {
-    g.ops.iter().filter(|o| o.kind.mnemonic() == mnemonic).count()
+    g.ops
+        .iter()
+        .filter(|o| o.kind.mnemonic() == mnemonic)
+        .count()
 }
 
 fn load_numbered(dir: &Path, prefix: &str) -> Vec<Tensor> {
     (0..)
         .map(|k| dir.join(format!("{prefix}{k}.pb")))
         .take_while(|p| p.exists())
-        .map(|p| tessera_frontend::read_tensor_pb(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .map(|p| {
+            tessera_frontend::read_tensor_pb(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        })
         .collect()
 }
 
@@ -47,25 +58,41 @@ fn every_fixture_model_round_trips_exactly_without_rules() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert!(names.len() >= 11, "expected the fixture models, found {names:?}");
+    assert!(
+        names.len() >= 11,
+        "expected the fixture models, found {names:?}"
+    );
     for name in names {
         let dir = models_dir().join(&name);
-        let g = tessera_frontend::import_model(dir.join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let g = tessera_frontend::import_model(dir.join("model.onnx"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let (out, report) = optimize(&g, &no_rules()).unwrap_or_else(|e| panic!("{name}: {e}"));
         verify(&out).unwrap_or_else(|e| panic!("{name}: the extracted graph is invalid: {e}"));
-        assert_eq!(report.iterations, 1, "{name}: with no rules saturation stops at once");
+        assert_eq!(
+            report.iterations, 1,
+            "{name}: with no rules saturation stops at once"
+        );
         assert_eq!(out.inputs.len(), g.inputs.len(), "{name}");
         let names_of = |g: &Graph| g.outputs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
         assert_eq!(names_of(&out), names_of(&g), "{name}");
         // Common subexpressions merge and small constant subgraphs fold, nothing grows.
-        assert!(compute_ops(&out) <= compute_ops(&g), "{name}: {} ops became {}", compute_ops(&g), compute_ops(&out));
+        assert!(
+            compute_ops(&out) <= compute_ops(&g),
+            "{name}: {} ops became {}",
+            compute_ops(&g),
+            compute_ops(&out)
+        );
         // Every op keeps a source location when the original had them all.
         if g.ops.iter().all(|o| o.loc.is_some()) {
-            assert!(out.ops.iter().all(|o| o.loc.is_some()), "{name}: an op lost its location");
+            assert!(
+                out.ops.iter().all(|o| o.loc.is_some()),
+                "{name}: an op lost its location"
+            );
         }
         let inputs = load_numbered(&dir.join("test_data_set_0"), "input_");
         let a = tessera_reference::run(&g, &inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let b = tessera_reference::run(&out, &inputs).unwrap_or_else(|e| panic!("{name}: after: {e}"));
+        let b =
+            tessera_reference::run(&out, &inputs).unwrap_or_else(|e| panic!("{name}: after: {e}"));
         assert!(a == b, "{name}: outputs differ after the round trip");
     }
 }
@@ -76,17 +103,26 @@ fn matches_onnxruntime(name: &str, dir: &Path, g: &Graph, tol: f64) {
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+        })
         .collect();
     sets.sort();
     assert!(!sets.is_empty(), "{name}: no test sets");
     for set in sets {
         let inputs = load_numbered(&set, "input_");
         let expected = load_numbered(&set, "output_");
-        let got = tessera_reference::run(g, &inputs).unwrap_or_else(|e| panic!("{name}/{}: {e}", set.display()));
+        let got = tessera_reference::run(g, &inputs)
+            .unwrap_or_else(|e| panic!("{name}/{}: {e}", set.display()));
         assert_eq!(got.len(), expected.len(), "{name}");
         for (k, (a, e)) in got.iter().zip(&expected).enumerate() {
-            assert_eq!(a.shape, e.shape, "{name}/{}: output {k} shape", set.display());
+            assert_eq!(
+                a.shape,
+                e.shape,
+                "{name}/{}: output {k} shape",
+                set.display()
+            );
             for i in 0..a.len() {
                 let (x, y) = (a.get_f64(i), e.get_f64(i));
                 assert!(
@@ -110,10 +146,15 @@ fn every_fixture_model_matches_onnxruntime_after_optimization() {
     names.sort();
     for name in names {
         let dir = models_dir().join(&name);
-        let g = tessera_frontend::import_model(dir.join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let g = tessera_frontend::import_model(dir.join("model.onnx"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let (out, _) = optimize(&g, &Config::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         verify(&out).unwrap_or_else(|e| panic!("{name}: the optimized graph is invalid: {e}"));
-        let tol = if name.contains("int8") || name.contains("int4") { 1e-3 } else { 1e-4 };
+        let tol = if name.contains("int8") || name.contains("int4") {
+            1e-3
+        } else {
+            1e-4
+        };
         matches_onnxruntime(&name, &dir, &out, tol);
     }
 }
@@ -121,8 +162,11 @@ fn every_fixture_model_matches_onnxruntime_after_optimization() {
 /// A graph with one f32 input of `shape`, built by `f`, which returns the outputs.
 fn graph(shapes: &[&[i64]], f: impl FnOnce(&mut Builder, &[ValueId]) -> Vec<ValueId>) -> Graph {
     let mut g = Graph::new("t");
-    let xs: Vec<ValueId> =
-        shapes.iter().enumerate().map(|(i, s)| g.add_input(&format!("x{i}"), TensorType::fixed(s, DType::F32))).collect();
+    let xs: Vec<ValueId> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| g.add_input(&format!("x{i}"), TensorType::fixed(s, DType::F32)))
+        .collect();
     let mut b = Builder::new(&mut g);
     let outs = f(&mut b, &xs);
     for (i, o) in outs.into_iter().enumerate() {
@@ -133,12 +177,22 @@ fn graph(shapes: &[&[i64]], f: impl FnOnce(&mut Builder, &[ValueId]) -> Vec<Valu
 }
 
 fn loc(name: &str) -> Option<Loc> {
-    Some(Loc { name: name.into(), op_type: "Test".into() })
+    Some(Loc {
+        name: name.into(),
+        op_type: "Test".into(),
+    })
 }
 
 fn op(b: &mut Builder, m: &str, operands: &[ValueId], attrs: Attrs) -> ValueId {
     let kind = OpKind::from_mnemonic(m).unwrap_or_else(|| panic!("no op {m}"));
-    b.op(kind, operands.iter().map(|&v| Some(v)).collect(), attrs, 1, loc(m)).expect("the test op is valid")[0]
+    b.op(
+        kind,
+        operands.iter().map(|&v| Some(v)).collect(),
+        attrs,
+        1,
+        loc(m),
+    )
+    .expect("the test op is valid")[0]
 }
 
 fn bin(b: &mut Builder, m: &str, x: ValueId, y: ValueId) -> ValueId {
@@ -146,13 +200,19 @@ fn bin(b: &mut Builder, m: &str, x: ValueId, y: ValueId) -> ValueId {
 }
 
 fn fconst(b: &mut Builder, name: &str, shape: &[usize], values: Vec<f32>) -> ValueId {
-    b.constant(name, Arc::new(Tensor::f32(shape.to_vec(), values)), loc(name))
+    b.constant(
+        name,
+        Arc::new(Tensor::f32(shape.to_vec(), values)),
+        loc(name),
+    )
 }
 
 fn random_const(b: &mut Builder, rng: &mut Rng, name: &str, shape: &[usize]) -> ValueId {
     let n = shape.iter().product();
     // Away from zero, so a reciprocal stays tame.
-    let v = (0..n).map(|_| (0.5 + rng.uniform()) as f32 * if rng.uniform() < 0.5 { -1.0 } else { 1.0 }).collect();
+    let v = (0..n)
+        .map(|_| (0.5 + rng.uniform()) as f32 * if rng.uniform() < 0.5 { -1.0 } else { 1.0 })
+        .collect();
     fconst(b, name, shape, v)
 }
 
@@ -170,8 +230,12 @@ fn usizes(s: &[i64]) -> Vec<usize> {
 fn check_rule(rule: &str, g: &Graph, seed: u64) -> Graph {
     let (out, report) = optimize(g, &only(rule)).unwrap_or_else(|e| panic!("{rule}: {e}"));
     verify(&out).unwrap_or_else(|e| panic!("{rule}: invalid result: {e}"));
-    assert!(report.applied.get(rule).copied().unwrap_or(0) > 0, "{rule} did not fire: {report:?}");
-    let d = max_difference(g, &out, seed, &HashMap::new()).unwrap_or_else(|e| panic!("{rule}: {e}"));
+    assert!(
+        report.applied.get(rule).copied().unwrap_or(0) > 0,
+        "{rule} did not fire: {report:?}"
+    );
+    let d =
+        max_difference(g, &out, seed, &HashMap::new()).unwrap_or_else(|e| panic!("{rule}: {e}"));
     assert!(d < 1e-5, "{rule}: results differ by {d}");
     out
 }
@@ -200,8 +264,15 @@ fn rule_transpose_transpose() {
             vec![op(b, "transpose", &[t], a)]
         });
         let out = check_rule("transpose-transpose", &g, seed);
-        let identity = q.iter().enumerate().all(|(i, &k)| p[k as usize] == i as i64);
-        assert_eq!(count(&out, "transpose"), if identity { 0 } else { 1 }, "p={p:?} q={q:?}");
+        let identity = q
+            .iter()
+            .enumerate()
+            .all(|(i, &k)| p[k as usize] == i as i64);
+        assert_eq!(
+            count(&out, "transpose"),
+            if identity { 0 } else { 1 },
+            "p={p:?} q={q:?}"
+        );
     }
     // Default perms (reversed axes) compose to the identity.
     let g = graph(&[&[2, 3, 4]], |b, x| {
@@ -212,7 +283,11 @@ fn rule_transpose_transpose() {
 }
 
 fn shape_const(b: &mut Builder, name: &str, s: &[i64]) -> ValueId {
-    b.constant(name, Arc::new(Tensor::i64(vec![s.len()], s.to_vec())), loc(name))
+    b.constant(
+        name,
+        Arc::new(Tensor::i64(vec![s.len()], s.to_vec())),
+        loc(name),
+    )
 }
 
 #[test]
@@ -262,7 +337,11 @@ fn rules_identity_elements() {
         let s = random_shape(&mut Rng::new(seed as u64));
         let g = graph(&[&s], |b, x| {
             let c = fconst(b, "c", &[1], vec![value]);
-            vec![if left { bin(b, m, c, x[0]) } else { bin(b, m, x[0], c) }]
+            vec![if left {
+                bin(b, m, c, x[0])
+            } else {
+                bin(b, m, x[0], c)
+            }]
         });
         assert_eq!(compute_ops(&check_rule(rule, &g, seed as u64)), 0, "{rule}");
     }
@@ -276,7 +355,10 @@ fn the_guard_refuses_a_rewrite_that_changes_the_shape() {
         vec![bin(b, "mul", x[0], c)]
     });
     let (out, report) = optimize(&g, &only("mul-one")).unwrap();
-    assert!(report.refused.get("mul-one").copied().unwrap_or(0) > 0, "{report:?}");
+    assert!(
+        report.refused.get("mul-one").copied().unwrap_or(0) > 0,
+        "{report:?}"
+    );
     assert_eq!(count(&out, "mul"), 1);
     assert_eq!(max_difference(&g, &out, 5, &HashMap::new()).unwrap(), 0.0);
 }
@@ -330,10 +412,17 @@ fn rules_with_constants() {
         });
         assert_eq!(compute_ops(&check_rule("add-const-assoc", &g, seed)), 1);
 
-        for (rule, m, left) in [("mul-const-right", "mul", true), ("add-const-right", "add", true)] {
+        for (rule, m, left) in [
+            ("mul-const-right", "mul", true),
+            ("add-const-right", "add", true),
+        ] {
             let g = graph(&[&s], |b, x| {
                 let c = random_const(b, &mut rng, "c", &last);
-                vec![if left { bin(b, m, c, x[0]) } else { bin(b, m, x[0], c) }]
+                vec![if left {
+                    bin(b, m, c, x[0])
+                } else {
+                    bin(b, m, x[0], c)
+                }]
             });
             check_rule(rule, &g, seed);
         }
@@ -373,7 +462,11 @@ fn the_algebra_group_combines_rules() {
     });
     let (out, report) = optimize(&g, &Config::default()).unwrap();
     verify(&out).unwrap();
-    assert_eq!((compute_ops(&out), count(&out, "mul")), (1, 1), "{report:?}");
+    assert_eq!(
+        (compute_ops(&out), count(&out, "mul")),
+        (1, 1),
+        "{report:?}"
+    );
     assert!(max_difference(&g, &out, 3, &HashMap::new()).unwrap() < 1e-5);
 }
 
@@ -401,13 +494,27 @@ fn extraction_counts_shared_subterms_once_and_is_acyclic() {
         vec![TensorType::fixed(&[2], DType::F32)],
     ));
     let x = eg.add(lang::TsrLang::Input(0));
-    let n = eg.add(lang::TsrLang::op(OpKind::Neg, lang::AttrSet::empty(), vec![x]));
+    let n = eg.add(lang::TsrLang::op(
+        OpKind::Neg,
+        lang::AttrSet::empty(),
+        vec![x],
+    ));
     eg.union(x, n);
     eg.rebuild();
-    let ex = extract::extract_dag(&eg, &[eg.find(x)], &|_, _, n| if n.as_op().is_some() { 1.0 } else { 0.0 }).unwrap();
+    let ex = extract::extract_dag(&eg, &[eg.find(x)], &|_, _, n| {
+        if n.as_op().is_some() {
+            1.0
+        } else {
+            0.0
+        }
+    })
+    .unwrap();
     assert_eq!(ex.choice[&eg.find(x)], lang::TsrLang::Input(0));
     let mut cyclic = ex.choice.clone();
-    cyclic.insert(eg.find(x), lang::TsrLang::op(OpKind::Neg, lang::AttrSet::empty(), vec![eg.find(x)]));
+    cyclic.insert(
+        eg.find(x),
+        lang::TsrLang::op(OpKind::Neg, lang::AttrSet::empty(), vec![eg.find(x)]),
+    );
     assert!(extract::check_acyclic(&eg, &[eg.find(x)], &cyclic).is_err());
 }
 
@@ -432,9 +539,15 @@ fn the_pass_reports_per_rule_counters() {
         let n = op(b, "neg", &[x[0]], Attrs::new());
         vec![op(b, "neg", &[n], Attrs::new())]
     });
-    let stats = crate::PassManager::parse("egraph", Default::default()).unwrap().run(&mut g, &mut |_, _| {}).unwrap();
+    let stats = crate::PassManager::parse("egraph", Default::default())
+        .unwrap()
+        .run(&mut g, &mut |_, _| {})
+        .unwrap();
     let counters = &stats[0].stats.counters;
-    assert!(counters.iter().any(|(k, v)| k == "rule neg-neg" && *v == 1), "{counters:?}");
+    assert!(
+        counters.iter().any(|(k, v)| k == "rule neg-neg" && *v == 1),
+        "{counters:?}"
+    );
     assert_eq!(compute_ops(&g), 0);
 }
 
@@ -506,7 +619,9 @@ fn multi_result_ops_are_emitted_once() {
     let mut a = Attrs::new();
     a.insert("num_outputs".into(), Attr::Int(3));
     let split = OpKind::from_mnemonic("split").unwrap();
-    let rs = b.op(split, vec![Some(x), None], a, 3, loc("split")).unwrap();
+    let rs = b
+        .op(split, vec![Some(x), None], a, 3, loc("split"))
+        .unwrap();
     let y = bin(&mut b, "add", rs[2], rs[0]);
     g.outputs.push(("y".into(), y));
     g.outputs.push(("z".into(), rs[2]));
@@ -514,6 +629,124 @@ fn multi_result_ops_are_emitted_once() {
     let (out, _) = optimize(&g, &no_rules()).unwrap();
     verify(&out).unwrap();
     assert_eq!(count(&out, "split"), 1);
-    assert_eq!(out.ops.iter().find(|o| o.kind == split).unwrap().results.len(), 3);
+    assert_eq!(
+        out.ops
+            .iter()
+            .find(|o| o.kind == split)
+            .unwrap()
+            .results
+            .len(),
+        3
+    );
     assert_eq!(max_difference(&g, &out, 2, &HashMap::new()).unwrap(), 0.0);
+}
+
+/// Every rule of every group has a numeric test above; a new rule must be
+/// added here together with its test.
+#[test]
+fn every_rule_is_checked_numerically() {
+    const TESTED: &[&str] = &[
+        "transpose-transpose",
+        "reshape-reshape",
+        "reshape-same",
+        "identity",
+        "neg-neg",
+        "mul-one",
+        "one-mul",
+        "div-one",
+        "add-zero",
+        "zero-add",
+        "sub-zero",
+        "mul-const-right",
+        "add-const-right",
+        "mul-const-assoc",
+        "add-const-assoc",
+        "div-const",
+        "sub-const",
+        "neg-mul-neg",
+        "neg-mul-const",
+    ];
+    for g in rules::GROUPS {
+        let compiled = rules::compile(g).unwrap_or_else(|e| panic!("group {}: {e}", g.name));
+        for r in compiled {
+            assert!(
+                TESTED.contains(&r.name.as_str()),
+                "rule {} of group {} has no numeric test",
+                r.name,
+                g.name
+            );
+        }
+    }
+}
+
+/// Outputs that are graph inputs or constants, and one value output twice.
+#[test]
+fn outputs_may_be_inputs_constants_or_repeated() {
+    let g = graph(&[&[2], &[3]], |b, x| {
+        let c = fconst(b, "c", &[2], vec![1.5, 2.5]);
+        let s = bin(b, "add", x[0], c);
+        vec![x[1], c, s, s]
+    });
+    let (out, _) = optimize(&g, &no_rules()).unwrap();
+    verify(&out).unwrap();
+    assert_eq!(out.outputs.len(), 4);
+    assert_eq!(out.inputs.len(), 2);
+    assert_eq!(out.outputs[0].1, out.inputs[1]);
+    assert_eq!(out.outputs[2].1, out.outputs[3].1);
+    assert_eq!(max_difference(&g, &out, 4, &HashMap::new()).unwrap(), 0.0);
+}
+
+#[test]
+fn unknown_rule_groups_and_bad_patterns_are_errors() {
+    let cfg = Config {
+        groups: vec!["nope".into()],
+        ..Default::default()
+    };
+    let g = graph(&[&[1]], |b, x| vec![op(b, "neg", &[x[0]], Attrs::new())]);
+    assert!(optimize(&g, &cfg)
+        .unwrap_err()
+        .contains("unknown rule group 'nope'"));
+    let bad = rules::RuleGroup {
+        name: "bad",
+        summary: "",
+        rules: || {
+            vec![rules::RuleDef {
+                name: "unbound",
+                lhs: "(neg ?x)",
+                rhs: rules::Rhs::Pattern("(neg ?y)"),
+                cond: rules::Cond::Always,
+            }]
+        },
+    };
+    assert!(rules::compile(&bad).unwrap_err().contains("not bound"));
+}
+
+/// Symbolic dims prove equal types; an unknown dim proves nothing, so the
+/// guard refuses to drop an op on it.
+#[test]
+fn the_guard_works_on_symbolic_dims_and_refuses_unknown_ones() {
+    use tessera_ir::Dim;
+    let sym_graph = |d0: Dim| {
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", TensorType::new(vec![d0, Dim::fixed(4)], DType::F32));
+        let mut b = Builder::new(&mut g);
+        let one = fconst(&mut b, "one", &[1], vec![1.0]);
+        let y = bin(&mut b, "mul", x, one);
+        let t = op(&mut b, "transpose", &[y], Attrs::new());
+        let z = op(&mut b, "transpose", &[t], Attrs::new());
+        g.outputs.push(("z".into(), z));
+        verify(&g).unwrap();
+        g
+    };
+    let g = sym_graph(Dim::sym("batch"));
+    let (out, report) = optimize(&g, &Config::default()).unwrap();
+    verify(&out).unwrap();
+    assert_eq!(compute_ops(&out), 0, "{report:?}");
+    let dims: HashMap<String, i64> = [("batch".to_string(), 3)].into();
+    assert_eq!(max_difference(&g, &out, 1, &dims).unwrap(), 0.0);
+
+    let g = sym_graph(Dim::Unknown);
+    let (out, report) = optimize(&g, &Config::default()).unwrap();
+    assert_eq!(compute_ops(&out), 3, "{report:?}");
+    assert!(report.refused.values().sum::<usize>() > 0);
 }

@@ -3,7 +3,7 @@
 //! guard: when the constant broadcasts `x` to a bigger shape the types
 //! differ and the rewrite is refused.
 
-use super::{Cond, RuleDef, Rhs, TNode, Template, Vars};
+use super::{Cond, Rhs, RuleDef, TNode, Template, Vars};
 use crate::egraph::analysis::TsrEGraph;
 use crate::egraph::lang::{AttrSet, TsrLang};
 use egg::Id;
@@ -92,11 +92,20 @@ fn nested(eg: &TsrEGraph, eclass: Id, kind: OpKind, x: Id) -> Vec<(&TsrLang, &Ts
 
 fn compose_transposes(eg: &TsrEGraph, eclass: Id, vars: &Vars) -> Vec<Template> {
     let x = vars.get("?x");
-    let Some(rank) = eg[x].data.ty.as_ref().map(|t| t.rank()) else { return Vec::new() };
+    let Some(rank) = eg[x].data.ty.as_ref().map(|t| t.rank()) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
-    for (inner, outer) in nested(eg, eclass, OpKind::from_mnemonic("transpose").expect("transpose exists"), x) {
-        let (Some(p), Some(q)) = (perm_of(&inner.as_op().expect("op").attrs, rank), perm_of(&outer.as_op().expect("op").attrs, rank))
-        else {
+    for (inner, outer) in nested(
+        eg,
+        eclass,
+        OpKind::from_mnemonic("transpose").expect("transpose exists"),
+        x,
+    ) {
+        let (Some(p), Some(q)) = (
+            perm_of(&inner.as_op().expect("op").attrs, rank),
+            perm_of(&outer.as_op().expect("op").attrs, rank),
+        ) else {
             continue;
         };
         // Result axis i is the inner result's axis q[i], which is x's axis p[q[i]].
@@ -106,10 +115,17 @@ fn compose_transposes(eg: &TsrEGraph, eclass: Id, vars: &Vars) -> Vec<Template> 
             continue;
         }
         let mut attrs = tessera_ir::Attrs::new();
-        attrs.insert("perm".into(), Attr::Ints(composed.iter().map(|&a| a as i64).collect()));
+        attrs.insert(
+            "perm".into(),
+            Attr::Ints(composed.iter().map(|&a| a as i64).collect()),
+        );
         let mut t = Template::default();
         let xi = t.push(TNode::Class(x));
-        t.push(TNode::New(TsrLang::op(inner.as_op().expect("op").kind, AttrSet::new(attrs), vec![xi])));
+        t.push(TNode::New(TsrLang::op(
+            inner.as_op().expect("op").kind,
+            AttrSet::new(attrs),
+            vec![xi],
+        )));
         out.push(t);
     }
     out
@@ -117,21 +133,30 @@ fn compose_transposes(eg: &TsrEGraph, eclass: Id, vars: &Vars) -> Vec<Template> 
 
 fn collapse_reshapes(eg: &TsrEGraph, eclass: Id, vars: &Vars) -> Vec<Template> {
     let (x, s2) = (vars.get("?x"), vars.get("?s2"));
-    let Some(shape) = eg[s2].data.constant.as_ref().map(|t| t.to_i64_vec()) else { return Vec::new() };
+    let Some(shape) = eg[s2].data.constant.as_ref().map(|t| t.to_i64_vec()) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for (_, outer) in nested(eg, eclass, OpKind::Reshape, x) {
         let o = outer.as_op().expect("op");
         if eg.find(o.children[1]) != eg.find(s2) {
             continue;
         }
-        let allowzero = matches!(o.attrs.as_ref().and_then(|a| a.attrs().get("allowzero")), Some(Attr::Int(1)));
+        let allowzero = matches!(
+            o.attrs.as_ref().and_then(|a| a.attrs().get("allowzero")),
+            Some(Attr::Int(1))
+        );
         if shape.contains(&0) && !allowzero {
             continue;
         }
         let mut t = Template::default();
         let xi = t.push(TNode::Class(x));
         let si = t.push(TNode::Class(s2));
-        t.push(TNode::New(TsrLang::op(OpKind::Reshape, o.attrs.clone().unwrap_or_else(AttrSet::empty), vec![xi, si])));
+        t.push(TNode::New(TsrLang::op(
+            OpKind::Reshape,
+            o.attrs.clone().unwrap_or_else(AttrSet::empty),
+            vec![xi, si],
+        )));
         out.push(t);
     }
     out
