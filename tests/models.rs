@@ -91,6 +91,33 @@ fn reference_backend_matches_onnxruntime() {
     assert!(failures.is_empty(), "mismatches against onnxruntime:\n{}", failures.join("\n"));
 }
 
+/// The same comparison after the -O2 pipeline (e-graph included): optimizing
+/// must never change what a model computes.
+#[test]
+fn optimized_models_still_match_onnxruntime() {
+    let pm = tessera_passes::PassManager::parse(
+        tessera_passes::pipeline_for_level(2),
+        tessera_passes::PassOptions { verify_each: true, print_after_all: false },
+    )
+    .unwrap();
+    let mut failures = Vec::new();
+    for name in model_names() {
+        let mut g = import(&name);
+        pm.run(&mut g, &mut |_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let quantized = name.contains("int8") || name.contains("int4");
+        let tol = if quantized { Tolerance { atol: 1e-3, rtol: 1e-3 } } else { Tolerance { atol: 1e-4, rtol: 1e-4 } };
+        let set = models_dir().join(&name).join("test_data_set_0");
+        let outputs = tessera_reference::run(&g, &load_numbered(&set, "input_")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (k, (a, e)) in outputs.iter().zip(&load_numbered(&set, "output_")).enumerate() {
+            let c = compare(a, e, tol);
+            if !c.ok {
+                failures.push(format!("{name}/output_{k}: {c}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "optimized models differ from onnxruntime:\n{}", failures.join("\n"));
+}
+
 fn load_numbered(dir: &Path, prefix: &str) -> Vec<tessera_ir::Tensor> {
     let mut k = 0;
     let mut out = Vec::new();

@@ -187,9 +187,7 @@ impl<'a> Importer<'a> {
                 }
             };
             self.check_output(vi, v)?;
-            let value = &mut self.g.values[v.0 as usize];
-            value.name.get_or_insert_with(|| vi.name.clone());
-            self.g.outputs.push((vi.name.clone(), v));
+            self.g.add_output(&vi.name, v);
         }
         self.g.remove_dead();
         // Shape arithmetic over symbolic dims (Shape -> Gather -> Concat ->

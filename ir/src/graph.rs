@@ -96,6 +96,13 @@ impl Graph {
         v
     }
 
+    /// Adds a named graph output; the value keeps the name too (as imported
+    /// and parsed graphs do) unless it already has one.
+    pub fn add_output(&mut self, name: &str, v: ValueId) {
+        self.values[v.0 as usize].name.get_or_insert_with(|| name.to_string());
+        self.outputs.push((name.to_string(), v));
+    }
+
     pub fn add_constant(&mut self, name: &str, value: SharedTensor) -> ConstId {
         self.constants.push(Constant { name: name.to_string(), value });
         ConstId(self.constants.len() as u32 - 1)

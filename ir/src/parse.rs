@@ -511,9 +511,7 @@ impl<'s> Parser<'s> {
                     if *g.ty(v) != ty {
                         return Err(self.err(format!("output '{name}' type {ty} differs from the returned value's")));
                     }
-                    // Outputs keep their source names on the value, as imported graphs do.
-                    g.values[v.0 as usize].name.get_or_insert_with(|| name.clone());
-                    g.outputs.push((name, v));
+                    g.add_output(&name, v);
                 }
                 self.expect("}")?;
                 break;

@@ -15,7 +15,7 @@ fn sample() -> Graph {
     let r = bld.op(OpKind::Relu, vec![Some(y)], Attrs::new(), 1, None).unwrap()[0];
     let shape = bld.constant("shape", Arc::new(Tensor::i64(vec![2], vec![-1, 1])), None);
     let z = bld.op(OpKind::Reshape, vec![Some(r), Some(shape)], Attrs::new(), 1, None).unwrap()[0];
-    g.outputs.push(("out".into(), z));
+    g.add_output("out", z);
     g
 }
 

@@ -40,6 +40,8 @@ pub fn lookup(name: &str) -> Option<&'static PassInfo> {
 pub fn pipeline_for_level(level: u8) -> &'static str {
     match level {
         0 => "",
-        _ => "canonicalize,fold-constants,canonicalize,dce",
+        1 => "canonicalize,fold-constants,canonicalize,dce",
+        // The e-graph pass never returns a costlier program than its input.
+        _ => "canonicalize,fold-constants,egraph,canonicalize,dce",
     }
 }

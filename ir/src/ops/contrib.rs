@@ -2052,27 +2052,8 @@ pub static MS_DEQUANTIZE_LINEAR: OpDef = OpDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attr::Attrs;
+    use crate::ops::testing::run;
     use crate::tensor::Data;
-
-    fn run(
-        def: &'static OpDef,
-        inputs: &[Option<&Tensor>],
-        attrs: &[(&str, Attr)],
-        n: usize,
-    ) -> Result<Vec<Tensor>, String> {
-        let attrs: Attrs = attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let ctx = EvalCtx {
-            def,
-            attrs: &attrs,
-            inputs: inputs.to_vec(),
-            num_results: n,
-        };
-        (def.eval.unwrap())(&ctx)
-    }
 
     fn close(a: &[f64], b: &[f64], tol: f64) {
         assert_eq!(a.len(), b.len());

@@ -1553,7 +1553,10 @@ pub static BIT_CAST: OpDef = OpDef {
     infer: |ctx| {
         let (x, to) = (ctx.input(0)?, ctx.dtype_attr("to")?);
         if x.dtype() == DType::Str || to == DType::Str || x.dtype().bits() != to.bits() {
-            return Err(format!("cannot reinterpret {} as {to}: bit widths differ", x.dtype()));
+            return Err(format!(
+                "cannot reinterpret {} as {to}: bit widths differ",
+                x.dtype()
+            ));
         }
         Ok(vec![x.with_dtype(to)])
     },
@@ -1561,7 +1564,11 @@ pub static BIT_CAST: OpDef = OpDef {
         let x = ctx.input(0)?;
         // to_bytes/from_bytes are the little-endian storage form, so this is
         // exactly the ONNX definition.
-        Ok(vec![Tensor::from_bytes(ctx.dtype_attr("to")?, x.shape.clone(), &x.to_bytes())?])
+        Ok(vec![Tensor::from_bytes(
+            ctx.dtype_attr("to")?,
+            x.shape.clone(),
+            &x.to_bytes(),
+        )?])
     }),
 };
 
@@ -1684,6 +1691,7 @@ mod tests {
     use super::*;
     use crate::attr::Attr;
     use crate::dim::Dim;
+    use crate::ops::testing;
 
     fn run_n(
         def: &'static OpDef,
@@ -1691,22 +1699,11 @@ mod tests {
         ins: &[Option<&Tensor>],
         n: usize,
     ) -> Result<Vec<Tensor>, String> {
-        let attrs: Attrs = attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let ctx = EvalCtx {
-            def,
-            attrs: &attrs,
-            inputs: ins.to_vec(),
-            num_results: n,
-        };
-        (def.eval.expect("op has eval"))(&ctx)
+        testing::run(def, ins, attrs, n)
     }
 
     fn run(def: &'static OpDef, attrs: &[(&str, Attr)], ins: &[&Tensor]) -> Result<Tensor, String> {
-        let ins: Vec<Option<&Tensor>> = ins.iter().map(|t| Some(*t)).collect();
-        Ok(run_n(def, attrs, &ins, 1)?.remove(0))
+        Ok(run_n(def, attrs, &testing::some(ins), 1)?.remove(0))
     }
 
     fn f32s(v: &[f32]) -> Tensor {

@@ -606,9 +606,9 @@ pub static BLACKMAN_WINDOW: OpDef = OpDef {
 
 #[cfg(test)]
 mod tests {
-    use super::super::shape::testing::{attrs, eval, f32s, infer};
     use super::*;
     use crate::attr::{Attr, Attrs};
+    use crate::ops::testing::{attrs, eval, f32s, infer};
     use std::sync::Arc;
 
     fn none() -> Attrs {

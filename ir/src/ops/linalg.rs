@@ -125,8 +125,13 @@ macro_rules! float_gemm_elem {
                     }
                     return;
                 }
-                let last = |rs: usize, cs: usize, rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
-                assert!(a.len() > last(rsa, csa, m, k) && b.len() > last(rsb, csb, k, n), "gemm operand too small");
+                let last = |rs: usize, cs: usize, rows: usize, cols: usize| {
+                    (rows - 1) * rs + (cols - 1) * cs
+                };
+                assert!(
+                    a.len() > last(rsa, csa, m, k) && b.len() > last(rsb, csb, k, n),
+                    "gemm operand too small"
+                );
                 // SAFETY: the asserts above bound every element addressed
                 // through these strides (the largest offsets are the last
                 // row/column), and c holds m*n dense elements.
@@ -233,15 +238,26 @@ pub fn gemm_batched<T: GemmElem>(
     let a_step = match a.len() {
         l if l == sa * batch => sa,
         l if l == sa => 0,
-        l => return Err(format!("gemm: lhs has {l} elements, expected {batch} x {m}x{k}")),
+        l => {
+            return Err(format!(
+                "gemm: lhs has {l} elements, expected {batch} x {m}x{k}"
+            ))
+        }
     };
     let b_step = match b.len() {
         l if l == sb * batch => sb,
         l if l == sb => 0,
-        l => return Err(format!("gemm: rhs has {l} elements, expected {batch} x {k}x{n}")),
+        l => {
+            return Err(format!(
+                "gemm: rhs has {l} elements, expected {batch} x {k}x{n}"
+            ))
+        }
     };
     if c.len() != sc * batch {
-        return Err(format!("gemm: output has {} elements, expected {batch} x {m}x{n}", c.len()));
+        return Err(format!(
+            "gemm: output has {} elements, expected {batch} x {m}x{n}",
+            c.len()
+        ));
     }
     let (a_st, b_st) = (mat_strides(trans_a, m, k), mat_strides(trans_b, k, n));
     // A batch of independent rows against one shared rhs is one tall GEMM.
@@ -250,7 +266,18 @@ pub fn gemm_batched<T: GemmElem>(
         return Ok(());
     }
     for i in 0..batch {
-        T::gemm(m, k, n, alpha, &a[i * a_step..], a_st, &b[i * b_step..], b_st, beta, &mut c[i * sc..(i + 1) * sc]);
+        T::gemm(
+            m,
+            k,
+            n,
+            alpha,
+            &a[i * a_step..],
+            a_st,
+            &b[i * b_step..],
+            b_st,
+            beta,
+            &mut c[i * sc..(i + 1) * sc],
+        );
     }
     Ok(())
 }
@@ -317,10 +344,26 @@ fn i64_data(t: &Tensor) -> Cow<'_, [i64]> {
 /// Rounds f32 results once into `dtype`.
 fn from_f32(dtype: DType, shape: Vec<usize>, v: Vec<f32>) -> Tensor {
     match dtype {
-        DType::F32 => Tensor { dtype, shape, data: Data::F32(v) },
-        DType::F16 => Tensor { dtype, shape, data: Data::F16(v.iter().map(|&x| f16::from_f32(x)).collect()) },
-        DType::BF16 => Tensor { dtype, shape, data: Data::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()) },
-        _ => Tensor::from_f64(dtype, shape, &v.iter().map(|&x| x as f64).collect::<Vec<_>>()),
+        DType::F32 => Tensor {
+            dtype,
+            shape,
+            data: Data::F32(v),
+        },
+        DType::F16 => Tensor {
+            dtype,
+            shape,
+            data: Data::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+        },
+        DType::BF16 => Tensor {
+            dtype,
+            shape,
+            data: Data::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+        },
+        _ => Tensor::from_f64(
+            dtype,
+            shape,
+            &v.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+        ),
     }
 }
 
@@ -332,8 +375,16 @@ pub fn matmul_shape(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
     if a.is_empty() || b.is_empty() {
         return Err("matmul operands must have rank >= 1".into());
     }
-    let a2: Vec<Dim> = if a.len() == 1 { vec![Dim::fixed(1), a[0].clone()] } else { a.to_vec() };
-    let b2: Vec<Dim> = if b.len() == 1 { vec![b[0].clone(), Dim::fixed(1)] } else { b.to_vec() };
+    let a2: Vec<Dim> = if a.len() == 1 {
+        vec![Dim::fixed(1), a[0].clone()]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<Dim> = if b.len() == 1 {
+        vec![b[0].clone(), Dim::fixed(1)]
+    } else {
+        b.to_vec()
+    };
     let (ka, kb) = (&a2[a2.len() - 1], &b2[b2.len() - 2]);
     if !ka.compatible(kb) {
         return Err(format!("contraction dims differ: {ka} vs {kb}"));
@@ -365,8 +416,16 @@ impl MatmulPlan {
         if a.is_empty() || b.is_empty() {
             return Err("matmul operands must have rank >= 1".into());
         }
-        let ash: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
-        let bsh: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+        let ash: Vec<usize> = if a.len() == 1 {
+            vec![1, a[0]]
+        } else {
+            a.to_vec()
+        };
+        let bsh: Vec<usize> = if b.len() == 1 {
+            vec![b[0], 1]
+        } else {
+            b.to_vec()
+        };
         let (m, k) = (ash[ash.len() - 2], ash[ash.len() - 1]);
         let (k2, n) = (bsh[bsh.len() - 2], bsh[bsh.len() - 1]);
         if k != k2 {
@@ -374,8 +433,14 @@ impl MatmulPlan {
         }
         let (abat, bbat) = (&ash[..ash.len() - 2], &bsh[..bsh.len() - 2]);
         let batch = util::broadcast_shapes(abat, bbat)?;
-        let a_off = util::broadcast_index_map(abat, &batch).into_iter().map(|i| i * m * k).collect();
-        let b_off = util::broadcast_index_map(bbat, &batch).into_iter().map(|i| i * k * n).collect();
+        let a_off = util::broadcast_index_map(abat, &batch)
+            .into_iter()
+            .map(|i| i * m * k)
+            .collect();
+        let b_off = util::broadcast_index_map(bbat, &batch)
+            .into_iter()
+            .map(|i| i * k * n)
+            .collect();
         let mut out_shape = batch;
         if a.len() > 1 {
             out_shape.push(m);
@@ -383,7 +448,14 @@ impl MatmulPlan {
         if b.len() > 1 {
             out_shape.push(n);
         }
-        Ok(MatmulPlan { m, k, n, a_off, b_off, out_shape })
+        Ok(MatmulPlan {
+            m,
+            k,
+            n,
+            a_off,
+            b_off,
+            out_shape,
+        })
     }
 
     fn run<T: GemmElem>(&self, a: &[T], b: &[T]) -> Vec<T> {
@@ -394,7 +466,18 @@ impl MatmulPlan {
         let one_rhs = self.b_off.iter().all(|&o| o == 0);
         let dense_lhs = self.a_off.iter().enumerate().all(|(i, &o)| o == i * m * k);
         if nb > 1 && one_rhs && dense_lhs {
-            T::gemm(nb * m, k, n, T::one(), a, (k, 1), b, (n, 1), T::default(), &mut out);
+            T::gemm(
+                nb * m,
+                k,
+                n,
+                T::one(),
+                a,
+                (k, 1),
+                b,
+                (n, 1),
+                T::default(),
+                &mut out,
+            );
             return out;
         }
         for (i, (&ao, &bo)) in self.a_off.iter().zip(&self.b_off).enumerate() {
@@ -426,13 +509,28 @@ pub fn matmul_f32(a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
 /// numpy.matmul for any numeric dtype, with the result in `a`'s dtype.
 pub fn matmul_any(a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     if a.dtype != b.dtype {
-        return Err(format!("matmul operand element types differ: {} vs {}", a.dtype, b.dtype));
+        return Err(format!(
+            "matmul operand element types differ: {} vs {}",
+            a.dtype, b.dtype
+        ));
     }
     let plan = MatmulPlan::new(&a.shape, &b.shape)?;
     Ok(match compute_class(a.dtype)? {
-        Compute::F32 => from_f32(a.dtype, plan.out_shape.clone(), plan.run(&f32_data(a), &f32_data(b))),
-        Compute::F64 => Tensor::from_f64(a.dtype, plan.out_shape.clone(), &plan.run(&f64_data(a), &f64_data(b))),
-        Compute::I64 => Tensor::from_i64(a.dtype, plan.out_shape.clone(), &plan.run(&i64_data(a), &i64_data(b))),
+        Compute::F32 => from_f32(
+            a.dtype,
+            plan.out_shape.clone(),
+            plan.run(&f32_data(a), &f32_data(b)),
+        ),
+        Compute::F64 => Tensor::from_f64(
+            a.dtype,
+            plan.out_shape.clone(),
+            &plan.run(&f64_data(a), &f64_data(b)),
+        ),
+        Compute::I64 => Tensor::from_i64(
+            a.dtype,
+            plan.out_shape.clone(),
+            &plan.run(&i64_data(a), &i64_data(b)),
+        ),
     })
 }
 
@@ -454,7 +552,11 @@ pub static MATMUL: OpDef = OpDef {
     infer: |ctx| {
         let (a, b) = (ctx.input(0)?, ctx.input(1)?);
         if a.dtype() != b.dtype() {
-            return Err(format!("operand element types differ: {} vs {}", a.dtype(), b.dtype()));
+            return Err(format!(
+                "operand element types differ: {} vs {}",
+                a.dtype(),
+                b.dtype()
+            ));
         }
         let d = infer_numeric(a, "matmul")?;
         Ok(vec![TensorType::new(matmul_shape(&a.shape, &b.shape)?, d)])
@@ -481,7 +583,11 @@ fn gemm_bias_ok(c: &[Dim], m: &Dim, n: &Dim) -> Result<(), String> {
 
 fn gemm_mn(a: &[Dim], b: &[Dim], ta: bool, tb: bool) -> Result<(Dim, Dim), String> {
     if a.len() != 2 || b.len() != 2 {
-        return Err(format!("gemm operands must be 2-D, got ranks {} and {}", a.len(), b.len()));
+        return Err(format!(
+            "gemm operands must be 2-D, got ranks {} and {}",
+            a.len(),
+            b.len()
+        ));
     }
     let (m, ka) = if ta { (&a[1], &a[0]) } else { (&a[0], &a[1]) };
     let (kb, n) = if tb { (&b[1], &b[0]) } else { (&b[0], &b[1]) };
@@ -519,20 +625,33 @@ fn eval_gemm(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let (ta, tb) = (ctx.int("transA")? != 0, ctx.int("transB")? != 0);
     let (alpha, beta) = (ctx.float("alpha")?, ctx.float("beta")?);
     if a.dtype != b.dtype {
-        return Err(format!("gemm operand element types differ: {} vs {}", a.dtype, b.dtype));
+        return Err(format!(
+            "gemm operand element types differ: {} vs {}",
+            a.dtype, b.dtype
+        ));
     }
     let (m, n) = gemm_mn(&dims_of(&a.shape), &dims_of(&b.shape), ta, tb)?;
-    let (m, n) = (m.as_fixed().unwrap_or(0) as usize, n.as_fixed().unwrap_or(0) as usize);
+    let (m, n) = (
+        m.as_fixed().unwrap_or(0) as usize,
+        n.as_fixed().unwrap_or(0) as usize,
+    );
     let k = if ta { a.shape[0] } else { a.shape[1] };
     // A zero beta drops C entirely (so inf/NaN in C do not leak through 0 * C).
     let bias = match ctx.opt_input(2) {
         Some(c) if beta != 0.0 => {
-            gemm_bias_ok(&dims_of(&c.shape), &Dim::fixed(m as i64), &Dim::fixed(n as i64))?;
+            gemm_bias_ok(
+                &dims_of(&c.shape),
+                &Dim::fixed(m as i64),
+                &Dim::fixed(n as i64),
+            )?;
             Some((c, util::broadcast_index_map(&c.shape, &[m, n])))
         }
         _ => None,
     };
-    let gather = |v: &[f64]| bias.as_ref().map(|(_, map)| map.iter().map(|&i| v[i]).collect::<Vec<f64>>());
+    let gather = |v: &[f64]| {
+        bias.as_ref()
+            .map(|(_, map)| map.iter().map(|&i| v[i]).collect::<Vec<f64>>())
+    };
     let shape = vec![m, n];
     let y = match compute_class(a.dtype)? {
         Compute::F32 => {
@@ -543,7 +662,15 @@ fn eval_gemm(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
             from_f32(
                 a.dtype,
                 shape,
-                gemm_eval(&f32_data(a), &f32_data(b), c, (ta, tb), (m, n, k), alpha as f32, beta as f32)?,
+                gemm_eval(
+                    &f32_data(a),
+                    &f32_data(b),
+                    c,
+                    (ta, tb),
+                    (m, n, k),
+                    alpha as f32,
+                    beta as f32,
+                )?,
             )
         }
         Compute::F64 => {
@@ -551,7 +678,15 @@ fn eval_gemm(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
             Tensor::from_f64(
                 a.dtype,
                 shape,
-                &gemm_eval(&f64_data(a), &f64_data(b), c, (ta, tb), (m, n, k), alpha, beta)?,
+                &gemm_eval(
+                    &f64_data(a),
+                    &f64_data(b),
+                    c,
+                    (ta, tb),
+                    (m, n, k),
+                    alpha,
+                    beta,
+                )?,
             )
         }
         Compute::I64 => {
@@ -564,15 +699,21 @@ fn eval_gemm(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
             if integral(alpha) && integral(beta) {
                 let (al, be) = (alpha as i64, beta as i64);
                 let y: Vec<i64> = match c {
-                    Some(c) => {
-                        p.iter().zip(&c).map(|(&p, &c)| p.wrapping_mul(al).wrapping_add(c.wrapping_mul(be))).collect()
-                    }
+                    Some(c) => p
+                        .iter()
+                        .zip(&c)
+                        .map(|(&p, &c)| p.wrapping_mul(al).wrapping_add(c.wrapping_mul(be)))
+                        .collect(),
                     None => p.iter().map(|&p| p.wrapping_mul(al)).collect(),
                 };
                 Tensor::from_i64(a.dtype, shape, &y)
             } else {
                 let y: Vec<f64> = match c {
-                    Some(c) => p.iter().zip(&c).map(|(&p, &c)| alpha * p as f64 + beta * c as f64).collect(),
+                    Some(c) => p
+                        .iter()
+                        .zip(&c)
+                        .map(|(&p, &c)| alpha * p as f64 + beta * c as f64)
+                        .collect(),
                     None => p.iter().map(|&p| alpha * p as f64).collect(),
                 };
                 Tensor::from_f64(a.dtype, shape, &y)
@@ -597,10 +738,19 @@ pub static GEMM: OpDef = OpDef {
     infer: |ctx| {
         let (a, b) = (ctx.input(0)?, ctx.input(1)?);
         if a.dtype() != b.dtype() {
-            return Err(format!("operand element types differ: {} vs {}", a.dtype(), b.dtype()));
+            return Err(format!(
+                "operand element types differ: {} vs {}",
+                a.dtype(),
+                b.dtype()
+            ));
         }
         let d = infer_numeric(a, "gemm")?;
-        let (m, n) = gemm_mn(&a.shape, &b.shape, ctx.int("transA")? != 0, ctx.int("transB")? != 0)?;
+        let (m, n) = gemm_mn(
+            &a.shape,
+            &b.shape,
+            ctx.int("transA")? != 0,
+            ctx.int("transB")? != 0,
+        )?;
         if let Some(c) = ctx.opt_input(2) {
             gemm_bias_ok(&c.shape, &m, &n)?;
         }
@@ -663,21 +813,36 @@ impl Equation {
         };
         let terms: Vec<&str> = lhs.split(',').collect();
         if terms.len() != ranks.len() {
-            return Err(format!("einsum equation '{equation}' has {} terms for {} operands", terms.len(), ranks.len()));
+            return Err(format!(
+                "einsum equation '{equation}' has {} terms for {} operands",
+                terms.len(),
+                ranks.len()
+            ));
         }
-        let parsed = terms.iter().map(|t| parse_term(t)).collect::<Result<Vec<_>, _>>()?;
+        let parsed = terms
+            .iter()
+            .map(|t| parse_term(t))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut ell_lens = Vec::with_capacity(ranks.len());
         for ((labels, ell), &rank) in parsed.iter().zip(ranks) {
             let e = match ell {
                 Some(_) if labels.len() <= rank => rank - labels.len(),
                 None if labels.len() == rank => 0,
-                _ => return Err(format!("einsum term with {} subscripts for an operand of rank {rank}", labels.len())),
+                _ => {
+                    return Err(format!(
+                        "einsum term with {} subscripts for an operand of rank {rank}",
+                        labels.len()
+                    ))
+                }
             };
             ell_lens.push(e);
         }
         let total = ell_lens.iter().copied().max().unwrap_or(0);
-        let inputs: Vec<Vec<Label>> =
-            parsed.iter().zip(&ell_lens).map(|((labels, ell), &e)| expand_ellipsis(labels, *ell, e, total)).collect();
+        let inputs: Vec<Vec<Label>> = parsed
+            .iter()
+            .zip(&ell_lens)
+            .map(|((labels, ell), &e)| expand_ellipsis(labels, *ell, e, total))
+            .collect();
         let output = match rhs {
             Some(r) => {
                 let (labels, ell) = parse_term(r)?;
@@ -696,11 +861,19 @@ impl Equation {
                 // Implicit form: ellipsis dims first, then the letters seen
                 // exactly once, in ASCII order.
                 let mut out: Vec<Label> = (0..total).map(|i| ELLIPSIS + i as Label).collect();
-                let mut letters: Vec<Label> = inputs.iter().flatten().copied().filter(|&l| l < ELLIPSIS).collect();
+                let mut letters: Vec<Label> = inputs
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .filter(|&l| l < ELLIPSIS)
+                    .collect();
                 letters.sort_unstable();
                 let mut i = 0;
                 while i < letters.len() {
-                    let j = letters[i..].iter().take_while(|&&l| l == letters[i]).count();
+                    let j = letters[i..]
+                        .iter()
+                        .take_while(|&&l| l == letters[i])
+                        .count();
                     if j == 1 {
                         out.push(letters[i]);
                     }
@@ -714,12 +887,18 @@ impl Equation {
 }
 
 fn einsum_infer(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
-    let types: Vec<&TensorType> =
-        ctx.operands.iter().map(|t| t.ok_or("einsum operand missing")).collect::<Result<_, _>>()?;
+    let types: Vec<&TensorType> = ctx
+        .operands
+        .iter()
+        .map(|t| t.ok_or("einsum operand missing"))
+        .collect::<Result<_, _>>()?;
     let first = types.first().ok_or("einsum needs at least one operand")?;
     let dtype = infer_numeric(first, "einsum")?;
     if let Some(t) = types.iter().find(|t| t.dtype() != dtype) {
-        return Err(format!("einsum operand element types differ: {dtype} vs {}", t.dtype()));
+        return Err(format!(
+            "einsum operand element types differ: {dtype} vs {}",
+            t.dtype()
+        ));
     }
     let ranks: Vec<usize> = types.iter().map(|t| t.rank()).collect();
     let eq = Equation::parse(&ctx.string("equation")?, &ranks)?;
@@ -727,7 +906,10 @@ fn einsum_infer(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
     for (labels, t) in eq.inputs.iter().zip(&types) {
         for (l, d) in labels.iter().zip(&t.shape) {
             match sizes.iter_mut().find(|(x, _)| x == l) {
-                Some((_, cur)) => *cur = util::broadcast_dims(std::slice::from_ref(cur), std::slice::from_ref(d))?.remove(0),
+                Some((_, cur)) => {
+                    *cur = util::broadcast_dims(std::slice::from_ref(cur), std::slice::from_ref(d))?
+                        .remove(0)
+                }
                 None => sizes.push((*l, d.clone())),
             }
         }
@@ -735,7 +917,13 @@ fn einsum_infer(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
     let shape = eq
         .output
         .iter()
-        .map(|l| sizes.iter().find(|(x, _)| x == l).map(|(_, d)| d.clone()).ok_or("einsum output subscript unknown"))
+        .map(|l| {
+            sizes
+                .iter()
+                .find(|(x, _)| x == l)
+                .map(|(_, d)| d.clone())
+                .ok_or("einsum output subscript unknown")
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(vec![TensorType::new(shape, dtype)])
 }
@@ -750,7 +938,10 @@ struct Labeled<T> {
 /// A strided view materialized (borrowed when it is already dense row-major).
 fn view<'a, T: Copy>(data: &'a [T], shape: &[usize], strides: &[usize]) -> Cow<'a, [T]> {
     let dense = crate::tensor::strides_of(shape);
-    let same = shape.iter().zip(strides.iter().zip(&dense)).all(|(&n, (&s, &d))| n <= 1 || s == d);
+    let same = shape
+        .iter()
+        .zip(strides.iter().zip(&dense))
+        .all(|(&n, (&s, &d))| n <= 1 || s == d);
     if same && data.len() == shape.iter().product::<usize>() {
         Cow::Borrowed(data)
     } else {
@@ -765,7 +956,12 @@ impl<T: GemmElem> Labeled<T> {
         let (mut ul, mut ud, mut us) = (Vec::new(), Vec::new(), Vec::new());
         for ((&l, &d), &s) in labels.iter().zip(shape).zip(&st) {
             match ul.iter().position(|&x| x == l) {
-                Some(i) if ud[i] != d => return Err(format!("einsum diagonal over dims of sizes {} and {d}", ud[i])),
+                Some(i) if ud[i] != d => {
+                    return Err(format!(
+                        "einsum diagonal over dims of sizes {} and {d}",
+                        ud[i]
+                    ))
+                }
                 Some(i) => us[i] += s,
                 None => {
                     ul.push(l);
@@ -774,12 +970,23 @@ impl<T: GemmElem> Labeled<T> {
                 }
             }
         }
-        let data = if ul.len() == labels.len() { data } else { strided_copy(&data, &ud, &us) };
-        Ok(Labeled { data, labels: ul, dims: ud })
+        let data = if ul.len() == labels.len() {
+            data
+        } else {
+            strided_copy(&data, &ud, &us)
+        };
+        Ok(Labeled {
+            data,
+            labels: ul,
+            dims: ud,
+        })
     }
 
     fn dim(&self, l: Label) -> Option<usize> {
-        self.labels.iter().position(|&x| x == l).map(|i| self.dims[i])
+        self.labels
+            .iter()
+            .position(|&x| x == l)
+            .map(|i| self.dims[i])
     }
 
     /// The data viewed with dims in `order`, each broadcast to `sizes`.
@@ -798,11 +1005,16 @@ impl<T: GemmElem> Labeled<T> {
 
     /// Sums over every label `keep` rejects.
     fn sum_out(self, keep: impl Fn(Label) -> bool) -> Labeled<T> {
-        let (kept, summed): (Vec<usize>, Vec<usize>) = (0..self.labels.len()).partition(|&i| keep(self.labels[i]));
+        let (kept, summed): (Vec<usize>, Vec<usize>) =
+            (0..self.labels.len()).partition(|&i| keep(self.labels[i]));
         if summed.is_empty() {
             return self;
         }
-        let order: Vec<Label> = kept.iter().chain(&summed).map(|&i| self.labels[i]).collect();
+        let order: Vec<Label> = kept
+            .iter()
+            .chain(&summed)
+            .map(|&i| self.labels[i])
+            .collect();
         let sizes: Vec<usize> = kept.iter().chain(&summed).map(|&i| self.dims[i]).collect();
         let group: usize = summed.iter().map(|&i| self.dims[i]).product();
         let outer: usize = kept.iter().map(|&i| self.dims[i]).product();
@@ -810,7 +1022,9 @@ impl<T: GemmElem> Labeled<T> {
         let data: Vec<T> = if group == 0 {
             vec![T::default(); outer]
         } else {
-            v.chunks_exact(group).map(|c| c.iter().fold(T::default(), |a, &x| a.add(x))).collect()
+            v.chunks_exact(group)
+                .map(|c| c.iter().fold(T::default(), |a, &x| a.add(x)))
+                .collect()
         };
         Labeled {
             data,
@@ -825,32 +1039,83 @@ impl<T: GemmElem> Labeled<T> {
             match (self.dim(l), b.dim(l)) {
                 (Some(x), Some(y)) if x == y || y == 1 => Ok(x),
                 (Some(1), Some(y)) => Ok(y),
-                (Some(x), Some(y)) => Err(format!("einsum dims {x} and {y} of one subscript do not broadcast")),
+                (Some(x), Some(y)) => Err(format!(
+                    "einsum dims {x} and {y} of one subscript do not broadcast"
+                )),
                 (Some(x), None) | (None, Some(x)) => Ok(x),
                 (None, None) => Ok(1),
             }
         };
-        let shared: Vec<Label> = self.labels.iter().copied().filter(|l| b.labels.contains(l)).collect();
+        let shared: Vec<Label> = self
+            .labels
+            .iter()
+            .copied()
+            .filter(|l| b.labels.contains(l))
+            .collect();
         let (batch, contr): (Vec<Label>, Vec<Label>) = shared.iter().partition(|&&l| needed(l));
-        let a_only: Vec<Label> = self.labels.iter().copied().filter(|l| !shared.contains(l)).collect();
-        let b_only: Vec<Label> = b.labels.iter().copied().filter(|l| !shared.contains(l)).collect();
-        let sizes_of = |ls: &[Label]| ls.iter().map(|&l| size(l)).collect::<Result<Vec<usize>, String>>();
-        let (bs, ms, ks, ns) = (sizes_of(&batch)?, sizes_of(&a_only)?, sizes_of(&contr)?, sizes_of(&b_only)?);
+        let a_only: Vec<Label> = self
+            .labels
+            .iter()
+            .copied()
+            .filter(|l| !shared.contains(l))
+            .collect();
+        let b_only: Vec<Label> = b
+            .labels
+            .iter()
+            .copied()
+            .filter(|l| !shared.contains(l))
+            .collect();
+        let sizes_of = |ls: &[Label]| {
+            ls.iter()
+                .map(|&l| size(l))
+                .collect::<Result<Vec<usize>, String>>()
+        };
+        let (bs, ms, ks, ns) = (
+            sizes_of(&batch)?,
+            sizes_of(&a_only)?,
+            sizes_of(&contr)?,
+            sizes_of(&b_only)?,
+        );
         let prod = |v: &[usize]| v.iter().product::<usize>();
         let (nb, m, k, n) = (prod(&bs), prod(&ms), prod(&ks), prod(&ns));
         let cat = |x: &[Label], y: &[Label], z: &[Label]| [x, y, z].concat();
-        let av = self.arranged(&cat(&batch, &a_only, &contr), &[bs.clone(), ms.clone(), ks.clone()].concat());
-        let bv = b.arranged(&cat(&batch, &contr, &b_only), &[bs.clone(), ks, ns.clone()].concat());
+        let av = self.arranged(
+            &cat(&batch, &a_only, &contr),
+            &[bs.clone(), ms.clone(), ks.clone()].concat(),
+        );
+        let bv = b.arranged(
+            &cat(&batch, &contr, &b_only),
+            &[bs.clone(), ks, ns.clone()].concat(),
+        );
         let mut data = vec![T::default(); nb * m * n];
-        gemm_batched(&av, &bv, false, false, nb, m, n, k, T::one(), T::default(), &mut data)?;
-        Ok(Labeled { data, labels: cat(&batch, &a_only, &b_only), dims: [bs, ms, ns].concat() })
+        gemm_batched(
+            &av,
+            &bv,
+            false,
+            false,
+            nb,
+            m,
+            n,
+            k,
+            T::one(),
+            T::default(),
+            &mut data,
+        )?;
+        Ok(Labeled {
+            data,
+            labels: cat(&batch, &a_only, &b_only),
+            dims: [bs, ms, ns].concat(),
+        })
     }
 }
 
 /// Evaluates an einsum by pairwise contraction, left to right: each operand
 /// first loses its diagonals and the labels no one else needs, then meets the
 /// running product in one batched GEMM.
-fn einsum_run<T: GemmElem>(eq: &Equation, operands: Vec<(Vec<T>, &[usize])>) -> Result<(Vec<T>, Vec<usize>), String> {
+fn einsum_run<T: GemmElem>(
+    eq: &Equation,
+    operands: Vec<(Vec<T>, &[usize])>,
+) -> Result<(Vec<T>, Vec<usize>), String> {
     let mut acc: Option<Labeled<T>> = None;
     let count = operands.len();
     for (i, (data, shape)) in operands.into_iter().enumerate() {
@@ -874,24 +1139,46 @@ fn einsum_run<T: GemmElem>(eq: &Equation, operands: Vec<(Vec<T>, &[usize])>) -> 
 }
 
 fn einsum_eval(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
-    let xs: Vec<&Tensor> = ctx.inputs.iter().map(|t| t.ok_or("einsum operand missing")).collect::<Result<_, _>>()?;
+    let xs: Vec<&Tensor> = ctx
+        .inputs
+        .iter()
+        .map(|t| t.ok_or("einsum operand missing"))
+        .collect::<Result<_, _>>()?;
     let dtype = xs.first().ok_or("einsum needs at least one operand")?.dtype;
     if let Some(t) = xs.iter().find(|t| t.dtype != dtype) {
-        return Err(format!("einsum operand element types differ: {dtype} vs {}", t.dtype));
+        return Err(format!(
+            "einsum operand element types differ: {dtype} vs {}",
+            t.dtype
+        ));
     }
     let ranks: Vec<usize> = xs.iter().map(|t| t.rank()).collect();
     let eq = Equation::parse(&ctx.string("equation")?, &ranks)?;
     let y = match compute_class(dtype)? {
         Compute::F32 => {
-            let (v, s) = einsum_run(&eq, xs.iter().map(|t| (f32_data(t).into_owned(), t.shape.as_slice())).collect())?;
+            let (v, s) = einsum_run(
+                &eq,
+                xs.iter()
+                    .map(|t| (f32_data(t).into_owned(), t.shape.as_slice()))
+                    .collect(),
+            )?;
             from_f32(dtype, s, v)
         }
         Compute::F64 => {
-            let (v, s) = einsum_run(&eq, xs.iter().map(|t| (f64_data(t).into_owned(), t.shape.as_slice())).collect())?;
+            let (v, s) = einsum_run(
+                &eq,
+                xs.iter()
+                    .map(|t| (f64_data(t).into_owned(), t.shape.as_slice()))
+                    .collect(),
+            )?;
             Tensor::from_f64(dtype, s, &v)
         }
         Compute::I64 => {
-            let (v, s) = einsum_run(&eq, xs.iter().map(|t| (i64_data(t).into_owned(), t.shape.as_slice())).collect())?;
+            let (v, s) = einsum_run(
+                &eq,
+                xs.iter()
+                    .map(|t| (i64_data(t).into_owned(), t.shape.as_slice()))
+                    .collect(),
+            )?;
             Tensor::from_i64(dtype, s, &v)
         }
     };
@@ -916,7 +1203,9 @@ pub static EINSUM: OpDef = OpDef {
 fn det(mut a: Vec<f64>, n: usize) -> f64 {
     let mut det = 1.0;
     for c in 0..n {
-        let pivot = (c..n).max_by(|&i, &j| a[i * n + c].abs().total_cmp(&a[j * n + c].abs())).unwrap_or(c);
+        let pivot = (c..n)
+            .max_by(|&i, &j| a[i * n + c].abs().total_cmp(&a[j * n + c].abs()))
+            .unwrap_or(c);
         if a[pivot * n + c] == 0.0 {
             return 0.0;
         }
@@ -954,7 +1243,9 @@ pub static DET: OpDef = OpDef {
         }
         let r = x.rank();
         if r < 2 || !x.shape[r - 2].compatible(&x.shape[r - 1]) {
-            return Err(format!("det expects square matrices in the last two dims, got {x}"));
+            return Err(format!(
+                "det expects square matrices in the last two dims, got {x}"
+            ));
         }
         Ok(vec![x.with_shape(x.shape[..r - 2].to_vec())])
     },
@@ -962,7 +1253,10 @@ pub static DET: OpDef = OpDef {
         let x = ctx.input(0)?;
         let r = x.rank();
         if !x.dtype.is_float() || r < 2 || x.shape[r - 1] != x.shape[r - 2] {
-            return Err(format!("det expects float square matrices, got {} {:?}", x.dtype, x.shape));
+            return Err(format!(
+                "det expects float square matrices, got {} {:?}",
+                x.dtype, x.shape
+            ));
         }
         let n = x.shape[r - 1];
         let v = x.to_f64_vec();
@@ -971,7 +1265,11 @@ pub static DET: OpDef = OpDef {
         } else {
             v.chunks_exact(n * n).map(|m| det(m.to_vec(), n)).collect()
         };
-        Ok(vec![Tensor::from_f64(x.dtype, x.shape[..r - 2].to_vec(), &out)])
+        Ok(vec![Tensor::from_f64(
+            x.dtype,
+            x.shape[..r - 2].to_vec(),
+            &out,
+        )])
     }),
 };
 
@@ -1000,12 +1298,20 @@ impl Dft {
                 (a.cos(), a.sin())
             })
             .collect();
-        Dft { n, inverse, twiddle }
+        Dft {
+            n,
+            inverse,
+            twiddle,
+        }
     }
 
     fn run(&self, x: &[Cx], bins: usize) -> Vec<Cx> {
         let n = self.n;
-        let scale = if self.inverse && n > 0 { 1.0 / n as f64 } else { 1.0 };
+        let scale = if self.inverse && n > 0 {
+            1.0 / n as f64
+        } else {
+            1.0
+        };
         (0..bins)
             .map(|k| {
                 let (mut re, mut im) = (0.0, 0.0);
@@ -1046,7 +1352,10 @@ fn complex_values(x: &Tensor, op: &str) -> Result<Vec<Cx>, String> {
     match x.shape.last() {
         Some(1) => Ok(v.into_iter().map(|r| (r, 0.0)).collect()),
         Some(2) => Ok(v.chunks_exact(2).map(|c| (c[0], c[1])).collect()),
-        _ => Err(format!("{op} expects a last dim of 1 (real) or 2 (complex), got shape {:?}", x.shape)),
+        _ => Err(format!(
+            "{op} expects a last dim of 1 (real) or 2 (complex), got shape {:?}",
+            x.shape
+        )),
     }
 }
 
@@ -1056,7 +1365,9 @@ fn check_signal_type(t: &TensorType, op: &str) -> Result<(), String> {
     }
     match t.shape.last().map(Dim::as_fixed) {
         Some(Some(1 | 2)) | Some(None) => Ok(()),
-        _ => Err(format!("{op} expects a last dim of 1 (real) or 2 (complex), got {t}")),
+        _ => Err(format!(
+            "{op} expects a last dim of 1 (real) or 2 (complex), got {t}"
+        )),
     }
 }
 
@@ -1079,7 +1390,10 @@ fn scalar_operand(t: &Tensor, what: &str) -> Result<i64, String> {
 fn eval_dft(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let x = ctx.input(0)?;
     if !x.dtype.is_float() || x.rank() < 2 {
-        return Err(format!("dft expects a float signal of rank >= 2, got {} {:?}", x.dtype, x.shape));
+        return Err(format!(
+            "dft expects a float signal of rank >= 2, got {} {:?}",
+            x.dtype, x.shape
+        ));
     }
     let values = complex_values(x, "dft")?;
     let axis = match ctx.opt_input(2) {
@@ -1089,7 +1403,8 @@ fn eval_dft(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let (inverse, onesided) = (ctx.int("inverse")? != 0, ctx.int("onesided")? != 0);
     let len = x.shape[axis];
     let n = match ctx.opt_input(1) {
-        Some(t) => usize::try_from(scalar_operand(t, "dft_length")?).map_err(|_| "dft_length must be non-negative")?,
+        Some(t) => usize::try_from(scalar_operand(t, "dft_length")?)
+            .map_err(|_| "dft_length must be non-negative")?,
         None if inverse && onesided => 2 * len.saturating_sub(1),
         None => len,
     };
@@ -1135,7 +1450,10 @@ pub static DFT: OpDef = OpDef {
     summary: "Discrete Fourier transform along one axis (forward, inverse, one-sided real forms)",
     operands: &[req("input"), opt("dft_length"), opt("axis")],
     results: Results::Fixed(1),
-    attrs: &[attr("inverse", AttrKind::Int, Default::Int(0)), attr("onesided", AttrKind::Int, Default::Int(0))],
+    attrs: &[
+        attr("inverse", AttrKind::Int, Default::Int(0)),
+        attr("onesided", AttrKind::Int, Default::Int(0)),
+    ],
     traits: &[],
     infer: |ctx| {
         let x = ctx.input(0)?;
@@ -1165,7 +1483,10 @@ pub static DFT: OpDef = OpDef {
             (Some(_), _) => Dim::Unknown,
         };
         shape[axis] = match (inverse, onesided) {
-            (false, true) => n.as_fixed().map(|n| Dim::fixed(n / 2 + 1)).unwrap_or(Dim::Unknown),
+            (false, true) => n
+                .as_fixed()
+                .map(|n| Dim::fixed(n / 2 + 1))
+                .unwrap_or(Dim::Unknown),
             _ => n,
         };
         Ok(vec![x.with_shape(shape)])
@@ -1174,9 +1495,15 @@ pub static DFT: OpDef = OpDef {
 };
 
 /// STFT's frame length: the operand, else the window's length, else the whole signal.
-fn stft_frame_length(frame_length: Option<i64>, window: Option<i64>, signal: i64) -> Result<i64, String> {
+fn stft_frame_length(
+    frame_length: Option<i64>,
+    window: Option<i64>,
+    signal: i64,
+) -> Result<i64, String> {
     match (frame_length, window) {
-        (Some(f), Some(w)) if f != w => Err(format!("STFT frame_length {f} differs from the window length {w}")),
+        (Some(f), Some(w)) if f != w => Err(format!(
+            "STFT frame_length {f} differs from the window length {w}"
+        )),
         (Some(f), _) => Ok(f),
         (None, Some(w)) => Ok(w),
         (None, None) => Ok(signal),
@@ -1186,23 +1513,34 @@ fn stft_frame_length(frame_length: Option<i64>, window: Option<i64>, signal: i64
 fn eval_stft(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let x = ctx.input(0)?;
     if !x.dtype.is_float() || x.rank() != 3 {
-        return Err(format!("stft expects a float signal [batch, length, 1|2], got {} {:?}", x.dtype, x.shape));
+        return Err(format!(
+            "stft expects a float signal [batch, length, 1|2], got {} {:?}",
+            x.dtype, x.shape
+        ));
     }
     let values = complex_values(x, "stft")?;
     let (batch, len) = (x.shape[0], x.shape[1]);
     let step = scalar_operand(ctx.input(1)?, "STFT frame_step")?;
     let window = ctx.opt_input(2).map(|w| w.to_f64_vec());
     let fl = stft_frame_length(
-        ctx.opt_input(3).map(|t| scalar_operand(t, "STFT frame_length")).transpose()?,
+        ctx.opt_input(3)
+            .map(|t| scalar_operand(t, "STFT frame_length"))
+            .transpose()?,
         window.as_ref().map(|w| w.len() as i64),
         len as i64,
     )?;
     if step <= 0 || fl <= 0 || fl as usize > len {
-        return Err(format!("STFT needs frame_step > 0 and 0 < frame_length <= {len}, got {step} and {fl}"));
+        return Err(format!(
+            "STFT needs frame_step > 0 and 0 < frame_length <= {len}, got {step} and {fl}"
+        ));
     }
     let (step, fl) = (step as usize, fl as usize);
     let frames = (len - fl) / step + 1;
-    let bins = if ctx.int("onesided")? != 0 { fl / 2 + 1 } else { fl };
+    let bins = if ctx.int("onesided")? != 0 {
+        fl / 2 + 1
+    } else {
+        fl
+    };
     let dft = Dft::new(fl, false);
     let mut out = Vec::with_capacity(batch * frames * bins * 2);
     let mut frame = Vec::with_capacity(fl);
@@ -1210,20 +1548,38 @@ fn eval_stft(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         for f in 0..frames {
             let start = b * len + f * step;
             frame.clear();
-            frame.extend(values[start..start + fl].iter().enumerate().map(|(j, &(re, im))| {
-                let w = window.as_ref().map_or(1.0, |w| w[j]);
-                (re * w, im * w)
-            }));
-            out.extend(dft.run(&frame, bins).into_iter().flat_map(|(re, im)| [re, im]));
+            frame.extend(
+                values[start..start + fl]
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &(re, im))| {
+                        let w = window.as_ref().map_or(1.0, |w| w[j]);
+                        (re * w, im * w)
+                    }),
+            );
+            out.extend(
+                dft.run(&frame, bins)
+                    .into_iter()
+                    .flat_map(|(re, im)| [re, im]),
+            );
         }
     }
-    Ok(vec![Tensor::from_f64(x.dtype, vec![batch, frames, bins, 2], &out)])
+    Ok(vec![Tensor::from_f64(
+        x.dtype,
+        vec![batch, frames, bins, 2],
+        &out,
+    )])
 }
 
 pub static STFT: OpDef = OpDef {
     mnemonic: "stft",
     summary: "Short-time Fourier transform of [batch, length, 1|2] signals",
-    operands: &[req("signal"), req("frame_step"), opt("window"), opt("frame_length")],
+    operands: &[
+        req("signal"),
+        req("frame_step"),
+        opt("window"),
+        opt("frame_length"),
+    ],
     results: Results::Fixed(1),
     attrs: &[attr("onesided", AttrKind::Int, Default::Int(1))],
     traits: &[],
@@ -1231,10 +1587,18 @@ pub static STFT: OpDef = OpDef {
         let x = ctx.input(0)?;
         check_signal_type(x, "stft")?;
         if x.rank() != 3 {
-            return Err(format!("stft expects a signal [batch, length, 1|2], got {x}"));
+            return Err(format!(
+                "stft expects a signal [batch, length, 1|2], got {x}"
+            ));
         }
-        let fixed = |i: usize| ctx.const_input(i).map(|t| scalar_operand(t, "STFT operand")).transpose();
-        let window = ctx.opt_input(2).and_then(|w| w.shape.first().and_then(Dim::as_fixed));
+        let fixed = |i: usize| {
+            ctx.const_input(i)
+                .map(|t| scalar_operand(t, "STFT operand"))
+                .transpose()
+        };
+        let window = ctx
+            .opt_input(2)
+            .and_then(|w| w.shape.first().and_then(Dim::as_fixed));
         let (step, fl_op, len) = (fixed(1)?, fixed(3)?, x.shape[1].as_fixed());
         let fl = match (ctx.opt_input(3), fl_op, ctx.opt_input(2)) {
             (Some(_), None, _) => None,
@@ -1248,8 +1612,15 @@ pub static STFT: OpDef = OpDef {
             _ => Dim::Unknown,
         };
         let onesided = ctx.int("onesided")? != 0;
-        let bins = fl.map(|f| Dim::fixed(if onesided { f / 2 + 1 } else { f })).unwrap_or(Dim::Unknown);
-        Ok(vec![x.with_shape(vec![x.shape[0].clone(), frames, bins, Dim::fixed(2)])])
+        let bins = fl
+            .map(|f| Dim::fixed(if onesided { f / 2 + 1 } else { f }))
+            .unwrap_or(Dim::Unknown);
+        Ok(vec![x.with_shape(vec![
+            x.shape[0].clone(),
+            frames,
+            bins,
+            Dim::fixed(2),
+        ])])
     },
     eval: Some(eval_stft),
 };
@@ -1258,11 +1629,14 @@ pub static STFT: OpDef = OpDef {
 mod tests {
     use super::*;
     use crate::attr::Attr;
+    use crate::ops::testing;
 
-    fn run(def: &'static OpDef, attrs: &[(&str, Attr)], inputs: &[&Tensor]) -> Result<Tensor, String> {
-        let attrs: crate::attr::Attrs = attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        let ctx = EvalCtx { def, attrs: &attrs, inputs: inputs.iter().map(|t| Some(*t)).collect(), num_results: 1 };
-        (def.eval.unwrap())(&ctx).map(|mut v| v.remove(0))
+    fn run(
+        def: &'static OpDef,
+        attrs: &[(&str, Attr)],
+        inputs: &[&Tensor],
+    ) -> Result<Tensor, String> {
+        testing::run(def, &testing::some(inputs), attrs, 1).map(|mut v| v.remove(0))
     }
 
     fn einsum(eq: &str, inputs: &[&Tensor]) -> Tensor {
@@ -1277,7 +1651,10 @@ mod tests {
     #[test]
     fn strided_copy_permutes_and_broadcasts() {
         // [[0,1,2],[3,4,5]] transposed
-        assert_eq!(strided_copy(&[0, 1, 2, 3, 4, 5], &[3, 2], &[1, 3]), vec![0, 3, 1, 4, 2, 5]);
+        assert_eq!(
+            strided_copy(&[0, 1, 2, 3, 4, 5], &[3, 2], &[1, 3]),
+            vec![0, 3, 1, 4, 2, 5]
+        );
         assert_eq!(strided_copy(&[7, 8], &[2, 2], &[0, 1]), vec![7, 8, 7, 8]);
         assert_eq!(strided_copy(&[0, 1, 2, 3], &[2], &[3]), vec![0, 3]);
     }
@@ -1285,7 +1662,16 @@ mod tests {
     #[test]
     fn matmul_all_dtypes() {
         // [[1,2],[3,4]] @ [[5,6],[7,8]] = [[19,22],[43,50]]
-        for d in [DType::F32, DType::F64, DType::F16, DType::BF16, DType::I32, DType::I64, DType::U32, DType::U64] {
+        for d in [
+            DType::F32,
+            DType::F64,
+            DType::F16,
+            DType::BF16,
+            DType::I32,
+            DType::I64,
+            DType::U32,
+            DType::U64,
+        ] {
             let a = Tensor::from_f64(d, vec![2, 2], &[1.0, 2.0, 3.0, 4.0]);
             let b = Tensor::from_f64(d, vec![2, 2], &[5.0, 6.0, 7.0, 8.0]);
             let y = run(&MATMUL, &[], &[&a, &b]).unwrap();
@@ -1323,7 +1709,20 @@ mod tests {
         assert_eq!(c, vec![20.0, 23.0, 44.0, 51.0, 20.0, 23.0, 44.0, 51.0]);
         // a^T: a stored [[1,3],[2,4]]
         let mut c = vec![0.0f32; 4];
-        gemm_f32(&[1.0, 3.0, 2.0, 4.0], &[5.0, 6.0, 7.0, 8.0], true, false, 1, 2, 2, 2, 2.0, 0.0, &mut c).unwrap();
+        gemm_f32(
+            &[1.0, 3.0, 2.0, 4.0],
+            &[5.0, 6.0, 7.0, 8.0],
+            true,
+            false,
+            1,
+            2,
+            2,
+            2,
+            2.0,
+            0.0,
+            &mut c,
+        )
+        .unwrap();
         assert_eq!(c, vec![38.0, 44.0, 86.0, 100.0]);
         assert!(gemm_f32(&a, &b, false, false, 1, 3, 2, 2, 1.0, 0.0, &mut c).is_err());
     }
@@ -1333,14 +1732,21 @@ mod tests {
         let a = Tensor::f32(vec![2, 2], vec![1.0, 3.0, 2.0, 4.0]); // transA -> [[1,2],[3,4]]
         let b = Tensor::f32(vec![2, 2], vec![5.0, 6.0, 7.0, 8.0]);
         let c = Tensor::f32(vec![2], vec![1.0, -1.0]);
-        let attrs = [("transA", Attr::Int(1)), ("alpha", Attr::Float(0.5)), ("beta", Attr::Float(2.0))];
+        let attrs = [
+            ("transA", Attr::Int(1)),
+            ("alpha", Attr::Float(0.5)),
+            ("beta", Attr::Float(2.0)),
+        ];
         let y = run(&GEMM, &attrs, &[&a, &b, &c]).unwrap();
         // 0.5 * [[19,22],[43,50]] + 2 * [1,-1]
         assert_eq!(y.to_f64_vec(), vec![11.5, 9.0, 23.5, 23.0]);
         let ai = Tensor::from_i64(DType::I32, vec![1, 2], &[2, 3]);
         let bi = Tensor::from_i64(DType::I32, vec![2, 1], &[4, 5]);
         let ci = Tensor::from_i64(DType::I32, vec![], &[7]);
-        assert_eq!(run(&GEMM, &[], &[&ai, &bi, &ci]).unwrap().to_i64_vec(), vec![30]);
+        assert_eq!(
+            run(&GEMM, &[], &[&ai, &bi, &ci]).unwrap().to_i64_vec(),
+            vec![30]
+        );
     }
 
     #[test]
@@ -1349,8 +1755,14 @@ mod tests {
         assert_eq!(eq.output, vec!['i' as Label, 'k' as Label]);
         let eq = Equation::parse("...ij, ...jk -> ...ik", &[4, 2]).unwrap();
         assert_eq!(eq.inputs[1], vec!['j' as Label, 'k' as Label]);
-        assert_eq!(eq.output, vec![ELLIPSIS, ELLIPSIS + 1, 'i' as Label, 'k' as Label]);
-        assert_eq!(Equation::parse("Ba", &[2]).unwrap().output, vec!['B' as Label, 'a' as Label]);
+        assert_eq!(
+            eq.output,
+            vec![ELLIPSIS, ELLIPSIS + 1, 'i' as Label, 'k' as Label]
+        );
+        assert_eq!(
+            Equation::parse("Ba", &[2]).unwrap().output,
+            vec!['B' as Label, 'a' as Label]
+        );
         assert!(Equation::parse("ij", &[3]).is_err());
         assert!(Equation::parse("ij->k", &[2]).is_err());
         assert!(Equation::parse("i.j", &[2]).is_err());
@@ -1364,29 +1776,47 @@ mod tests {
         assert_eq!(at.shape, vec![2, 4, 3]);
         let y = einsum("bij,bjk->bik", &[&a, &at]);
         assert_eq!(y.to_f64_vec()[..3], [14.0, 38.0, 62.0]);
-        assert_eq!(y.to_f64_vec()[10..], [950.0, 1166.0, 950.0, 1230.0, 1510.0, 1166.0, 1510.0, 1854.0]);
+        assert_eq!(
+            y.to_f64_vec()[10..],
+            [950.0, 1166.0, 950.0, 1230.0, 1510.0, 1166.0, 1510.0, 1854.0]
+        );
         let sq = arange(vec![3, 3]);
         assert_eq!(einsum("ii->i", &[&sq]).to_f64_vec(), vec![0.0, 4.0, 8.0]);
         assert_eq!(einsum("ii", &[&sq]).to_f64_vec(), vec![12.0]);
         let b = arange(vec![2, 3, 3]);
-        assert_eq!(einsum("bii->bi", &[&b]).to_f64_vec(), vec![0.0, 4.0, 8.0, 9.0, 13.0, 17.0]);
+        assert_eq!(
+            einsum("bii->bi", &[&b]).to_f64_vec(),
+            vec![0.0, 4.0, 8.0, 9.0, 13.0, 17.0]
+        );
         let y = arange(vec![4, 5]);
         let r = einsum("...ij,jk->...ik", &[&a, &y]);
         assert_eq!(r.shape, vec![2, 3, 5]);
         assert_eq!(r.to_f64_vec()[25..], [670.0, 756.0, 842.0, 928.0, 1014.0]);
         let u = Tensor::f32(vec![2], vec![1.0, 2.0]);
         let v = Tensor::f32(vec![3], vec![3.0, 4.0, 5.0]);
-        assert_eq!(einsum("i,j->ij", &[&u, &v]).to_f64_vec(), vec![3.0, 4.0, 5.0, 6.0, 8.0, 10.0]);
+        assert_eq!(
+            einsum("i,j->ij", &[&u, &v]).to_f64_vec(),
+            vec![3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
+        );
         let p = arange(vec![2, 3, 4]);
         let q = arange(vec![3, 2, 5]);
         let r = einsum("ijk,jil->kl", &[&p, &q]);
         assert_eq!(r.shape, vec![4, 5]);
-        assert_eq!(r.to_f64_vec()[..5], [1000.0, 1060.0, 1120.0, 1180.0, 1240.0]);
-        assert_eq!(r.to_f64_vec()[15..], [1225.0, 1303.0, 1381.0, 1459.0, 1537.0]);
+        assert_eq!(
+            r.to_f64_vec()[..5],
+            [1000.0, 1060.0, 1120.0, 1180.0, 1240.0]
+        );
+        assert_eq!(
+            r.to_f64_vec()[15..],
+            [1225.0, 1303.0, 1381.0, 1459.0, 1537.0]
+        );
         // broadcast ellipsis of different lengths
         let m = arange(vec![2, 3]);
         let w = arange(vec![3]);
-        assert_eq!(einsum("...i,...i->...", &[&m, &w]).to_f64_vec(), vec![5.0, 14.0]);
+        assert_eq!(
+            einsum("...i,...i->...", &[&m, &w]).to_f64_vec(),
+            vec![5.0, 14.0]
+        );
         // three operands, scalar result
         assert_eq!(einsum("i,i,i->", &[&w, &w, &w]).to_f64_vec(), vec![9.0]);
     }
@@ -1394,7 +1824,10 @@ mod tests {
     #[test]
     fn einsum_ints_and_f16() {
         let a = Tensor::from_i64(DType::I32, vec![2, 2], &[1, 2, 3, 4]);
-        assert_eq!(einsum("ij,jk->ik", &[&a, &a]).to_i64_vec(), vec![7, 10, 15, 22]);
+        assert_eq!(
+            einsum("ij,jk->ik", &[&a, &a]).to_i64_vec(),
+            vec![7, 10, 15, 22]
+        );
         let h = Tensor::from_f64(DType::F16, vec![2, 2], &[1.0, 2.0, 3.0, 4.0]);
         let y = einsum("ij->", &[&h]);
         assert_eq!((y.dtype, y.to_f64_vec()), (DType::F16, vec![10.0]));
@@ -1402,7 +1835,10 @@ mod tests {
 
     #[test]
     fn det_matches_numpy() {
-        let x = Tensor::f32(vec![3, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0]);
+        let x = Tensor::f32(
+            vec![3, 3],
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0],
+        );
         let d = run(&DET, &[], &[&x]).unwrap().to_f64_vec()[0];
         assert!((d + 3.0).abs() < 1e-5, "{d}");
         let x = Tensor::f32(vec![2, 2, 2], vec![0.0, 1.0, 1.0, 0.0, 2.0, 1.0, 1.0, 3.0]);
@@ -1414,7 +1850,10 @@ mod tests {
         let b = Dim::sym("batch");
         let a = TensorType::new(vec![b.clone(), Dim::sym("seq"), Dim::fixed(64)], DType::F32);
         let w = TensorType::fixed(&[64, 32], DType::F32);
-        assert_eq!(matmul_shape(&a.shape, &w.shape).unwrap(), vec![b, Dim::sym("seq"), Dim::fixed(32)]);
+        assert_eq!(
+            matmul_shape(&a.shape, &w.shape).unwrap(),
+            vec![b, Dim::sym("seq"), Dim::fixed(32)]
+        );
     }
 
     /// A 1-D signal in DFT layout: [n, comps] f64.
@@ -1423,14 +1862,15 @@ mod tests {
     }
 
     fn run_dft(attrs: &[(&str, Attr)], inputs: &[Option<&Tensor>]) -> Tensor {
-        let attrs: crate::attr::Attrs = attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        let ctx = EvalCtx { def: &DFT, attrs: &attrs, inputs: inputs.to_vec(), num_results: 1 };
-        eval_dft(&ctx).unwrap().remove(0)
+        testing::run(&DFT, inputs, attrs, 1).unwrap().remove(0)
     }
 
     fn close(a: &[f64], b: &[f64]) {
         assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
-        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5), "{a:?} vs {b:?}");
+        assert!(
+            a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5),
+            "{a:?} vs {b:?}"
+        );
     }
 
     // Expected values from numpy.fft.
@@ -1449,16 +1889,34 @@ mod tests {
         // ifft of a complex signal
         let c = signal(&[1.0, 2.0, 3.0, -1.0, 0.5, 0.0, -2.0, 1.0], 2);
         let y = run_dft(&[("inverse", Attr::Int(1))], &[Some(&c)]);
-        close(&y.to_f64_vec(), &[0.625, 0.5, 0.625, 1.75, 0.125, 0.5, -0.375, -0.75]);
+        close(
+            &y.to_f64_vec(),
+            &[0.625, 0.5, 0.625, 1.75, 0.125, 0.5, -0.375, -0.75],
+        );
         // irfft: one-sided spectrum back to a real signal of odd length 5
         let h = signal(&[10.0, 1.0, -2.0, 2.0, -2.0, 3.0], 2);
         let five = Tensor::scalar_i64(5);
-        let y = run_dft(&[("inverse", Attr::Int(1)), ("onesided", Attr::Int(1))], &[Some(&h), Some(&five)]);
+        let y = run_dft(
+            &[("inverse", Attr::Int(1)), ("onesided", Attr::Int(1))],
+            &[Some(&h), Some(&five)],
+        );
         assert_eq!(y.shape, vec![5, 1]);
-        close(&y.to_f64_vec(), &[0.4, 0.9338124842129094, 3.071039617720206, 1.7289603822797943, 3.8661875157870913]);
+        close(
+            &y.to_f64_vec(),
+            &[
+                0.4,
+                0.9338124842129094,
+                3.071039617720206,
+                1.7289603822797943,
+                3.8661875157870913,
+            ],
+        );
         // default length of irfft is 2 * (3 - 1) = 4
         let h = signal(&[10.0, 0.0, -2.0, 2.0, -2.0, 0.0], 2);
-        let y = run_dft(&[("inverse", Attr::Int(1)), ("onesided", Attr::Int(1))], &[Some(&h)]);
+        let y = run_dft(
+            &[("inverse", Attr::Int(1)), ("onesided", Attr::Int(1))],
+            &[Some(&h)],
+        );
         close(&y.to_f64_vec(), &[1.0, 2.0, 3.0, 4.0]);
     }
 
@@ -1468,11 +1926,15 @@ mod tests {
         let x = Tensor::f32(vec![1, 6, 1], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let step = Tensor::scalar_i64(2);
         let fl = Tensor::scalar_i64(4);
-        let attrs = crate::attr::Attrs::new();
-        let ctx =
-            EvalCtx { def: &STFT, attrs: &attrs, inputs: vec![Some(&x), Some(&step), None, Some(&fl)], num_results: 1 };
-        let y = eval_stft(&ctx).unwrap().remove(0);
+        let y = testing::run(&STFT, &[Some(&x), Some(&step), None, Some(&fl)], &[], 1)
+            .unwrap()
+            .remove(0);
         assert_eq!(y.shape, vec![1, 2, 3, 2]);
-        close(&y.to_f64_vec(), &[10.0, 0.0, -2.0, 2.0, -2.0, 0.0, 18.0, 0.0, -2.0, 2.0, -2.0, 0.0]);
+        close(
+            &y.to_f64_vec(),
+            &[
+                10.0, 0.0, -2.0, 2.0, -2.0, 0.0, 18.0, 0.0, -2.0, 2.0, -2.0, 0.0,
+            ],
+        );
     }
 }

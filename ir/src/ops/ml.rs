@@ -830,20 +830,11 @@ pub static MEL_WEIGHT_MATRIX: OpDef = OpDef {
 mod tests {
     use super::*;
     use crate::attr::Attrs;
+    use crate::ops::testing::{attrs, eval_with, some};
     use std::sync::Arc;
 
     fn run(def: &'static OpDef, attrs: &Attrs, inputs: &[&Tensor]) -> Result<Tensor, String> {
-        let ctx = EvalCtx {
-            def,
-            attrs,
-            inputs: inputs.iter().map(|t| Some(*t)).collect(),
-            num_results: 1,
-        };
-        Ok((def.eval.unwrap())(&ctx)?.remove(0))
-    }
-
-    fn attrs(v: Vec<(&str, Attr)>) -> Attrs {
-        v.into_iter().map(|(k, a)| (k.to_string(), a)).collect()
+        Ok(eval_with(def, attrs, &some(inputs), 1)?.remove(0))
     }
 
     fn strs(v: &[&str]) -> Vec<String> {
@@ -857,7 +848,7 @@ mod tests {
     #[test]
     fn label_encoder_maps_with_defaults() {
         let x = string_tensor(vec![5], strs(&["a", "b", "d", "c", "g"])).unwrap();
-        let a = attrs(vec![
+        let a = attrs(&[
             ("keys_strings", Attr::Strs(strs(&["a", "b", "c"]))),
             ("values_int64s", Attr::Ints(vec![0, 1, 2])),
         ]);
@@ -865,7 +856,7 @@ mod tests {
             run(&LABEL_ENCODER, &a, &[&x]).unwrap(),
             Tensor::i64(vec![5], vec![0, 1, -1, 2, -1])
         );
-        let a = attrs(vec![
+        let a = attrs(&[
             ("keys_strings", Attr::Strs(strs(&["a", "b", "c"]))),
             (
                 "values_tensor",
@@ -885,7 +876,7 @@ mod tests {
     #[test]
     fn label_encoder_float_keys_match_nan_and_signed_zero() {
         // Later duplicate keys win.
-        let a = attrs(vec![
+        let a = attrs(&[
             ("keys_floats", Attr::Floats(vec![f64::NAN, 0.0, 1.5, 1.5])),
             (
                 "values_strings",
@@ -900,7 +891,7 @@ mod tests {
         );
         // Keys must have the input's type.
         assert!(run(&LABEL_ENCODER, &a, &[&Tensor::i64(vec![1], vec![0])]).is_err());
-        let both = attrs(vec![
+        let both = attrs(&[
             ("keys_floats", Attr::Floats(vec![1.0])),
             ("keys_int64s", Attr::Ints(vec![1])),
             ("values_int64s", Attr::Ints(vec![1])),
@@ -910,7 +901,7 @@ mod tests {
 
     #[test]
     fn binarizer_and_feature_extractor() {
-        let a = attrs(vec![("threshold", Attr::Float(1.0))]);
+        let a = attrs(&[("threshold", Attr::Float(1.0))]);
         let x = Tensor::f32(vec![4], vec![1.0, 1.5, f32::NAN, -3.0]);
         assert_eq!(
             run(&BINARIZER, &a, &[&x]).unwrap(),
@@ -957,7 +948,7 @@ mod tests {
     /// Two one-split trees on feature 0 (<= 0.5): tree 0 gives -1.5 | 2.0 to
     /// target 0, tree 1 gives 0.0 | 3.0 to target 2; target 1 gets nothing.
     fn two_stumps(aggregate: i64, post: i64) -> Attrs {
-        attrs(vec![
+        attrs(&[
             ("aggregate_function", Attr::Int(aggregate)),
             ("post_transform", Attr::Int(post)),
             ("n_targets", Attr::Int(3)),
@@ -1032,7 +1023,7 @@ mod tests {
     fn tree_ensemble_set_membership_and_missing_values() {
         // Root: x <= 11 ? (x in {1.2, 3.7, 8, 9} ? leaf 0 : node 2) : leaf 1;
         // node 2: x in {12, 7} ? leaf 1 : leaf 3. NaN goes false at the root.
-        let a = attrs(vec![
+        let a = attrs(&[
             ("n_targets", Attr::Int(4)),
             ("tree_roots", Attr::Ints(vec![0])),
             ("nodes_featureids", Attr::Ints(vec![0, 0, 0])),

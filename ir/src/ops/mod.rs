@@ -21,6 +21,8 @@ pub mod quant;
 pub mod reduce;
 pub mod shape;
 pub mod symbolic;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod text;
 
 use crate::attr::{Attr, AttrKind, Attrs};

@@ -1150,6 +1150,7 @@ pub static QLINEAR_CONV: OpDef = OpDef {
 mod tests {
     use super::*;
     use crate::attr::Attrs;
+    use crate::ops::testing::eval_with;
     use crate::tensor::Data;
 
     fn run(
@@ -1158,13 +1159,7 @@ mod tests {
         attrs: Attrs,
         n: usize,
     ) -> Result<Vec<Tensor>, String> {
-        let ctx = EvalCtx {
-            def,
-            attrs: &attrs,
-            inputs: inputs.to_vec(),
-            num_results: n,
-        };
-        (def.eval.unwrap())(&ctx)
+        eval_with(def, &attrs, inputs, n)
     }
 
     fn u8t(shape: Vec<usize>, v: Vec<u8>) -> Tensor {

@@ -25,7 +25,11 @@ fn i128_values(t: &Tensor) -> Vec<i128> {
 
 /// Integer results wrapped into `dtype` (truncation keeps the low bits).
 fn from_i128(dtype: DType, shape: Vec<usize>, v: &[i128]) -> Tensor {
-    Tensor::from_i64(dtype, shape, &v.iter().map(|&x| x as i64).collect::<Vec<_>>())
+    Tensor::from_i64(
+        dtype,
+        shape,
+        &v.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+    )
 }
 
 /// The layout of a tensor around one axis: `outer` blocks of `len` slices of
@@ -69,7 +73,11 @@ fn check_numeric(d: DType, op: &str) -> Result<(), String> {
 
 /// A total order on floats with NaN placed above (or below) every number.
 fn cmp_nan(a: f64, b: f64, nan_greatest: bool) -> Ordering {
-    let nan_order = if nan_greatest { Ordering::Greater } else { Ordering::Less };
+    let nan_order = if nan_greatest {
+        Ordering::Greater
+    } else {
+        Ordering::Less
+    };
     match (a.is_nan(), b.is_nan()) {
         (true, true) => Ordering::Equal,
         (true, false) => nan_order,
@@ -120,7 +128,13 @@ fn gather(t: &Tensor, idx: &[usize], shape: Vec<usize>) -> Result<Tensor, String
 
 /// The maximum, -inf when empty; NaN wins as in numpy.
 fn nan_max(v: &[f64]) -> f64 {
-    v.iter().fold(f64::NEG_INFINITY, |m, &x| if m.is_nan() || x.is_nan() { f64::NAN } else { m.max(x) })
+    v.iter().fold(f64::NEG_INFINITY, |m, &x| {
+        if m.is_nan() || x.is_nan() {
+            f64::NAN
+        } else {
+            m.max(x)
+        }
+    })
 }
 
 /// `f` applied to each consecutive group of `group` values, `n` results (an
@@ -212,7 +226,10 @@ impl Reduction {
 fn reduced_axes(axes: Option<&[i64]>, rank: usize, noop: bool) -> Result<Vec<usize>, String> {
     match axes {
         Some(a) if !a.is_empty() => {
-            let mut v = a.iter().map(|&x| norm_axis(x, rank)).collect::<Result<Vec<_>, _>>()?;
+            let mut v = a
+                .iter()
+                .map(|&x| norm_axis(x, rank))
+                .collect::<Result<Vec<_>, _>>()?;
             v.sort_unstable();
             v.dedup();
             Ok(v)
@@ -237,11 +254,17 @@ fn reduce_dims<D: Clone>(shape: &[D], axes: &[usize], keepdims: bool, one: D) ->
 fn infer_reduce(ctx: &InferCtx, kind: Reduction) -> Result<Vec<TensorType>, String> {
     let x = ctx.input(0)?;
     if !kind.accepts(x.dtype()) {
-        return Err(format!("{:?} reduction does not accept element type {}", kind, x.dtype()));
+        return Err(format!(
+            "{:?} reduction does not accept element type {}",
+            kind,
+            x.dtype()
+        ));
     }
     let keepdims = ctx.int("keepdims")? != 0;
     let noop = ctx.int("noop_with_empty_axes")? != 0;
-    let known_axes = ctx.sym_input(1).and_then(|v| v.iter().map(Dim::as_fixed).collect::<Option<Vec<i64>>>());
+    let known_axes = ctx
+        .sym_input(1)
+        .and_then(|v| v.iter().map(Dim::as_fixed).collect::<Option<Vec<i64>>>());
     let axes: Option<Vec<i64>> = match (ctx.opt_input(1), known_axes) {
         (None, _) => None,
         (Some(_), Some(a)) => Some(a),
@@ -268,26 +291,43 @@ fn infer_reduce_known(
     noop: bool,
 ) -> Result<Vec<TensorType>, String> {
     let axes = reduced_axes(axes, x.rank(), noop)?;
-    Ok(vec![x.with_shape(reduce_dims(&x.shape, &axes, keepdims, Dim::fixed(1)))])
+    Ok(vec![x.with_shape(reduce_dims(
+        &x.shape,
+        &axes,
+        keepdims,
+        Dim::fixed(1),
+    ))])
 }
 
 fn eval_reduce(ctx: &EvalCtx, kind: Reduction) -> Result<Vec<Tensor>, String> {
     let x = ctx.input(0)?;
     if !kind.accepts(x.dtype) {
-        return Err(format!("{:?} reduction does not accept element type {}", kind, x.dtype));
+        return Err(format!(
+            "{:?} reduction does not accept element type {}",
+            kind, x.dtype
+        ));
     }
     let axes_v = ctx.opt_input(1).map(Tensor::to_i64_vec);
-    let axes = reduced_axes(axes_v.as_deref(), x.rank(), ctx.int("noop_with_empty_axes")? != 0)?;
+    let axes = reduced_axes(
+        axes_v.as_deref(),
+        x.rank(),
+        ctx.int("noop_with_empty_axes")? != 0,
+    )?;
     let out_shape = reduce_dims(&x.shape, &axes, ctx.int("keepdims")? != 0, 1);
     // Move the reduced axes last: each output element is then one contiguous group.
-    let perm: Vec<usize> = (0..x.rank()).filter(|i| !axes.contains(i)).chain(axes.iter().copied()).collect();
+    let perm: Vec<usize> = (0..x.rank())
+        .filter(|i| !axes.contains(i))
+        .chain(axes.iter().copied())
+        .collect();
     let group: usize = axes.iter().map(|&a| x.shape[a]).product();
     let n_out: usize = out_shape.iter().product();
 
     if let Some(range) = x.dtype.int_range() {
         let vals = i128_values(x);
         let vals = permute_data(&vals, &x.shape, &perm);
-        let ints: Option<Vec<i128>> = per_group(&vals, group, n_out, |g| kind.fold_int(g, range)).into_iter().collect();
+        let ints: Option<Vec<i128>> = per_group(&vals, group, n_out, |g| kind.fold_int(g, range))
+            .into_iter()
+            .collect();
         if let Some(v) = ints {
             return Ok(vec![from_i128(x.dtype, out_shape, &v)]);
         }
@@ -298,8 +338,10 @@ fn eval_reduce(ctx: &EvalCtx, kind: Reduction) -> Result<Vec<Tensor>, String> {
     Ok(vec![Tensor::from_f64(x.dtype, out_shape, &v)])
 }
 
-const REDUCE_ATTRS: &[AttrSpec] =
-    &[attr("keepdims", AttrKind::Int, Default::Int(1)), attr("noop_with_empty_axes", AttrKind::Int, Default::Int(0))];
+const REDUCE_ATTRS: &[AttrSpec] = &[
+    attr("keepdims", AttrKind::Int, Default::Int(1)),
+    attr("noop_with_empty_axes", AttrKind::Int, Default::Int(0)),
+];
 
 macro_rules! reduce_op {
     ($name:ident, $mn:literal, $kind:ident, $summary:literal) => {
@@ -318,14 +360,44 @@ macro_rules! reduce_op {
 
 reduce_op!(REDUCE_SUM, "reduce_sum", Sum, "Sum over the axes");
 reduce_op!(REDUCE_MEAN, "reduce_mean", Mean, "Mean over the axes");
-reduce_op!(REDUCE_MAX, "reduce_max", Max, "Maximum over the axes (-inf / the type's minimum when empty)");
-reduce_op!(REDUCE_MIN, "reduce_min", Min, "Minimum over the axes (+inf / the type's maximum when empty)");
+reduce_op!(
+    REDUCE_MAX,
+    "reduce_max",
+    Max,
+    "Maximum over the axes (-inf / the type's minimum when empty)"
+);
+reduce_op!(
+    REDUCE_MIN,
+    "reduce_min",
+    Min,
+    "Minimum over the axes (+inf / the type's maximum when empty)"
+);
 reduce_op!(REDUCE_PROD, "reduce_prod", Prod, "Product over the axes");
-reduce_op!(REDUCE_L1, "reduce_l1", L1, "Sum of absolute values over the axes");
+reduce_op!(
+    REDUCE_L1,
+    "reduce_l1",
+    L1,
+    "Sum of absolute values over the axes"
+);
 reduce_op!(REDUCE_L2, "reduce_l2", L2, "Euclidean norm over the axes");
-reduce_op!(REDUCE_LOG_SUM, "reduce_log_sum", LogSum, "log(sum) over the axes");
-reduce_op!(REDUCE_LOG_SUM_EXP, "reduce_log_sum_exp", LogSumExp, "log(sum(exp)) over the axes, computed stably");
-reduce_op!(REDUCE_SUM_SQUARE, "reduce_sum_square", SumSquare, "Sum of squares over the axes");
+reduce_op!(
+    REDUCE_LOG_SUM,
+    "reduce_log_sum",
+    LogSum,
+    "log(sum) over the axes"
+);
+reduce_op!(
+    REDUCE_LOG_SUM_EXP,
+    "reduce_log_sum_exp",
+    LogSumExp,
+    "log(sum(exp)) over the axes, computed stably"
+);
+reduce_op!(
+    REDUCE_SUM_SQUARE,
+    "reduce_sum_square",
+    SumSquare,
+    "Sum of squares over the axes"
+);
 
 // ---------------------------------------------------------------------------
 // ArgMax / ArgMin
@@ -403,7 +475,10 @@ pub static ARG_MIN: OpDef = OpDef {
 /// The single value of K, checked against the axis length when known.
 fn topk_k(k: &Tensor, len: Option<i64>) -> Result<i64, String> {
     if k.len() != 1 {
-        return Err(format!("TopK's K must hold one value, got shape {:?}", k.shape));
+        return Err(format!(
+            "TopK's K must hold one value, got shape {:?}",
+            k.shape
+        ));
     }
     let v = k.get_i64(0);
     match len {
@@ -435,7 +510,10 @@ pub static TOP_K: OpDef = OpDef {
             (None, Some(k)) if k.len() == 1 => k[0].clone(),
             _ => Dim::Unknown,
         };
-        Ok(vec![x.with_shape(shape.clone()), TensorType::new(shape, DType::I64)])
+        Ok(vec![
+            x.with_shape(shape.clone()),
+            TensorType::new(shape, DType::I64),
+        ])
     },
     eval: Some(|ctx| {
         let x = ctx.input(0)?;
@@ -469,7 +547,10 @@ pub static TOP_K: OpDef = OpDef {
         }
         let mut shape = x.shape.clone();
         shape[axis] = k;
-        Ok(vec![gather(x, &flat, shape.clone())?, Tensor::i64(shape, indices)])
+        Ok(vec![
+            gather(x, &flat, shape.clone())?,
+            Tensor::i64(shape, indices),
+        ])
     }),
 };
 
@@ -481,7 +562,10 @@ fn infer_scan(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
     check_numeric(x.dtype(), ctx.def.mnemonic)?;
     let a = ctx.input(1)?;
     if !a.dtype().is_int() || a.rank() > 1 {
-        return Err(format!("{}'s axis must be an integer scalar, got {a}", ctx.def.mnemonic));
+        return Err(format!(
+            "{}'s axis must be an integer scalar, got {a}",
+            ctx.def.mnemonic
+        ));
     }
     Ok(vec![x.clone()])
 }
@@ -493,7 +577,10 @@ fn eval_scan(ctx: &EvalCtx, product: bool) -> Result<Vec<Tensor>, String> {
     check_numeric(x.dtype, ctx.def.mnemonic)?;
     let a = ctx.input(1)?;
     if a.len() != 1 {
-        return Err(format!("{}'s axis must hold one value, got shape {:?}", ctx.def.mnemonic, a.shape));
+        return Err(format!(
+            "{}'s axis must hold one value, got shape {:?}",
+            ctx.def.mnemonic, a.shape
+        ));
     }
     let axis = norm_axis(a.get_i64(0), x.rank())?;
     let (exclusive, reverse) = (ctx.int("exclusive")? != 0, ctx.int("reverse")? != 0);
@@ -520,7 +607,11 @@ fn eval_scan(ctx: &EvalCtx, product: bool) -> Result<Vec<Tensor>, String> {
     let flags = (exclusive, reverse);
     let y = if x.dtype.is_float() {
         let v = x.to_f64_vec();
-        let r = if product { scan(&v, lay, flags, 1.0, |a, b| a * b) } else { scan(&v, lay, flags, 0.0, |a, b| a + b) };
+        let r = if product {
+            scan(&v, lay, flags, 1.0, |a, b| a * b)
+        } else {
+            scan(&v, lay, flags, 0.0, |a, b| a + b)
+        };
         Tensor::from_f64(x.dtype, x.shape.clone(), &r)
     } else {
         let v = i128_values(x);
@@ -534,8 +625,10 @@ fn eval_scan(ctx: &EvalCtx, product: bool) -> Result<Vec<Tensor>, String> {
     Ok(vec![y])
 }
 
-const SCAN_ATTRS: &[AttrSpec] =
-    &[attr("exclusive", AttrKind::Int, Default::Int(0)), attr("reverse", AttrKind::Int, Default::Int(0))];
+const SCAN_ATTRS: &[AttrSpec] = &[
+    attr("exclusive", AttrKind::Int, Default::Int(0)),
+    attr("reverse", AttrKind::Int, Default::Int(0)),
+];
 
 pub static CUM_SUM: OpDef = OpDef {
     mnemonic: "cum_sum",
@@ -563,11 +656,18 @@ pub static CUM_PROD: OpDef = OpDef {
 mod tests {
     use super::*;
     use crate::attr::{Attr, Attrs};
+    use crate::ops::testing::eval_with;
 
-    fn run_all(def: &'static OpDef, attrs: &[(&str, i64)], inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, String> {
-        let attrs: Attrs = attrs.iter().map(|(k, v)| (k.to_string(), Attr::Int(*v))).collect();
-        let ctx = EvalCtx { def, attrs: &attrs, inputs: inputs.to_vec(), num_results: 1 };
-        (def.eval.unwrap())(&ctx)
+    fn run_all(
+        def: &'static OpDef,
+        attrs: &[(&str, i64)],
+        inputs: &[Option<&Tensor>],
+    ) -> Result<Vec<Tensor>, String> {
+        let attrs: Attrs = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Attr::Int(*v)))
+            .collect();
+        eval_with(def, &attrs, inputs, 1)
     }
 
     fn run(def: &'static OpDef, attrs: &[(&str, i64)], inputs: &[Option<&Tensor>]) -> Tensor {
@@ -579,7 +679,12 @@ mod tests {
     }
 
     fn x3() -> Tensor {
-        Tensor::f32(vec![3, 2, 2], vec![1.0, -2.0, 3.0, 4.0, 5.0, 6.0, -7.0, 8.0, 9.0, 10.0, 11.0, -12.0])
+        Tensor::f32(
+            vec![3, 2, 2],
+            vec![
+                1.0, -2.0, 3.0, 4.0, 5.0, 6.0, -7.0, 8.0, 9.0, 10.0, 11.0, -12.0,
+            ],
+        )
     }
 
     fn close(a: &[f64], b: &[f64]) {
@@ -594,8 +699,15 @@ mod tests {
     fn float_reductions_match_numpy() {
         let x = x3();
         let y = run(&REDUCE_SUM, &[], &[Some(&x), Some(&axes(&[1]))]);
-        assert_eq!((y.shape.clone(), y.to_f64_vec()), (vec![3, 1, 2], vec![4.0, 2.0, -2.0, 14.0, 20.0, -2.0]));
-        let y = run(&REDUCE_MEAN, &[("keepdims", 0)], &[Some(&x), Some(&axes(&[0, -1]))]);
+        assert_eq!(
+            (y.shape.clone(), y.to_f64_vec()),
+            (vec![3, 1, 2], vec![4.0, 2.0, -2.0, 14.0, 20.0, -2.0])
+        );
+        let y = run(
+            &REDUCE_MEAN,
+            &[("keepdims", 0)],
+            &[Some(&x), Some(&axes(&[0, -1]))],
+        );
         close(&y.to_f64_vec(), &[4.833333492279053, 1.1666666269302368]);
         let y = run(&REDUCE_L2, &[("keepdims", 0)], &[Some(&x), None]);
         assert_eq!(y.shape, Vec::<usize>::new());
@@ -612,16 +724,35 @@ mod tests {
                 11.000000000102618,
             ],
         );
-        let y = run(&REDUCE_PROD, &[("keepdims", 0)], &[Some(&x), Some(&axes(&[2]))]);
+        let y = run(
+            &REDUCE_PROD,
+            &[("keepdims", 0)],
+            &[Some(&x), Some(&axes(&[2]))],
+        );
         assert_eq!(y.to_f64_vec(), vec![-2.0, 12.0, 30.0, -56.0, 90.0, -132.0]);
-        let y = run(&REDUCE_MAX, &[("keepdims", 0)], &[Some(&x), Some(&axes(&[0, 1]))]);
+        let y = run(
+            &REDUCE_MAX,
+            &[("keepdims", 0)],
+            &[Some(&x), Some(&axes(&[0, 1]))],
+        );
         assert_eq!(y.to_f64_vec(), vec![11.0, 10.0]);
-        let y = run(&REDUCE_MIN, &[("keepdims", 0)], &[Some(&x), Some(&axes(&[1, 0]))]);
+        let y = run(
+            &REDUCE_MIN,
+            &[("keepdims", 0)],
+            &[Some(&x), Some(&axes(&[1, 0]))],
+        );
         assert_eq!(y.to_f64_vec(), vec![-7.0, -12.0]);
-        let y = run(&REDUCE_L1, &[("keepdims", 0)], &[Some(&x), Some(&axes(&[1]))]);
+        let y = run(
+            &REDUCE_L1,
+            &[("keepdims", 0)],
+            &[Some(&x), Some(&axes(&[1]))],
+        );
         assert_eq!(y.to_f64_vec(), vec![4.0, 6.0, 12.0, 14.0, 20.0, 22.0]);
         let y = run(&REDUCE_SUM_SQUARE, &[], &[Some(&x), None]);
-        assert_eq!((y.shape.clone(), y.to_f64_vec()), (vec![1, 1, 1], vec![650.0]));
+        assert_eq!(
+            (y.shape.clone(), y.to_f64_vec()),
+            (vec![1, 1, 1], vec![650.0])
+        );
     }
 
     #[test]
@@ -633,7 +764,10 @@ mod tests {
             run(&REDUCE_SUM_SQUARE, &noop, &[Some(&x), Some(&axes(&[]))]).to_f64_vec(),
             vec![4.0, 9.0, 16.0, 25.0]
         );
-        assert_eq!(run(&REDUCE_L1, &noop, &[Some(&x), None]).to_f64_vec(), vec![2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(
+            run(&REDUCE_L1, &noop, &[Some(&x), None]).to_f64_vec(),
+            vec![2.0, 3.0, 4.0, 5.0]
+        );
         // Empty reduced dims give each reduction's identity.
         let e = Tensor::f32(vec![2, 0, 4], vec![]);
         let a = axes(&[1]);
@@ -643,24 +777,54 @@ mod tests {
         assert_eq!(ident(&REDUCE_PROD).to_f64_vec(), vec![1.0; 8]);
         assert_eq!(ident(&REDUCE_MAX).to_f64_vec(), vec![f64::NEG_INFINITY; 8]);
         assert_eq!(ident(&REDUCE_MIN).to_f64_vec(), vec![f64::INFINITY; 8]);
-        assert_eq!(ident(&REDUCE_LOG_SUM).to_f64_vec(), vec![f64::NEG_INFINITY; 8]);
-        assert_eq!(ident(&REDUCE_LOG_SUM_EXP).to_f64_vec(), vec![f64::NEG_INFINITY; 8]);
+        assert_eq!(
+            ident(&REDUCE_LOG_SUM).to_f64_vec(),
+            vec![f64::NEG_INFINITY; 8]
+        );
+        assert_eq!(
+            ident(&REDUCE_LOG_SUM_EXP).to_f64_vec(),
+            vec![f64::NEG_INFINITY; 8]
+        );
         let ei = Tensor::from_i64(DType::I32, vec![0], &[]);
-        assert_eq!(run(&REDUCE_MAX, &[], &[Some(&ei), None]).to_i64_vec(), vec![i32::MIN as i64]);
+        assert_eq!(
+            run(&REDUCE_MAX, &[], &[Some(&ei), None]).to_i64_vec(),
+            vec![i32::MIN as i64]
+        );
         let eb = Tensor::new(DType::Bool, vec![0], Data::Bool(vec![])).unwrap();
-        assert_eq!(run(&REDUCE_MAX, &[], &[Some(&eb), None]).data, Data::Bool(vec![false]));
+        assert_eq!(
+            run(&REDUCE_MAX, &[], &[Some(&eb), None]).data,
+            Data::Bool(vec![false])
+        );
     }
 
     #[test]
     fn integer_reductions_are_exact() {
         let i = Tensor::from_i64(DType::I32, vec![2, 2], &[3, -7, 2, 9]);
-        assert_eq!(run(&REDUCE_MEAN, &[("keepdims", 0)], &[Some(&i), Some(&axes(&[1]))]).to_i64_vec(), vec![-2, 5]);
-        let big = Tensor::new(DType::U64, vec![2], Data::U64(vec![u64::MAX, u64::MAX - 1])).unwrap();
-        assert_eq!(run(&REDUCE_MAX, &[], &[Some(&big), None]).data, Data::U64(vec![u64::MAX]));
+        assert_eq!(
+            run(
+                &REDUCE_MEAN,
+                &[("keepdims", 0)],
+                &[Some(&i), Some(&axes(&[1]))]
+            )
+            .to_i64_vec(),
+            vec![-2, 5]
+        );
+        let big =
+            Tensor::new(DType::U64, vec![2], Data::U64(vec![u64::MAX, u64::MAX - 1])).unwrap();
+        assert_eq!(
+            run(&REDUCE_MAX, &[], &[Some(&big), None]).data,
+            Data::U64(vec![u64::MAX])
+        );
         // Wrapping like the element type: (2^64 - 1) + (2^64 - 2) = 2^64 - 3 (mod 2^64)
-        assert_eq!(run(&REDUCE_SUM, &[], &[Some(&big), None]).data, Data::U64(vec![u64::MAX - 2]));
+        assert_eq!(
+            run(&REDUCE_SUM, &[], &[Some(&big), None]).data,
+            Data::U64(vec![u64::MAX - 2])
+        );
         let b = Tensor::new(DType::Bool, vec![3], Data::Bool(vec![false, true, false])).unwrap();
-        assert_eq!(run(&REDUCE_MIN, &[], &[Some(&b), None]).data, Data::Bool(vec![false]));
+        assert_eq!(
+            run(&REDUCE_MIN, &[], &[Some(&b), None]).data,
+            Data::Bool(vec![false])
+        );
         assert!(run_all(&REDUCE_SUM, &[], &[Some(&b), None]).is_err());
     }
 
@@ -669,10 +833,17 @@ mod tests {
         let a = Tensor::f32(vec![2, 4], vec![2.0, 1.0, 3.0, 3.0, 0.0, 5.0, 5.0, 1.0]);
         let y = run(&ARG_MAX, &[("axis", 1), ("keepdims", 0)], &[Some(&a)]);
         assert_eq!((y.shape.clone(), y.to_i64_vec()), (vec![2], vec![2, 1]));
-        let y = run(&ARG_MAX, &[("axis", -1), ("select_last_index", 1)], &[Some(&a)]);
+        let y = run(
+            &ARG_MAX,
+            &[("axis", -1), ("select_last_index", 1)],
+            &[Some(&a)],
+        );
         assert_eq!((y.shape.clone(), y.to_i64_vec()), (vec![2, 1], vec![3, 2]));
         let y = run(&ARG_MIN, &[], &[Some(&a)]);
-        assert_eq!((y.shape.clone(), y.to_i64_vec()), (vec![1, 4], vec![1, 0, 0, 1]));
+        assert_eq!(
+            (y.shape.clone(), y.to_i64_vec()),
+            (vec![1, 4], vec![1, 0, 0, 1])
+        );
         let n = Tensor::f32(vec![3], vec![1.0, f32::NAN, 2.0]);
         assert_eq!(run(&ARG_MAX, &[], &[Some(&n)]).to_i64_vec(), vec![1]);
         assert_eq!(run(&ARG_MIN, &[], &[Some(&n)]).to_i64_vec(), vec![1]);
@@ -680,28 +851,61 @@ mod tests {
 
     #[test]
     fn top_k_orders_ties_by_index() {
-        let t = Tensor::f32(vec![2, 5], vec![0.0, 3.0, 1.0, 3.0, 2.0, 4.0, 4.0, 1.0, 0.0, 4.0]);
-        let r = run_all(&TOP_K, &[], &[Some(&t), Some(&Tensor::i64(vec![1], vec![3]))]).unwrap();
+        let t = Tensor::f32(
+            vec![2, 5],
+            vec![0.0, 3.0, 1.0, 3.0, 2.0, 4.0, 4.0, 1.0, 0.0, 4.0],
+        );
+        let r = run_all(
+            &TOP_K,
+            &[],
+            &[Some(&t), Some(&Tensor::i64(vec![1], vec![3]))],
+        )
+        .unwrap();
         assert_eq!(r[0].to_f64_vec(), vec![3.0, 3.0, 2.0, 4.0, 4.0, 4.0]);
         assert_eq!(r[1].to_i64_vec(), vec![1, 3, 4, 0, 1, 4]);
-        let r = run_all(&TOP_K, &[("largest", 0)], &[Some(&t), Some(&Tensor::i64(vec![1], vec![2]))]).unwrap();
+        let r = run_all(
+            &TOP_K,
+            &[("largest", 0)],
+            &[Some(&t), Some(&Tensor::i64(vec![1], vec![2]))],
+        )
+        .unwrap();
         assert_eq!(r[0].to_f64_vec(), vec![0.0, 1.0, 0.0, 1.0]);
         assert_eq!(r[1].to_i64_vec(), vec![0, 2, 3, 2]);
         // along axis 0, int data keeps its type
         let u = Tensor::from_i64(DType::U64, vec![3, 2], &[5, 1, 7, 1, 6, 0]);
-        let r = run_all(&TOP_K, &[("axis", 0)], &[Some(&u), Some(&Tensor::i64(vec![1], vec![2]))]).unwrap();
+        let r = run_all(
+            &TOP_K,
+            &[("axis", 0)],
+            &[Some(&u), Some(&Tensor::i64(vec![1], vec![2]))],
+        )
+        .unwrap();
         assert_eq!(r[0].data, Data::U64(vec![7, 1, 6, 1]));
         assert_eq!(r[1].to_i64_vec(), vec![1, 0, 2, 1]);
-        assert!(run_all(&TOP_K, &[], &[Some(&t), Some(&Tensor::i64(vec![1], vec![6]))]).is_err());
+        assert!(run_all(
+            &TOP_K,
+            &[],
+            &[Some(&t), Some(&Tensor::i64(vec![1], vec![6]))]
+        )
+        .is_err());
     }
 
     #[test]
     fn scans() {
         let c = Tensor::from_f64(DType::F64, vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let ax = |a| Tensor::scalar_i64(a);
-        assert_eq!(run(&CUM_SUM, &[], &[Some(&c), Some(&ax(0))]).to_f64_vec(), vec![1.0, 2.0, 3.0, 5.0, 7.0, 9.0]);
-        assert_eq!(run(&CUM_PROD, &[], &[Some(&c), Some(&ax(-1))]).to_f64_vec(), vec![1.0, 2.0, 6.0, 4.0, 20.0, 120.0]);
-        let y = run(&CUM_SUM, &[("exclusive", 1), ("reverse", 1)], &[Some(&c), Some(&ax(1))]);
+        assert_eq!(
+            run(&CUM_SUM, &[], &[Some(&c), Some(&ax(0))]).to_f64_vec(),
+            vec![1.0, 2.0, 3.0, 5.0, 7.0, 9.0]
+        );
+        assert_eq!(
+            run(&CUM_PROD, &[], &[Some(&c), Some(&ax(-1))]).to_f64_vec(),
+            vec![1.0, 2.0, 6.0, 4.0, 20.0, 120.0]
+        );
+        let y = run(
+            &CUM_SUM,
+            &[("exclusive", 1), ("reverse", 1)],
+            &[Some(&c), Some(&ax(1))],
+        );
         assert_eq!(y.to_f64_vec(), vec![5.0, 3.0, 0.0, 11.0, 6.0, 0.0]);
         let y = run(&CUM_PROD, &[("exclusive", 1)], &[Some(&c), Some(&ax(1))]);
         assert_eq!(y.to_f64_vec(), vec![1.0, 1.0, 2.0, 1.0, 4.0, 20.0]);
@@ -718,7 +922,10 @@ mod tests {
         ops: &[Option<&TensorType>],
         consts: &[Option<&crate::tensor::SharedTensor>],
     ) -> Result<Vec<TensorType>, String> {
-        let attrs: Attrs = attrs.iter().map(|(k, v)| (k.to_string(), Attr::Int(*v))).collect();
+        let attrs: Attrs = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Attr::Int(*v)))
+            .collect();
         let ctx = InferCtx {
             def,
             attrs: &attrs,
@@ -732,23 +939,56 @@ mod tests {
 
     #[test]
     fn inference_keeps_symbols() {
-        let x = TensorType::new(vec![Dim::sym("batch"), Dim::sym("seq"), Dim::fixed(8)], DType::F32);
+        let x = TensorType::new(
+            vec![Dim::sym("batch"), Dim::sym("seq"), Dim::fixed(8)],
+            DType::F32,
+        );
         let at = TensorType::fixed(&[1], DType::I64);
         let a = std::sync::Arc::new(axes(&[-1]));
         let r = infer(&REDUCE_MEAN, &[], &[Some(&x), Some(&at)], &[None, Some(&a)]).unwrap();
-        assert_eq!(r[0].shape, vec![Dim::sym("batch"), Dim::sym("seq"), Dim::fixed(1)]);
-        let r = infer(&REDUCE_SUM, &[("keepdims", 0)], &[Some(&x), Some(&at)], &[None, Some(&a)]).unwrap();
+        assert_eq!(
+            r[0].shape,
+            vec![Dim::sym("batch"), Dim::sym("seq"), Dim::fixed(1)]
+        );
+        let r = infer(
+            &REDUCE_SUM,
+            &[("keepdims", 0)],
+            &[Some(&x), Some(&at)],
+            &[None, Some(&a)],
+        )
+        .unwrap();
         assert_eq!(r[0].shape, vec![Dim::sym("batch"), Dim::sym("seq")]);
         // run-time axes: rank known, sizes not
-        let r = infer(&REDUCE_SUM, &[("keepdims", 0)], &[Some(&x), Some(&at)], &[None, None]).unwrap();
+        let r = infer(
+            &REDUCE_SUM,
+            &[("keepdims", 0)],
+            &[Some(&x), Some(&at)],
+            &[None, None],
+        )
+        .unwrap();
         assert_eq!(r[0].shape, vec![Dim::Unknown, Dim::Unknown]);
-        let r = infer(&ARG_MAX, &[("axis", 1), ("keepdims", 0)], &[Some(&x)], &[None]).unwrap();
-        assert_eq!((r[0].shape.clone(), r[0].dtype()), (vec![Dim::sym("batch"), Dim::fixed(8)], DType::I64));
+        let r = infer(
+            &ARG_MAX,
+            &[("axis", 1), ("keepdims", 0)],
+            &[Some(&x)],
+            &[None],
+        )
+        .unwrap();
+        assert_eq!(
+            (r[0].shape.clone(), r[0].dtype()),
+            (vec![Dim::sym("batch"), Dim::fixed(8)], DType::I64)
+        );
         let kt = TensorType::fixed(&[1], DType::I64);
         let r = infer(&TOP_K, &[], &[Some(&x), Some(&kt)], &[None, None]).unwrap();
-        assert_eq!(r[0].shape, vec![Dim::sym("batch"), Dim::sym("seq"), Dim::Unknown]);
+        assert_eq!(
+            r[0].shape,
+            vec![Dim::sym("batch"), Dim::sym("seq"), Dim::Unknown]
+        );
         let k = std::sync::Arc::new(Tensor::i64(vec![1], vec![3]));
         let r = infer(&TOP_K, &[], &[Some(&x), Some(&kt)], &[None, Some(&k)]).unwrap();
-        assert_eq!((r[1].shape[2].clone(), r[1].dtype()), (Dim::fixed(3), DType::I64));
+        assert_eq!(
+            (r[1].shape[2].clone(), r[1].dtype()),
+            (Dim::fixed(3), DType::I64)
+        );
     }
 }

@@ -2463,71 +2463,11 @@ pub static RESIZE: OpDef = OpDef {
     }),
 };
 
-/// Test helpers shared by the family files of this module.
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-    use crate::attr::Attrs;
-    use std::sync::Arc;
-
-    /// Runs `infer` on operand types, with optional constant and symbolic
-    /// operand values.
-    pub fn infer(
-        def: &'static OpDef,
-        attrs: &Attrs,
-        operands: &[TensorType],
-        consts: &[Option<Tensor>],
-        syms: &[Option<Vec<Dim>>],
-        num_results: usize,
-    ) -> Result<Vec<TensorType>, String> {
-        let shared: Vec<Option<crate::tensor::SharedTensor>> =
-            consts.iter().map(|c| c.clone().map(Arc::new)).collect();
-        let ctx = InferCtx {
-            def,
-            attrs,
-            operands: operands.iter().map(Some).collect(),
-            consts: (0..operands.len())
-                .map(|i| shared.get(i).and_then(|c| c.as_ref()))
-                .collect(),
-            syms: (0..operands.len())
-                .map(|i| syms.get(i).cloned().flatten())
-                .collect(),
-            num_results,
-        };
-        (def.infer)(&ctx)
-    }
-
-    pub fn eval(
-        def: &'static OpDef,
-        attrs: &Attrs,
-        inputs: &[Option<Tensor>],
-        num_results: usize,
-    ) -> Result<Vec<Tensor>, String> {
-        let ctx = EvalCtx {
-            def,
-            attrs,
-            inputs: inputs.iter().map(|t| t.as_ref()).collect(),
-            num_results,
-        };
-        (def.eval.ok_or("no eval")?)(&ctx)
-    }
-
-    pub fn attrs(list: &[(&str, crate::attr::Attr)]) -> Attrs {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    }
-
-    pub fn f32s(t: &Tensor) -> Vec<f32> {
-        t.to_f32_vec()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testing::{attrs, eval, f32s, infer};
     use super::*;
     use crate::attr::{Attr, Attrs};
+    use crate::ops::testing::{attrs, eval, f32s, infer};
 
     fn sym(n: &str) -> Dim {
         Dim::sym(n)

@@ -634,6 +634,7 @@ pub static TF_IDF_VECTORIZER: OpDef = OpDef {
 mod tests {
     use super::*;
     use crate::attr::Attrs;
+    use crate::ops::testing::{self, attrs, eval_with, some};
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -649,13 +650,7 @@ mod tests {
         inputs: &[&Tensor],
         num_results: usize,
     ) -> Result<Vec<Tensor>, String> {
-        let ctx = EvalCtx {
-            def,
-            attrs: &attrs,
-            inputs: inputs.iter().map(|t| Some(*t)).collect(),
-            num_results,
-        };
-        (def.eval.unwrap())(&ctx)
+        eval_with(def, &attrs, &some(inputs), num_results)
     }
 
     fn infer(
@@ -664,19 +659,7 @@ mod tests {
         inputs: &[TensorType],
         num_results: usize,
     ) -> Result<Vec<TensorType>, String> {
-        let ctx = InferCtx {
-            def,
-            attrs: &attrs,
-            operands: inputs.iter().map(Some).collect(),
-            consts: vec![None; inputs.len()],
-            syms: vec![None; inputs.len()],
-            num_results,
-        };
-        (def.infer)(&ctx)
-    }
-
-    fn attrs(v: &[(&str, Attr)]) -> Attrs {
-        v.iter().map(|(k, a)| (k.to_string(), a.clone())).collect()
+        testing::infer(def, &attrs, inputs, &[], &[], num_results)
     }
 
     #[test]

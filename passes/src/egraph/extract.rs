@@ -76,12 +76,16 @@ impl ClassSet {
     }
 }
 
-/// Extracts the cheapest program computing `roots` by DAG cost.
+/// Extracts the cheapest program computing `roots` by DAG cost from a
+/// rebuilt e-graph.
 pub fn extract_dag(
     eg: &TsrEGraph,
     roots: &[Id],
     node_cost: &dyn Fn(&TsrEGraph, Id, &TsrLang) -> f64,
 ) -> Result<Extraction, String> {
+    if !eg.clean {
+        return Err("extraction needs a rebuilt e-graph (call rebuild first)".into());
+    }
     let mut ids: Vec<Id> = eg.classes().map(|c| c.id).collect();
     ids.sort();
     let n = ids.len();

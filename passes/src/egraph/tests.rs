@@ -551,50 +551,6 @@ fn the_pass_reports_per_rule_counters() {
     assert_eq!(compute_ops(&g), 0);
 }
 
-/// Times the optimizer on a model: `TESSERA_EGRAPH_MODEL=path cargo test
-/// --release -p tessera-passes egraph_timing -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn egraph_timing() {
-    let paths: Vec<PathBuf> = match std::env::var("TESSERA_EGRAPH_MODEL") {
-        Ok(p) => vec![PathBuf::from(p)],
-        Err(_) => {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(models_dir())
-                .unwrap()
-                .filter_map(|e| e.ok().map(|e| e.path().join("model.onnx")))
-                .filter(|p| p.exists())
-                .collect();
-            v.sort();
-            v
-        }
-    };
-    for p in paths {
-        let t = std::time::Instant::now();
-        let g = tessera_frontend::import_model(&p).unwrap();
-        let import = t.elapsed();
-        let (out, r) = optimize(&g, &Config::default()).unwrap();
-        println!(
-            "{}: import {:?}; {} ops -> {}; build {:?}, saturate {:?} ({} iters, {} nodes, {} classes, {}), extract+export {:?}; applied {:?}",
-            p.display(),
-            import,
-            g.ops.len(),
-            out.ops.len(),
-            r.build_time,
-            r.saturate_time,
-            r.iterations,
-            r.egraph_nodes,
-            r.egraph_classes,
-            r.stop_reason,
-            r.extract_time,
-            r.applied
-        );
-        if let Some(dir) = p.parent() {
-            matches_onnxruntime(&p.display().to_string(), dir, &out, 1e-4);
-            println!("  matches onnxruntime (1e-4)");
-        }
-    }
-}
-
 /// Two identical random draws are two values: hash-consing must not merge them.
 #[test]
 fn random_ops_are_never_merged() {

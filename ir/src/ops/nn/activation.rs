@@ -44,21 +44,14 @@ pub static SWIGLU: OpDef = OpDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attr::Attrs;
+    use crate::ops::testing::run_all;
 
     #[test]
     fn swiglu_gates_b() {
         // sigmoid(0) = 0.5, sigmoid(2) = 0.88079708
         let a = Tensor::f32(vec![2], vec![0., 2.]);
         let b = Tensor::f32(vec![2], vec![3., 0.5]);
-        let attrs = Attrs::new();
-        let ctx = EvalCtx {
-            def: &SWIGLU,
-            attrs: &attrs,
-            inputs: vec![Some(&a), Some(&b)],
-            num_results: 1,
-        };
-        let y = (SWIGLU.eval.unwrap())(&ctx).unwrap()[0].to_f64_vec();
+        let y = run_all(&SWIGLU, &[&a, &b], &[], 1)[0].to_f64_vec();
         assert_eq!(y[0], 0.0);
         assert!((y[1] - 2.0 * 0.88079708 * 0.5).abs() < 1e-6);
     }

@@ -700,7 +700,8 @@ fn eval_rotary(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attr::{Attr, Attrs};
+    use crate::attr::Attr;
+    use crate::ops::testing;
 
     fn run(
         def: &'static OpDef,
@@ -708,17 +709,7 @@ mod tests {
         attrs: &[(&str, Attr)],
         n: usize,
     ) -> Vec<Tensor> {
-        let attrs: Attrs = attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let ctx = EvalCtx {
-            def,
-            attrs: &attrs,
-            inputs,
-            num_results: n,
-        };
-        (def.eval.unwrap())(&ctx).unwrap()
+        testing::run(def, &inputs, attrs, n).unwrap()
     }
 
     #[test]

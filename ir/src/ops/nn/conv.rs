@@ -636,20 +636,11 @@ pub static CONV_TRANSPOSE: OpDef = OpDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attr::{Attr, Attrs};
+    use crate::attr::Attr;
+    use crate::ops::testing::run_all;
 
     fn run(def: &'static OpDef, inputs: &[&Tensor], attrs: &[(&str, Attr)]) -> Tensor {
-        let attrs: Attrs = attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let ctx = EvalCtx {
-            def,
-            attrs: &attrs,
-            inputs: inputs.iter().map(|t| Some(*t)).collect(),
-            num_results: 1,
-        };
-        (def.eval.unwrap())(&ctx).unwrap().remove(0)
+        run_all(def, inputs, attrs, 1).remove(0)
     }
 
     #[test]

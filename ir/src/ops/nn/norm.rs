@@ -524,26 +524,8 @@ pub static LRN: OpDef = OpDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attr::{Attr, Attrs};
-
-    fn run(
-        def: &'static OpDef,
-        inputs: &[&Tensor],
-        attrs: &[(&str, Attr)],
-        n: usize,
-    ) -> Vec<Tensor> {
-        let attrs: Attrs = attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let ctx = EvalCtx {
-            def,
-            attrs: &attrs,
-            inputs: inputs.iter().map(|t| Some(*t)).collect(),
-            num_results: n,
-        };
-        (def.eval.unwrap())(&ctx).unwrap()
-    }
+    use crate::attr::Attr;
+    use crate::ops::testing::run_all as run;
 
     fn close(a: &[f64], b: &[f64], tol: f64) {
         assert_eq!(a.len(), b.len());

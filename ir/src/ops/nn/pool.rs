@@ -450,26 +450,8 @@ pub static MAX_UNPOOL: OpDef = OpDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attr::{Attr, Attrs};
-
-    fn run(
-        def: &'static OpDef,
-        inputs: &[&Tensor],
-        attrs: &[(&str, Attr)],
-        n: usize,
-    ) -> Vec<Tensor> {
-        let attrs: Attrs = attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let ctx = EvalCtx {
-            def,
-            attrs: &attrs,
-            inputs: inputs.iter().map(|t| Some(*t)).collect(),
-            num_results: n,
-        };
-        (def.eval.unwrap())(&ctx).unwrap()
-    }
+    use crate::attr::Attr;
+    use crate::ops::testing::run_all as run;
 
     fn grid() -> Tensor {
         Tensor::f32(vec![1, 1, 3, 3], (1..=9).map(|v| v as f32).collect())

@@ -797,26 +797,7 @@ pub static LSTM: OpDef = OpDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attr::Attrs;
-
-    fn run(
-        def: &'static OpDef,
-        inputs: &[Option<&Tensor>],
-        attrs: &[(&str, Attr)],
-        num_results: usize,
-    ) -> Result<Vec<Tensor>, String> {
-        let attrs: Attrs = attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let ctx = EvalCtx {
-            def,
-            attrs: &attrs,
-            inputs: inputs.to_vec(),
-            num_results,
-        };
-        (def.eval.unwrap())(&ctx)
-    }
+    use crate::ops::testing::run;
 
     fn f32t(shape: &[usize], v: &[f64]) -> Tensor {
         Tensor::f32(shape.to_vec(), v.iter().map(|&x| x as f32).collect())

@@ -101,18 +101,11 @@ lane_op!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attr::{Attr, Attrs};
+    use crate::attr::Attr;
+    use crate::ops::testing::run_all;
 
     fn run(def: &'static OpDef, x: &Tensor, axis: i64) -> Tensor {
-        let mut attrs = Attrs::new();
-        attrs.insert("axis".into(), Attr::Int(axis));
-        let ctx = EvalCtx {
-            def,
-            attrs: &attrs,
-            inputs: vec![Some(x)],
-            num_results: 1,
-        };
-        (def.eval.unwrap())(&ctx).unwrap().remove(0)
+        run_all(def, &[x], &[("axis", Attr::Int(axis))], 1).remove(0)
     }
 
     #[test]
