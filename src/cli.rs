@@ -16,6 +16,8 @@ pub enum Command {
     Compile(CompileArgs),
     /// Run a model on a target with inputs from .pb files; optionally check the outputs.
     Run(RunArgs),
+    /// Run an accelerator instruction stream (.tsa text or binary) on the simulator.
+    Simulate(SimulateArgs),
     /// List the ops of the Tessera dialect or the registered passes.
     List {
         #[arg(value_enum)]
@@ -113,4 +115,28 @@ pub struct RunArgs {
     /// Absolute tolerance for float outputs (default: per element type).
     #[arg(long)]
     pub atol: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// The stream: `.tsa` assembly text, or the binary encoding.
+    pub stream: PathBuf,
+    /// Hardware configuration: a TOML file, or a preset name (edge, server).
+    #[arg(long, default_value = "edge")]
+    pub config: String,
+    /// Inputs: a directory of input_K.pb files, or .pb files; matched to the stream's input buffers by name.
+    #[arg(long, num_args = 1..)]
+    pub inputs: Vec<PathBuf>,
+    /// Write the output buffers as output_K.pb files (stream buffer order) into this directory.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Compare the outputs with the output_K.pb files in this directory; exit non-zero on mismatch.
+    #[arg(long)]
+    pub check: Option<PathBuf>,
+    /// Write a Chrome trace event file (open it in Perfetto), one track per queue and unit.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

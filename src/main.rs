@@ -4,6 +4,7 @@ mod cli;
 mod driver;
 mod progress;
 mod runner;
+mod simulate;
 mod stats;
 
 use clap::Parser;
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compile(a) => compile(a),
         Command::Run(a) => run(a),
+        Command::Simulate(a) => simulate::simulate(a),
         Command::List { what } => {
             list(what);
             Ok(ExitCode::SUCCESS)

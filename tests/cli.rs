@@ -160,3 +160,30 @@ fn list_shows_ops_and_passes() {
     assert!(stdout(&o).contains("fold-constants"));
 }
 
+
+#[test]
+fn simulate_runs_a_stream_and_checks_it() {
+    let trace = std::env::temp_dir().join(format!("tessera-trace-{}.json", std::process::id()));
+    let o = tessera(&[
+        "simulate",
+        &path("tests/fixtures/accel/example.tsa"),
+        "--inputs",
+        &path("tests/fixtures/accel/inputs"),
+        "--check",
+        &path("tests/fixtures/accel/expected"),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("cycles") && out.contains("all 1 outputs match"), "{out}");
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).expect("trace is JSON");
+    assert!(t["traceEvents"].as_array().is_some_and(|e| !e.is_empty()));
+    // A malformed stream names the instruction; a missing input names the buffer.
+    let bad = std::env::temp_dir().join(format!("tessera-bad-{}.tsa", std::process::id()));
+    std::fs::write(&bad, ".tsa 1\n.dram_size 64\nfrobnicate x=1\n").unwrap();
+    let o = tessera(&["simulate", bad.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("instruction 0"), "{}", stderr(&o));
+    let o = tessera(&["simulate", &path("tests/fixtures/accel/example.tsa")]);
+    assert!(!o.status.success() && stderr(&o).contains("'x'"), "{}", stderr(&o));
+}

@@ -606,7 +606,7 @@ pub static TF_IDF_VECTORIZER: OpDef = OpDef {
         let k = ngrams.out_size;
         let shape = tfidf_shape(&x.shape, k)?;
         let rows = if x.rank() == 2 { x.shape[0] } else { 1 };
-        let cols = if rows == 0 { 0 } else { x.len() / rows };
+        let cols = x.len().checked_div(rows).unwrap_or(0);
         let toks = tokens(x)?;
         let mut freq = vec![0u64; rows * k];
         for (r, out) in freq.chunks_exact_mut(k).enumerate() {

@@ -54,7 +54,7 @@ fn heads_attr(ctx: &impl AttrAccess, name: &str) -> Result<Option<i64>, String> 
 
 /// Splits a packed hidden dim into (heads, size).
 fn split_hidden(hidden: usize, heads: usize, what: &str) -> Result<usize, String> {
-    if heads == 0 || hidden % heads != 0 {
+    if heads == 0 || !hidden.is_multiple_of(heads) {
         return Err(format!(
             "{what} hidden size {hidden} is not divisible by {heads} heads"
         ));

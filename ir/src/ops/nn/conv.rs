@@ -626,7 +626,7 @@ pub static CONV_TRANSPOSE: OpDef = OpDef {
                     .iter()
                     .map(|&o| Dim::fixed(o as i64)),
             ),
-            _ => dims.extend(std::iter::repeat(Dim::Unknown).take(x.rank() - 2)),
+            _ => dims.extend(std::iter::repeat_n(Dim::Unknown, x.rank() - 2)),
         }
         Ok(vec![TensorType::new(dims, dt)])
     },

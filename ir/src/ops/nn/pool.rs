@@ -143,7 +143,7 @@ pub static MAX_POOL: OpDef = OpDef {
             for t in taps {
                 if let Tap::In(i) = t {
                     let e = v[plane * nin + i];
-                    if best.map_or(true, |(b, _)| e > b) {
+                    if best.is_none_or(|(b, _)| e > b) {
                         best = Some((e, i));
                     }
                 }
@@ -388,7 +388,7 @@ pub static MAX_UNPOOL: OpDef = OpDef {
                     .into_iter()
                     .map(|d| Dim::fixed(d as i64)),
             ),
-            None => dims.extend(std::iter::repeat(Dim::Unknown).take(x.rank() - 2)),
+            None => dims.extend(std::iter::repeat_n(Dim::Unknown, x.rank() - 2)),
         }
         Ok(vec![x.with_shape(dims)])
     },

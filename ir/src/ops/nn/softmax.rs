@@ -31,7 +31,7 @@ pub fn log_softmax_lane(v: &mut [f64]) {
 fn hardmax_lane(v: &mut [f64]) {
     let mut best: Option<(usize, f64)> = None;
     for (i, &e) in v.iter().enumerate() {
-        if best.map_or(true, |(_, b)| e > b) {
+        if best.is_none_or(|(_, b)| e > b) {
             best = Some((i, e));
         }
     }
