@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "tessera", version, about = "Compile ONNX transformers for CPUs, GPUs and the Tessera accelerator")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Compile ONNX transformers for CPUs, GPUs and the Tessera accelerator"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

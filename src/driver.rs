@@ -22,13 +22,28 @@ impl Timings {
 
     pub fn report(&self) -> String {
         let total: Duration = self.rows.iter().map(|r| r.1).sum();
-        let mut s = String::from("===-------------------------------------------------------------------------===\n");
+        let mut s = String::from(
+            "===-------------------------------------------------------------------------===\n",
+        );
         s.push_str("                         Tessera execution timing report\n");
-        s.push_str("===-------------------------------------------------------------------------===\n");
-        s.push_str(&format!("  Total: {:.4} s\n\n   Wall time (s)   %   Name\n", total.as_secs_f64()));
+        s.push_str(
+            "===-------------------------------------------------------------------------===\n",
+        );
+        s.push_str(&format!(
+            "  Total: {:.4} s\n\n   Wall time (s)   %   Name\n",
+            total.as_secs_f64()
+        ));
         for (name, d, note) in &self.rows {
-            let pct = if total.is_zero() { 0.0 } else { 100.0 * d.as_secs_f64() / total.as_secs_f64() };
-            s.push_str(&format!("   {:>12.6} {:>5.1}%  {name}", d.as_secs_f64(), pct));
+            let pct = if total.is_zero() {
+                0.0
+            } else {
+                100.0 * d.as_secs_f64() / total.as_secs_f64()
+            };
+            s.push_str(&format!(
+                "   {:>12.6} {:>5.1}%  {name}",
+                d.as_secs_f64(),
+                pct
+            ));
             if !note.is_empty() {
                 s.push_str(&format!("  ({note})"));
             }
@@ -40,7 +55,9 @@ impl Timings {
 
 /// Loads a model: `.onnx` through the frontend, anything else as IR text.
 pub fn load(path: &Path) -> Result<Graph, String> {
-    let is_onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let is_onnx = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     if is_onnx {
         tessera_frontend::import_model(path).map_err(|e| format!("{}: {e}", path.display()))
     } else {
@@ -77,21 +94,36 @@ pub fn compile(opts: &CompileOptions, run_passes: bool) -> Result<Compiled, Stri
     }
     let mut optimized = imported.clone();
     if run_passes {
-        let pipeline = opts.passes.clone().unwrap_or_else(|| pipeline_for_level(opts.opt_level).to_string());
+        let pipeline = opts
+            .passes
+            .clone()
+            .unwrap_or_else(|| pipeline_for_level(opts.opt_level).to_string());
         let pm = PassManager::parse(
             &pipeline,
-            PassOptions { verify_each: opts.verify_each, print_after_all: opts.print_ir_after_all },
+            PassOptions {
+                verify_each: opts.verify_each,
+                print_after_all: opts.print_ir_after_all,
+            },
         )
         .map_err(|e| e.to_string())?;
         let progress = Progress::start("optimizing");
         let result = pm.run(&mut optimized, &mut |name, g| dump(name, g));
         progress.finish();
         for pt in result.map_err(|e| e.to_string())? {
-            let note: Vec<String> = pt.stats.counters.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let note: Vec<String> = pt
+                .stats
+                .counters
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
             timings.add(format!("pass {}", pt.name), pt.time, note.join(", "));
         }
     }
-    Ok(Compiled { imported, optimized, timings })
+    Ok(Compiled {
+        imported,
+        optimized,
+        timings,
+    })
 }
 
 /// A target whose backend has not landed yet: every stage and `run` report it
@@ -105,8 +137,14 @@ impl Backend for Pending {
     fn stages(&self) -> &'static [tessera_backend::Stage] {
         &[]
     }
-    fn prepare(&self, _: &Graph) -> Result<Box<dyn tessera_backend::Executable>, tessera_ir::Diagnostic> {
-        Err(tessera_ir::Diagnostic::new(format!("running on target '{}' is not available yet", self.0)))
+    fn prepare(
+        &self,
+        _: &Graph,
+    ) -> Result<Box<dyn tessera_backend::Executable>, tessera_ir::Diagnostic> {
+        Err(tessera_ir::Diagnostic::new(format!(
+            "running on target '{}' is not available yet",
+            self.0
+        )))
     }
 }
 

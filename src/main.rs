@@ -36,8 +36,12 @@ fn main() -> ExitCode {
 
 fn write_output(path: Option<&std::path::Path>, bytes: &[u8]) -> Result<(), String> {
     match path {
-        Some(p) if p.as_os_str() != "-" => std::fs::write(p, bytes).map_err(|e| format!("{}: {e}", p.display())),
-        _ => std::io::stdout().write_all(bytes).map_err(|e| e.to_string()),
+        Some(p) if p.as_os_str() != "-" => {
+            std::fs::write(p, bytes).map_err(|e| format!("{}: {e}", p.display()))
+        }
+        _ => std::io::stdout()
+            .write_all(bytes)
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -48,22 +52,39 @@ fn compile(a: CompileArgs) -> Result<ExitCode, String> {
     })?;
     let backend = driver::backend(a.opts.target);
     let compiled = driver::compile(&a.opts, stage != Stage::Ir)?;
-    let graph = if stage == Stage::Ir { &compiled.imported } else { &compiled.optimized };
+    let graph = if stage == Stage::Ir {
+        &compiled.imported
+    } else {
+        &compiled.optimized
+    };
     if a.opts.timing {
         eprint!("{}", compiled.timings.report());
     }
     if a.op_stats {
         let s = stats::OpStats::of(graph);
-        let text = if a.json { format!("{:#}\n", s.to_json()) } else { s.to_text() };
+        let text = if a.json {
+            format!("{:#}\n", s.to_json())
+        } else {
+            s.to_text()
+        };
         write_output(a.output.as_deref(), text.as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let print_opts = if a.elide_constants { PrintOptions::snapshot() } else { PrintOptions::default() };
+    let print_opts = if a.elide_constants {
+        PrintOptions::snapshot()
+    } else {
+        PrintOptions::default()
+    };
     match stage {
-        Stage::Ir | Stage::OptIr => write_output(a.output.as_deref(), print_graph_with(graph, &print_opts).as_bytes())?,
+        Stage::Ir | Stage::OptIr => write_output(
+            a.output.as_deref(),
+            print_graph_with(graph, &print_opts).as_bytes(),
+        )?,
         _ => {
             if !stage.is_text() && a.output.as_ref().is_none_or(|p| p.as_os_str() == "-") {
-                return Err(format!("--emit {stage} is binary: give an output file with -o"));
+                return Err(format!(
+                    "--emit {stage} is binary: give an output file with -o"
+                ));
             }
             match backend.emit(graph, stage).map_err(|e| e.to_string())? {
                 Artifact::Text(t) => write_output(a.output.as_deref(), t.as_bytes())?,
@@ -112,7 +133,11 @@ fn list(what: ListWhat) {
         ListWhat::Ops => {
             for k in OpKind::ALL {
                 let d = k.def();
-                let sem = if d.eval.is_some() { "" } else { "  [no reference semantics]" };
+                let sem = if d.eval.is_some() {
+                    ""
+                } else {
+                    "  [no reference semantics]"
+                };
                 println!("tsr.{:<32} {}{sem}", d.mnemonic, d.summary);
             }
         }

@@ -13,7 +13,10 @@ impl Progress {
             return Progress(None);
         }
         let pb = ProgressBar::new_spinner();
-        pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         pb.set_message(message.to_string());
         pb.enable_steady_tick(Duration::from_millis(100));
         Progress(Some(pb))

@@ -13,7 +13,12 @@ pub fn numbered_files(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, String> 
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter_map(|p| {
-            let stem = p.file_name()?.to_str()?.strip_suffix(".pb")?.strip_prefix(prefix)?.to_string();
+            let stem = p
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".pb")?
+                .strip_prefix(prefix)?
+                .to_string();
             Some((stem.parse().ok()?, p))
         })
         .collect();
@@ -37,8 +42,11 @@ pub fn read_inputs(g: &Graph, paths: &[PathBuf]) -> Result<Vec<Tensor>, String> 
         let (name, t) = read_named_tensor_pb(f).map_err(|e| format!("{}: {e}", f.display()))?;
         named.push((name, t, f.clone()));
     }
-    let input_names: Vec<String> =
-        g.inputs.iter().map(|v| g.values[v.0 as usize].name.clone().unwrap_or_default()).collect();
+    let input_names: Vec<String> = g
+        .inputs
+        .iter()
+        .map(|v| g.values[v.0 as usize].name.clone().unwrap_or_default())
+        .collect();
     if named.len() != input_names.len() {
         return Err(format!(
             "the model takes {} inputs ({}), {} files given",
@@ -51,7 +59,10 @@ pub fn read_inputs(g: &Graph, paths: &[PathBuf]) -> Result<Vec<Tensor>, String> 
     if by_name {
         let mut out = Vec::new();
         for want in &input_names {
-            let (_, t, _) = named.iter().find(|(n, _, _)| n == want).ok_or_else(|| format!("no file for input '{want}'"))?;
+            let (_, t, _) = named
+                .iter()
+                .find(|(n, _, _)| n == want)
+                .ok_or_else(|| format!("no file for input '{want}'"))?;
             out.push(t.clone());
         }
         Ok(out)
@@ -86,7 +97,12 @@ pub fn check_outputs(
 ) -> Result<(Vec<String>, bool), String> {
     let files = numbered_files(dir, "output_")?;
     if files.len() != outputs.len() {
-        return Err(format!("{} expected outputs in {}, the model has {}", files.len(), dir.display(), outputs.len()));
+        return Err(format!(
+            "{} expected outputs in {}, the model has {}",
+            files.len(),
+            dir.display(),
+            outputs.len()
+        ));
     }
     let mut lines = Vec::new();
     let mut all_ok = true;

@@ -32,7 +32,8 @@ fn load_stream(path: &Path) -> Result<Stream, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let is_text = path.extension().is_some_and(|e| e == "tsa") || bytes.starts_with(b".tsa");
     let s = if is_text {
-        let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
         asm::assemble(&text)
     } else {
         Stream::from_bytes(&bytes)
@@ -88,13 +89,18 @@ pub fn simulate(a: SimulateArgs) -> Result<ExitCode, String> {
     let sim = Simulator::new(cfg.clone());
     let (out, report) = sim.run(&stream, &inputs).map_err(|e| e.to_string())?;
     if let Some(path) = &a.trace {
-        std::fs::write(path, chrome_trace(&out.trace, cfg.clock_mhz)).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, chrome_trace(&out.trace, cfg.clock_mhz))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let mut outputs = Vec::new();
     for b in stream.buffers.iter().filter(|b| b.role == Role::Output) {
-        let bytes = out.outputs.get(&b.name).ok_or_else(|| format!("output buffer '{}' was not produced", b.name))?;
+        let bytes = out
+            .outputs
+            .get(&b.name)
+            .ok_or_else(|| format!("output buffer '{}' was not produced", b.name))?;
         let shape: Vec<usize> = b.shape.iter().map(|&d| d as usize).collect();
-        let t = Tensor::from_bytes(ir_dtype(b.dtype), shape, bytes).map_err(|e| format!("output '{}': {e}", b.name))?;
+        let t = Tensor::from_bytes(ir_dtype(b.dtype), shape, bytes)
+            .map_err(|e| format!("output '{}': {e}", b.name))?;
         outputs.push((b.name.clone(), t));
     }
     if let Some(dir) = &a.output {
@@ -104,11 +110,23 @@ pub fn simulate(a: SimulateArgs) -> Result<ExitCode, String> {
             write_tensor_pb(&p, name, t).map_err(|e| format!("{}: {e}", p.display()))?;
         }
     }
-    println!("{}", if a.json { report.to_json() } else { report.to_text() });
+    println!(
+        "{}",
+        if a.json {
+            report.to_json()
+        } else {
+            report.to_text()
+        }
+    );
     if let Some(dir) = &a.check {
         let files = numbered_files(dir, "output_")?;
         if files.len() != outputs.len() {
-            return Err(format!("{} expected outputs in {}, the stream has {}", files.len(), dir.display(), outputs.len()));
+            return Err(format!(
+                "{} expected outputs in {}, the stream has {}",
+                files.len(),
+                dir.display(),
+                outputs.len()
+            ));
         }
         let mut ok = true;
         for ((name, t), f) in outputs.iter().zip(&files) {

@@ -15,7 +15,8 @@ impl OpStats {
         let mut ops = BTreeMap::new();
         for op in &g.ops {
             if op.kind != OpKind::Constant {
-                *ops.entry(format!("tsr.{}", op.kind.mnemonic())).or_insert(0) += 1;
+                *ops.entry(format!("tsr.{}", op.kind.mnemonic()))
+                    .or_insert(0) += 1;
             }
         }
         OpStats {
@@ -43,7 +44,10 @@ impl OpStats {
             s.push_str(&format!("{n:>6}  {name}\n"));
         }
         s.push_str(&format!("{:>6}  ops in total\n", self.total));
-        s.push_str(&format!("{:>6}  constants ({} bytes)\n", self.constants, self.constant_bytes));
+        s.push_str(&format!(
+            "{:>6}  constants ({} bytes)\n",
+            self.constants, self.constant_bytes
+        ));
         s
     }
 }

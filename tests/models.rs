@@ -19,7 +19,10 @@ fn model_names() -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert!(names.len() >= 11, "expected the 11 fixture models, found {names:?}");
+    assert!(
+        names.len() >= 11,
+        "expected the 11 fixture models, found {names:?}"
+    );
     names
 }
 
@@ -36,9 +39,15 @@ fn every_model_imports_verifies_and_round_trips() {
         let text = print_graph(&g);
         let back = parse_graph(&text).unwrap_or_else(|e| panic!("{name}: reparse failed at {e}"));
         verify(&back).unwrap_or_else(|e| panic!("{name}: reparsed IR invalid: {e}"));
-        assert!(print_graph(&back) == text, "{name}: print(parse(print(g))) differs from print(g)");
+        assert!(
+            print_graph(&back) == text,
+            "{name}: print(parse(print(g))) differs from print(g)"
+        );
         // (Not assert_eq: the Debug form of a graph holds every weight.)
-        assert!(back == g, "{name}: the parsed graph differs structurally from the imported one");
+        assert!(
+            back == g,
+            "{name}: the parsed graph differs structurally from the imported one"
+        );
     }
 }
 
@@ -61,11 +70,24 @@ fn reference_backend_matches_onnxruntime() {
         let g = import(&name);
         let dir = models_dir().join(&name);
         let quantized = name.contains("int8") || name.contains("int4");
-        let tol = if quantized { Tolerance { atol: 1e-3, rtol: 1e-3 } } else { Tolerance { atol: 1e-4, rtol: 1e-4 } };
+        let tol = if quantized {
+            Tolerance {
+                atol: 1e-3,
+                rtol: 1e-3,
+            }
+        } else {
+            Tolerance {
+                atol: 1e-4,
+                rtol: 1e-4,
+            }
+        };
         let mut sets: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+            })
             .collect();
         sets.sort();
         assert!(!sets.is_empty(), "{name}: no test sets");
@@ -83,12 +105,19 @@ fn reference_backend_matches_onnxruntime() {
             for (k, (a, e)) in outputs.iter().zip(&expected).enumerate() {
                 let c = compare(a, e, tol);
                 if !c.ok {
-                    failures.push(format!("{name}/{}/output_{k}: {c}", set.file_name().unwrap().to_string_lossy()));
+                    failures.push(format!(
+                        "{name}/{}/output_{k}: {c}",
+                        set.file_name().unwrap().to_string_lossy()
+                    ));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "mismatches against onnxruntime:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "mismatches against onnxruntime:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// The same comparison after the -O2 pipeline (e-graph included): optimizing
@@ -97,25 +126,48 @@ fn reference_backend_matches_onnxruntime() {
 fn optimized_models_still_match_onnxruntime() {
     let pm = tessera_passes::PassManager::parse(
         tessera_passes::pipeline_for_level(2),
-        tessera_passes::PassOptions { verify_each: true, print_after_all: false },
+        tessera_passes::PassOptions {
+            verify_each: true,
+            print_after_all: false,
+        },
     )
     .unwrap();
     let mut failures = Vec::new();
     for name in model_names() {
         let mut g = import(&name);
-        pm.run(&mut g, &mut |_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        pm.run(&mut g, &mut |_, _| {})
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let quantized = name.contains("int8") || name.contains("int4");
-        let tol = if quantized { Tolerance { atol: 1e-3, rtol: 1e-3 } } else { Tolerance { atol: 1e-4, rtol: 1e-4 } };
+        let tol = if quantized {
+            Tolerance {
+                atol: 1e-3,
+                rtol: 1e-3,
+            }
+        } else {
+            Tolerance {
+                atol: 1e-4,
+                rtol: 1e-4,
+            }
+        };
         let set = models_dir().join(&name).join("test_data_set_0");
-        let outputs = tessera_reference::run(&g, &load_numbered(&set, "input_")).unwrap_or_else(|e| panic!("{name}: {e}"));
-        for (k, (a, e)) in outputs.iter().zip(&load_numbered(&set, "output_")).enumerate() {
+        let outputs = tessera_reference::run(&g, &load_numbered(&set, "input_"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (k, (a, e)) in outputs
+            .iter()
+            .zip(&load_numbered(&set, "output_"))
+            .enumerate()
+        {
             let c = compare(a, e, tol);
             if !c.ok {
                 failures.push(format!("{name}/output_{k}: {c}"));
             }
         }
     }
-    assert!(failures.is_empty(), "optimized models differ from onnxruntime:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "optimized models differ from onnxruntime:\n{}",
+        failures.join("\n")
+    );
 }
 
 fn load_numbered(dir: &Path, prefix: &str) -> Vec<tessera_ir::Tensor> {
@@ -126,7 +178,9 @@ fn load_numbered(dir: &Path, prefix: &str) -> Vec<tessera_ir::Tensor> {
         if !p.exists() {
             break;
         }
-        out.push(tessera_frontend::read_tensor_pb(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
+        out.push(
+            tessera_frontend::read_tensor_pb(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        );
         k += 1;
     }
     out

@@ -286,7 +286,10 @@ const KNOWN_REASONS: &[(&str, &str)] = &[
 const LOW_PRECISION_REF: &str = "expected data rounds every step to bf16/fp16; Tessera (like onnxruntime, which also fails) accumulates in f32: off by 1-2 ulp";
 
 fn reason_for(name: &str) -> Option<&'static str> {
-    KNOWN_REASONS.iter().find(|(p, _)| name.starts_with(p)).map(|(_, r)| *r)
+    KNOWN_REASONS
+        .iter()
+        .find(|(p, _)| name.starts_with(p))
+        .map(|(_, r)| *r)
 }
 
 fn write_status_file(path: &Path, title: &str, cases: &[Case], outcomes: &[Outcome]) {
@@ -340,20 +343,35 @@ fn summary(title: &str, cases: &[Case], outcomes: &[Outcome]) {
         }
     }
     let passed = counts.get("pass").copied().unwrap_or(0);
-    let label = if title.starts_with("ONNX") { "node tests (ref)" } else { "contrib tests (ref)" };
-    println!("{label}: {passed} passed, {} failed", outcomes.len() - passed);
+    let label = if title.starts_with("ONNX") {
+        "node tests (ref)"
+    } else {
+        "contrib tests (ref)"
+    };
+    println!(
+        "{label}: {passed} passed, {} failed",
+        outcomes.len() - passed
+    );
 }
 
 #[test]
 fn onnx_node_tests() {
-    check_suite("ONNX node tests", &node_tests_dir(), "tests/node-tests.status");
+    check_suite(
+        "ONNX node tests",
+        &node_tests_dir(),
+        "tests/node-tests.status",
+    );
 }
 
 /// The com.microsoft ops onnxruntime's exporters emit have no ONNX node
 /// tests: `scripts/gen_contrib_tests.py` made these cases with onnxruntime.
 #[test]
 fn contrib_op_tests() {
-    check_suite("com.microsoft op tests", &repo_root().join("tests/contrib"), "tests/contrib-tests.status");
+    check_suite(
+        "com.microsoft op tests",
+        &repo_root().join("tests/contrib"),
+        "tests/contrib-tests.status",
+    );
 }
 
 /// Runs every case of a suite and checks the statuses against its file.
@@ -403,9 +421,7 @@ fn check_suite(title: &str, root: &Path, status_file: &str) {
     }
     for name in recorded.keys() {
         if !cases.iter().any(|c| &c.name == name) {
-            drift.push(format!(
-                "  {name}: in the status file but no longer a test"
-            ));
+            drift.push(format!("  {name}: in the status file but no longer a test"));
         }
     }
     assert!(

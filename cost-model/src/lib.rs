@@ -75,7 +75,11 @@ impl TargetDesc {
     /// bounds plus the launch overhead.
     pub fn roofline_seconds(&self, flops: f64, bytes: f64) -> f64 {
         let compute = flops / (self.peak_gflops_f32 * 1e9);
-        let bw = self.memory.last().map(|m| m.bandwidth_gbps).unwrap_or(f64::INFINITY);
+        let bw = self
+            .memory
+            .last()
+            .map(|m| m.bandwidth_gbps)
+            .unwrap_or(f64::INFINITY);
         let memory = bytes / (bw * 1e9);
         compute.max(memory) + self.launch_overhead_us * 1e-6
     }

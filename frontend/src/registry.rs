@@ -469,7 +469,10 @@ mod tests {
     fn old_roi_align_keeps_its_coordinate_mode() {
         let mut n = node("RoiAlign", 10, Attrs::new(), 3);
         adapt(&mut n).unwrap();
-        assert_eq!(n.attrs.get("coordinate_transformation_mode"), Some(&Attr::Str("output_half_pixel".into())));
+        assert_eq!(
+            n.attrs.get("coordinate_transformation_mode"),
+            Some(&Attr::Str("output_half_pixel".into()))
+        );
         let mut n = node("RoiAlign", 16, Attrs::new(), 3);
         adapt(&mut n).unwrap();
         assert!(!n.attrs.contains_key("coordinate_transformation_mode"));

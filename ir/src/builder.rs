@@ -42,7 +42,10 @@ pub fn infer_op_with_syms(
     };
     let tys = (def.infer)(&ctx)?;
     if tys.len() != num_results {
-        return Err(format!("inferred {} results, the op has {num_results}", tys.len()));
+        return Err(format!(
+            "inferred {} results, the op has {num_results}",
+            tys.len()
+        ));
     }
     Ok(tys)
 }
@@ -88,7 +91,9 @@ impl<'g> Builder<'g> {
         num_results: usize,
         loc: Option<Loc>,
     ) -> Result<Vec<ValueId>, String> {
-        let tys = infer_op(self.graph, kind, &operands, &attrs, num_results, &|v| self.const_value(v))?;
+        let tys = infer_op(self.graph, kind, &operands, &attrs, num_results, &|v| {
+            self.const_value(v)
+        })?;
         let r = self.graph.push_op(kind, operands, tys, attrs, loc);
         self.sync();
         Ok(r)

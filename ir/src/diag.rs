@@ -15,7 +15,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>) -> Diagnostic {
-        Diagnostic { loc: None, op: None, message: message.into(), notes: Vec::new() }
+        Diagnostic {
+            loc: None,
+            op: None,
+            message: message.into(),
+            notes: Vec::new(),
+        }
     }
 
     pub fn at(mut self, loc: Option<Loc>) -> Diagnostic {

@@ -48,7 +48,8 @@ impl Poly {
     }
 
     pub fn add(&self, other: &Poly) -> Poly {
-        self.checked_add(other).expect("dimension arithmetic overflowed i64")
+        self.checked_add(other)
+            .expect("dimension arithmetic overflowed i64")
     }
 
     /// `self + other`, or None on i64 overflow (hostile models can ask for
@@ -66,11 +67,16 @@ impl Poly {
     }
 
     pub fn neg(&self) -> Poly {
-        self.checked_neg().expect("dimension arithmetic overflowed i64")
+        self.checked_neg()
+            .expect("dimension arithmetic overflowed i64")
     }
 
     pub fn checked_neg(&self) -> Option<Poly> {
-        let terms = self.terms.iter().map(|(m, c)| Some((m.clone(), c.checked_neg()?))).collect::<Option<_>>()?;
+        let terms = self
+            .terms
+            .iter()
+            .map(|(m, c)| Some((m.clone(), c.checked_neg()?)))
+            .collect::<Option<_>>()?;
         Some(Poly { terms })
     }
 
@@ -83,7 +89,8 @@ impl Poly {
     }
 
     pub fn mul(&self, other: &Poly) -> Poly {
-        self.checked_mul(other).expect("dimension arithmetic overflowed i64")
+        self.checked_mul(other)
+            .expect("dimension arithmetic overflowed i64")
     }
 
     pub fn checked_mul(&self, other: &Poly) -> Option<Poly> {
@@ -92,7 +99,9 @@ impl Poly {
             for (m2, c2) in &other.terms {
                 let mut m: Monomial = m1.iter().chain(m2).cloned().collect();
                 m.sort();
-                out = out.checked_add(&Poly { terms: BTreeMap::from([(m, c1.checked_mul(*c2)?)]) })?;
+                out = out.checked_add(&Poly {
+                    terms: BTreeMap::from([(m, c1.checked_mul(*c2)?)]),
+                })?;
             }
         }
         Some(out)
@@ -275,16 +284,26 @@ pub fn parse_poly(s: &str) -> Result<Poly, String> {
                 return Err(format!("malformed dimension expression '{s}'"));
             }
             let f = if factor.bytes().all(|b| b.is_ascii_digit()) {
-                Poly::constant(factor.parse().map_err(|_| format!("bad integer '{factor}'"))?)
-            } else if factor.chars().all(|c| c.is_alphanumeric() || "_.:/-".contains(c) && c != '-')
+                Poly::constant(
+                    factor
+                        .parse()
+                        .map_err(|_| format!("bad integer '{factor}'"))?,
+                )
+            } else if factor
+                .chars()
+                .all(|c| c.is_alphanumeric() || "_.:/-".contains(c) && c != '-')
             {
                 Poly::symbol(factor)
             } else {
                 return Err(format!("bad dimension symbol '{factor}'"));
             };
-            p = p.checked_mul(&f).ok_or("dimension expression overflows i64")?;
+            p = p
+                .checked_mul(&f)
+                .ok_or("dimension expression overflows i64")?;
         }
-        *out = out.checked_add(&p).ok_or("dimension expression overflows i64")?;
+        *out = out
+            .checked_add(&p)
+            .ok_or("dimension expression overflows i64")?;
         Ok(())
     };
     if bytes[0] == b'-' {

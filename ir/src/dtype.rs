@@ -79,7 +79,11 @@ impl DType {
     ];
 
     pub fn name(self) -> &'static str {
-        NAMES.iter().find(|(d, _)| *d == self).map(|(_, n)| *n).unwrap_or("?")
+        NAMES
+            .iter()
+            .find(|(d, _)| *d == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("?")
     }
 
     pub fn from_name(s: &str) -> Option<DType> {

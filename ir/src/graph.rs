@@ -77,7 +77,10 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: &str) -> Graph {
-        Graph { name: name.to_string(), ..Default::default() }
+        Graph {
+            name: name.to_string(),
+            ..Default::default()
+        }
     }
 
     pub fn ty(&self, v: ValueId) -> &TensorType {
@@ -99,12 +102,17 @@ impl Graph {
     /// Adds a named graph output; the value keeps the name too (as imported
     /// and parsed graphs do) unless it already has one.
     pub fn add_output(&mut self, name: &str, v: ValueId) {
-        self.values[v.0 as usize].name.get_or_insert_with(|| name.to_string());
+        self.values[v.0 as usize]
+            .name
+            .get_or_insert_with(|| name.to_string());
         self.outputs.push((name.to_string(), v));
     }
 
     pub fn add_constant(&mut self, name: &str, value: SharedTensor) -> ConstId {
-        self.constants.push(Constant { name: name.to_string(), value });
+        self.constants.push(Constant {
+            name: name.to_string(),
+            value,
+        });
         ConstId(self.constants.len() as u32 - 1)
     }
 
@@ -121,14 +129,26 @@ impl Graph {
         attrs: Attrs,
         loc: Option<Loc>,
     ) -> Vec<ValueId> {
-        let results: Vec<ValueId> = result_types.into_iter().map(|t| self.add_value(t)).collect();
-        self.ops.push(Op { kind, operands, results: results.clone(), attrs, loc });
+        let results: Vec<ValueId> = result_types
+            .into_iter()
+            .map(|t| self.add_value(t))
+            .collect();
+        self.ops.push(Op {
+            kind,
+            operands,
+            results: results.clone(),
+            attrs,
+            loc,
+        });
         results
     }
 
     /// Adds a `constant` op producing `value` and returns its result.
     pub fn push_constant(&mut self, name: &str, value: SharedTensor, loc: Option<Loc>) -> ValueId {
-        let ty = TensorType::fixed(&value.shape.iter().map(|&d| d as i64).collect::<Vec<_>>(), value.dtype);
+        let ty = TensorType::fixed(
+            &value.shape.iter().map(|&d| d as i64).collect::<Vec<_>>(),
+            value.dtype,
+        );
         let c = self.add_constant(name, value);
         let mut attrs = Attrs::new();
         attrs.insert("value".into(), Attr::Const(c));
@@ -186,7 +206,10 @@ impl Graph {
     pub fn compact_values(&mut self) {
         let mut remap: Vec<Option<ValueId>> = vec![None; self.values.len()];
         let mut values = Vec::with_capacity(self.values.len());
-        let order = self.inputs.iter().chain(self.ops.iter().flat_map(|op| op.results.iter()));
+        let order = self
+            .inputs
+            .iter()
+            .chain(self.ops.iter().flat_map(|op| op.results.iter()));
         for v in order {
             if remap[v.0 as usize].is_none() {
                 remap[v.0 as usize] = Some(ValueId(values.len() as u32));

@@ -38,11 +38,41 @@ struct Format {
 
 fn format(d: DType) -> Option<Format> {
     Some(match d {
-        DType::F8E4M3FN => Format { exp_bits: 4, man_bits: 3, bias: 7, ieee: false, fnuz: false },
-        DType::F8E4M3FNUZ => Format { exp_bits: 4, man_bits: 3, bias: 8, ieee: false, fnuz: true },
-        DType::F8E5M2 => Format { exp_bits: 5, man_bits: 2, bias: 15, ieee: true, fnuz: false },
-        DType::F8E5M2FNUZ => Format { exp_bits: 5, man_bits: 2, bias: 16, ieee: false, fnuz: true },
-        DType::F4E2M1 => Format { exp_bits: 2, man_bits: 1, bias: 1, ieee: false, fnuz: false },
+        DType::F8E4M3FN => Format {
+            exp_bits: 4,
+            man_bits: 3,
+            bias: 7,
+            ieee: false,
+            fnuz: false,
+        },
+        DType::F8E4M3FNUZ => Format {
+            exp_bits: 4,
+            man_bits: 3,
+            bias: 8,
+            ieee: false,
+            fnuz: true,
+        },
+        DType::F8E5M2 => Format {
+            exp_bits: 5,
+            man_bits: 2,
+            bias: 15,
+            ieee: true,
+            fnuz: false,
+        },
+        DType::F8E5M2FNUZ => Format {
+            exp_bits: 5,
+            man_bits: 2,
+            bias: 16,
+            ieee: false,
+            fnuz: true,
+        },
+        DType::F4E2M1 => Format {
+            exp_bits: 2,
+            man_bits: 1,
+            bias: 1,
+            ieee: false,
+            fnuz: false,
+        },
         _ => return None,
     })
 }
@@ -50,7 +80,11 @@ fn format(d: DType) -> Option<Format> {
 /// Decodes one code of a narrow float type.
 pub fn decode(d: DType, code: u8) -> f32 {
     if d == DType::F8E8M0 {
-        return if code == 0xFF { f32::NAN } else { 2f32.powi(code as i32 - 127) };
+        return if code == 0xFF {
+            f32::NAN
+        } else {
+            2f32.powi(code as i32 - 127)
+        };
     }
     let f = format(d).expect("decode() takes a narrow float type");
     let total = 1 + f.exp_bits + f.man_bits;
@@ -82,24 +116,37 @@ pub fn decode(d: DType, code: u8) -> f32 {
     }
 }
 
+/// (value, code) pairs of one format, sorted by value.
+type CodeTable = Vec<(f32, u8)>;
+
 /// (value, code) for every non-negative finite code, sorted by value.
 fn positive_table(d: DType) -> &'static [(f32, u8)] {
-    static TABLES: OnceLock<Vec<(DType, Vec<(f32, u8)>)>> = OnceLock::new();
+    static TABLES: OnceLock<Vec<(DType, CodeTable)>> = OnceLock::new();
     let tables = TABLES.get_or_init(|| {
-        [DType::F8E4M3FN, DType::F8E4M3FNUZ, DType::F8E5M2, DType::F8E5M2FNUZ, DType::F4E2M1]
-            .into_iter()
-            .map(|d| {
-                let n = 1u16 << d.bits();
-                let mut t: Vec<(f32, u8)> = (0..n / 2)
-                    .map(|c| (decode(d, c as u8), c as u8))
-                    .filter(|(v, _)| v.is_finite())
-                    .collect();
-                t.sort_by(|a, b| a.0.total_cmp(&b.0));
-                (d, t)
-            })
-            .collect()
+        [
+            DType::F8E4M3FN,
+            DType::F8E4M3FNUZ,
+            DType::F8E5M2,
+            DType::F8E5M2FNUZ,
+            DType::F4E2M1,
+        ]
+        .into_iter()
+        .map(|d| {
+            let n = 1u16 << d.bits();
+            let mut t: Vec<(f32, u8)> = (0..n / 2)
+                .map(|c| (decode(d, c as u8), c as u8))
+                .filter(|(v, _)| v.is_finite())
+                .collect();
+            t.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (d, t)
+        })
+        .collect()
     });
-    &tables.iter().find(|(t, _)| *t == d).expect("narrow float").1
+    &tables
+        .iter()
+        .find(|(t, _)| *t == d)
+        .expect("narrow float")
+        .1
 }
 
 /// Encodes `v`, rounding to nearest (ties to even code).
@@ -196,7 +243,12 @@ mod tests {
 
     #[test]
     fn every_code_round_trips() {
-        for d in [DType::F8E4M3FN, DType::F8E4M3FNUZ, DType::F8E5M2, DType::F8E5M2FNUZ] {
+        for d in [
+            DType::F8E4M3FN,
+            DType::F8E4M3FNUZ,
+            DType::F8E5M2,
+            DType::F8E5M2FNUZ,
+        ] {
             for c in 0..=255u8 {
                 let v = decode(d, c);
                 if v.is_finite() && !(v == 0.0 && c != 0) {

@@ -36,7 +36,11 @@ pub fn unpack(dtype: DType, bytes: &[u8], n: usize) -> Option<Vec<u8>> {
         return None;
     }
     let mask = ((1u16 << bits) - 1) as u8;
-    Some((0..n).map(|i| (bytes[i / per_byte] >> ((i % per_byte) * bits)) & mask).collect())
+    Some(
+        (0..n)
+            .map(|i| (bytes[i / per_byte] >> ((i % per_byte) * bits)) & mask)
+            .collect(),
+    )
 }
 
 /// The value of a signed sub-byte code (sign extension).

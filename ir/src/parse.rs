@@ -38,7 +38,12 @@ struct Parser<'s> {
 
 /// Parses one graph.
 pub fn parse_graph(src: &str) -> PResult<Graph> {
-    let mut p = Parser { src, pos: 0, const_names: HashMap::new(), pending_consts: Vec::new() };
+    let mut p = Parser {
+        src,
+        pos: 0,
+        const_names: HashMap::new(),
+        pending_consts: Vec::new(),
+    };
     let g = p.graph()?;
     p.ws();
     if p.pos < p.src.len() {
@@ -52,7 +57,11 @@ impl<'s> Parser<'s> {
         let before = &self.src[..self.pos];
         let line = before.matches('\n').count() + 1;
         let col = self.pos - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-        ParseError { line, col, message: msg.into() }
+        ParseError {
+            line,
+            col,
+            message: msg.into(),
+        }
     }
 
     fn rest(&self) -> &'s str {
@@ -175,7 +184,8 @@ impl<'s> Parser<'s> {
                     || c == '.'
                     || c == 'e'
                     || c == 'E'
-                    || ((c == '-' || c == '+') && (i == 0 || matches!(r.as_bytes()[i - 1], b'e' | b'E'))))
+                    || ((c == '-' || c == '+')
+                        && (i == 0 || matches!(r.as_bytes()[i - 1], b'e' | b'E'))))
             })
             .map(|(i, _)| i)
             .unwrap_or(r.len());
@@ -188,7 +198,8 @@ impl<'s> Parser<'s> {
 
     fn int(&mut self) -> PResult<i64> {
         let t = self.number_text()?;
-        t.parse().map_err(|_| self.err(format!("bad integer '{t}'")))
+        t.parse()
+            .map_err(|_| self.err(format!("bad integer '{t}'")))
     }
 
     fn parse_f64(&self, t: &str) -> PResult<f64> {
@@ -223,7 +234,9 @@ impl<'s> Parser<'s> {
             self.ws();
             let r = self.rest();
             if r.starts_with('[') {
-                let end = r.find(']').ok_or_else(|| self.err("unterminated dimension"))?;
+                let end = r
+                    .find(']')
+                    .ok_or_else(|| self.err("unterminated dimension"))?;
                 let poly = parse_poly(&r[1..end]).map_err(|e| self.err(e))?;
                 self.pos += end + 1;
                 shape.push(Dim::Known(poly));
@@ -232,7 +245,9 @@ impl<'s> Parser<'s> {
                 shape.push(Dim::Unknown);
             } else if r.starts_with(|c: char| c.is_ascii_digit()) {
                 let n = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
-                shape.push(Dim::fixed(r[..n].parse().map_err(|_| self.err("bad dimension"))?));
+                shape.push(Dim::fixed(
+                    r[..n].parse().map_err(|_| self.err("bad dimension"))?,
+                ));
                 self.pos += n;
             } else {
                 break;
@@ -275,7 +290,13 @@ impl<'s> Parser<'s> {
                 None
             };
             self.expect(">")?;
-            ElemType::Quant(Box::new(QuantType { storage, expressed, granularity, scale, zero_point }))
+            ElemType::Quant(Box::new(QuantType {
+                storage,
+                expressed,
+                granularity,
+                scale,
+                zero_point,
+            }))
         } else {
             ElemType::Plain(self.dtype()?)
         };
@@ -297,7 +318,9 @@ impl<'s> Parser<'s> {
         self.expect("dense")?;
         self.expect("<")?;
         if self.peek("elided") {
-            return Err(self.err("this constant was elided when printed; print without elision to parse it back"));
+            return Err(self.err(
+                "this constant was elided when printed; print without elision to parse it back",
+            ));
         }
         enum Body {
             Hex(Vec<u8>),
@@ -305,7 +328,9 @@ impl<'s> Parser<'s> {
         }
         let body = if self.peek("\"") {
             let s = self.string()?;
-            let hex = s.strip_prefix("0x").ok_or_else(|| self.err("hex literal must start with 0x"))?;
+            let hex = s
+                .strip_prefix("0x")
+                .ok_or_else(|| self.err("hex literal must start with 0x"))?;
             if hex.len() % 2 != 0 {
                 return Err(self.err("odd number of hex digits"));
             }
@@ -348,25 +373,43 @@ impl<'s> Parser<'s> {
             Body::Hex(bytes) => Tensor::from_bytes(dtype, shape, &bytes).map_err(|e| self.err(e)),
             Body::List(items) => {
                 let data = match dtype {
-                    DType::Str => Data::Str(items.iter().map(|s| s.trim_start_matches('"').to_string()).collect()),
+                    DType::Str => Data::Str(
+                        items
+                            .iter()
+                            .map(|s| s.trim_start_matches('"').to_string())
+                            .collect(),
+                    ),
                     DType::Bool => Data::Bool(items.iter().map(|s| s == "true").collect()),
                     DType::F32 => Data::F32(
                         items
                             .iter()
                             .map(|s| match s.as_str() {
                                 "nan" | "inf" | "-inf" => self.parse_f64(s).map(|v| v as f32),
-                                _ => s.parse::<f32>().map_err(|_| self.err(format!("bad f32 '{s}'"))),
+                                _ => s
+                                    .parse::<f32>()
+                                    .map_err(|_| self.err(format!("bad f32 '{s}'"))),
                             })
                             .collect::<PResult<_>>()?,
                     ),
-                    DType::F64 => Data::F64(items.iter().map(|s| self.parse_f64(s)).collect::<PResult<_>>()?),
+                    DType::F64 => Data::F64(
+                        items
+                            .iter()
+                            .map(|s| self.parse_f64(s))
+                            .collect::<PResult<_>>()?,
+                    ),
                     DType::U64 => Data::U64(
-                        items.iter().map(|s| s.parse().map_err(|_| self.err("bad u64"))).collect::<PResult<_>>()?,
+                        items
+                            .iter()
+                            .map(|s| s.parse().map_err(|_| self.err("bad u64")))
+                            .collect::<PResult<_>>()?,
                     ),
                     d if d.is_int() => {
                         let v = items
                             .iter()
-                            .map(|s| s.parse::<i64>().map_err(|_| self.err(format!("bad integer '{s}'"))))
+                            .map(|s| {
+                                s.parse::<i64>()
+                                    .map_err(|_| self.err(format!("bad integer '{s}'")))
+                            })
                             .collect::<PResult<Vec<i64>>>()?;
                         Tensor::from_i64(d, shape.clone(), &v).data
                     }
@@ -408,18 +451,32 @@ impl<'s> Parser<'s> {
             }
             self.expect("]")?;
             if texts.iter().any(|t| is_float_text(t)) {
-                return Ok(Attr::Floats(texts.iter().map(|t| self.parse_f64(t)).collect::<PResult<_>>()?));
+                return Ok(Attr::Floats(
+                    texts
+                        .iter()
+                        .map(|t| self.parse_f64(t))
+                        .collect::<PResult<_>>()?,
+                ));
             }
             return Ok(Attr::Ints(
-                texts.iter().map(|t| t.parse().map_err(|_| self.err("bad integer"))).collect::<PResult<_>>()?,
+                texts
+                    .iter()
+                    .map(|t| t.parse().map_err(|_| self.err("bad integer")))
+                    .collect::<PResult<_>>()?,
             ));
         }
-        if r.starts_with(|c: char| c.is_ascii_digit() || c == '-') || r.starts_with("inf") || r.starts_with("nan") {
+        if r.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+            || r.starts_with("inf")
+            || r.starts_with("nan")
+        {
             let t = self.number_text()?;
             return if is_float_text(t) {
                 Ok(Attr::Float(self.parse_f64(t)?))
             } else {
-                Ok(Attr::Int(t.parse().map_err(|_| self.err(format!("bad integer '{t}'")))?))
+                Ok(Attr::Int(
+                    t.parse()
+                        .map_err(|_| self.err(format!("bad integer '{t}'")))?,
+                ))
             };
         }
         Ok(Attr::Type(self.dtype()?))
@@ -431,7 +488,9 @@ impl<'s> Parser<'s> {
             Ok(format!("\"{}", self.string()?))
         } else {
             let r = self.rest();
-            let n = r.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')).unwrap_or(r.len());
+            let n = r
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                .unwrap_or(r.len());
             if n == 0 {
                 return Err(self.err("expected a value name after '%'"));
             }
@@ -451,7 +510,10 @@ impl<'s> Parser<'s> {
                 let raw = self.value_name()?;
                 self.expect(":")?;
                 let ty = self.tensor_type()?;
-                let name = raw.strip_prefix('"').map(str::to_string).unwrap_or_else(|| raw.clone());
+                let name = raw
+                    .strip_prefix('"')
+                    .map(str::to_string)
+                    .unwrap_or_else(|| raw.clone());
                 let v = g.add_input(&name, ty);
                 if values.insert(raw, v).is_some() {
                     return Err(self.err("duplicate input name"));
@@ -498,18 +560,28 @@ impl<'s> Parser<'s> {
                 if self.peek("%") {
                     loop {
                         let n = self.value_name()?;
-                        rets.push(*values.get(&n).ok_or_else(|| self.err(format!("undefined value %{n}")))?);
+                        rets.push(
+                            *values
+                                .get(&n)
+                                .ok_or_else(|| self.err(format!("undefined value %{n}")))?,
+                        );
                         if !self.eat(",") {
                             break;
                         }
                     }
                 }
                 if rets.len() != out_sig.len() {
-                    return Err(self.err(format!("return has {} values, signature {}", rets.len(), out_sig.len())));
+                    return Err(self.err(format!(
+                        "return has {} values, signature {}",
+                        rets.len(),
+                        out_sig.len()
+                    )));
                 }
                 for ((name, ty), v) in out_sig.into_iter().zip(rets) {
                     if *g.ty(v) != ty {
-                        return Err(self.err(format!("output '{name}' type {ty} differs from the returned value's")));
+                        return Err(self.err(format!(
+                            "output '{name}' type {ty} differs from the returned value's"
+                        )));
                     }
                     g.add_output(&name, v);
                 }
@@ -561,7 +633,9 @@ impl<'s> Parser<'s> {
         self.ws();
         let op_start = self.pos;
         let full = self.ident()?;
-        let mnemonic = full.strip_prefix("tsr.").ok_or_else(|| self.err(format!("expected a tsr op, found '{full}'")))?;
+        let mnemonic = full
+            .strip_prefix("tsr.")
+            .ok_or_else(|| self.err(format!("expected a tsr op, found '{full}'")))?;
         let kind = OpKind::from_mnemonic(mnemonic).ok_or_else(|| {
             self.pos = op_start;
             self.err(format!("unknown op 'tsr.{mnemonic}'"))
@@ -573,7 +647,11 @@ impl<'s> Parser<'s> {
                     operands.push(None);
                 } else {
                     let n = self.value_name()?;
-                    operands.push(Some(*values.get(&n).ok_or_else(|| self.err(format!("undefined value %{n}")))?));
+                    operands.push(Some(
+                        *values
+                            .get(&n)
+                            .ok_or_else(|| self.err(format!("undefined value %{n}")))?,
+                    ));
                 }
                 if !self.eat(",") {
                     break;
@@ -625,7 +703,11 @@ impl<'s> Parser<'s> {
             result_types.push(self.tensor_type()?);
         }
         if result_types.len() != result_names.len() {
-            return Err(self.err(format!("{} results named, {} typed", result_names.len(), result_types.len())));
+            return Err(self.err(format!(
+                "{} results named, {} typed",
+                result_names.len(),
+                result_types.len()
+            )));
         }
         let loc = if self.eat("loc(") {
             let name = self.string()?;

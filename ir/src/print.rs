@@ -36,14 +36,21 @@ pub struct PrintOptions {
 
 impl Default for PrintOptions {
     fn default() -> Self {
-        PrintOptions { literal_max: 16, elide_constants_over: None, locations: true }
+        PrintOptions {
+            literal_max: 16,
+            elide_constants_over: None,
+            locations: true,
+        }
     }
 }
 
 impl PrintOptions {
     /// Readable and stable for snapshots: big weights elided.
     pub fn snapshot() -> PrintOptions {
-        PrintOptions { elide_constants_over: Some(16), ..Default::default() }
+        PrintOptions {
+            elide_constants_over: Some(16),
+            ..Default::default()
+        }
     }
 }
 
@@ -74,8 +81,11 @@ pub fn quote(s: &str) -> String {
 /// A bare identifier when possible, else quoted.
 pub fn ident_or_quoted(s: &str) -> String {
     let ok = !s.is_empty()
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
     if ok {
         s.to_string()
     } else {
@@ -113,7 +123,14 @@ impl Printer<'_> {
                 for d in &t.shape {
                     let _ = write!(s, "{d}x");
                 }
-                let _ = write!(s, "!tsr.quant<{}:{}, {}, scale = {}", q.storage, q.expressed, q.granularity, p(&q.scale));
+                let _ = write!(
+                    s,
+                    "!tsr.quant<{}:{}, {}, scale = {}",
+                    q.storage,
+                    q.expressed,
+                    q.granularity,
+                    p(&q.scale)
+                );
                 if let Some(zp) = &q.zero_point {
                     let _ = write!(s, ", zp = {}", p(zp));
                 }
@@ -128,9 +145,21 @@ impl Printer<'_> {
             Attr::Int(i) => i.to_string(),
             Attr::Float(f) => fmt_f64(*f),
             Attr::Str(s) => quote(s),
-            Attr::Ints(v) => format!("[{}]", v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")),
-            Attr::Floats(v) => format!("[{}]", v.iter().map(|f| fmt_f64(*f)).collect::<Vec<_>>().join(", ")),
-            Attr::Strs(v) => format!("[{}]", v.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ")),
+            Attr::Ints(v) => format!(
+                "[{}]",
+                v.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Attr::Floats(v) => format!(
+                "[{}]",
+                v.iter().map(|f| fmt_f64(*f)).collect::<Vec<_>>().join(", ")
+            ),
+            Attr::Strs(v) => format!(
+                "[{}]",
+                v.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ")
+            ),
             Attr::Type(d) => d.to_string(),
             Attr::Tensor(t) => literal(t, self.opts),
             Attr::Const(c) => self.const_ref(*c),
@@ -143,7 +172,11 @@ pub fn fmt_f64(f: f64) -> String {
     if f.is_nan() {
         "nan".into()
     } else if f.is_infinite() {
-        if f > 0.0 { "inf".into() } else { "-inf".into() }
+        if f > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         format!("{f:?}")
     }
@@ -159,12 +192,17 @@ fn fmt_f32(f: f32) -> String {
 
 /// FNV-1a, for elided-constant checksums.
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// `dense<[...]> : tensor<...>` or `dense<"0x..."> : tensor<...>`.
 pub fn literal(t: &Tensor, opts: &PrintOptions) -> String {
-    let ty = TensorType::fixed(&t.shape.iter().map(|&d| d as i64).collect::<Vec<_>>(), t.dtype);
+    let ty = TensorType::fixed(
+        &t.shape.iter().map(|&d| d as i64).collect::<Vec<_>>(),
+        t.dtype,
+    );
     let n = t.len();
     if let Some(max) = opts.elide_constants_over {
         if n > max {
@@ -205,7 +243,10 @@ pub fn print_graph_with(g: &Graph, opts: &PrintOptions) -> String {
     let mut names = vec![String::new(); g.values.len()];
     let mut used = std::collections::HashSet::new();
     for (i, v) in g.inputs.iter().enumerate() {
-        let raw = g.values[v.0 as usize].name.clone().unwrap_or_else(|| format!("arg{i}"));
+        let raw = g.values[v.0 as usize]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("arg{i}"));
         let mut n = format!("%{}", ident_or_quoted(&raw));
         if !used.insert(n.clone()) || raw.chars().all(|c| c.is_ascii_digit()) {
             n = format!("%arg{i}");
@@ -238,7 +279,11 @@ pub fn print_graph_with(g: &Graph, opts: &PrintOptions) -> String {
     }
     out.push(')');
     if !g.opsets.is_empty() {
-        let items: Vec<String> = g.opsets.iter().map(|(d, v)| format!("{} = {v}", quote(d))).collect();
+        let items: Vec<String> = g
+            .opsets
+            .iter()
+            .map(|(d, v)| format!("{} = {v}", quote(d)))
+            .collect();
         let _ = write!(out, " opsets {{{}}}", items.join(", "));
     }
     out.push_str(" {\n");
@@ -261,8 +306,11 @@ pub fn print_graph_with(g: &Graph, opts: &PrintOptions) -> String {
             }
         }
         if !op.attrs.is_empty() {
-            let items: Vec<String> =
-                op.attrs.iter().map(|(k, v)| format!("{} = {}", ident_or_quoted(k), p.attr(v))).collect();
+            let items: Vec<String> = op
+                .attrs
+                .iter()
+                .map(|(k, v)| format!("{} = {}", ident_or_quoted(k), p.attr(v)))
+                .collect();
             let _ = write!(out, " {{{}}}", items.join(", "));
         }
         let results: Vec<String> = op.results.iter().map(|r| p.ty(g.ty(*r))).collect();
@@ -285,7 +333,12 @@ pub fn print_graph_with(g: &Graph, opts: &PrintOptions) -> String {
     if !g.constants.is_empty() {
         out.push_str("tsr.constants {\n");
         for c in &g.constants {
-            let _ = writeln!(out, "  @{} = {}", ident_or_quoted(&c.name), literal(&c.value, opts));
+            let _ = writeln!(
+                out,
+                "  @{} = {}",
+                ident_or_quoted(&c.name),
+                literal(&c.value, opts)
+            );
         }
         out.push_str("}\n");
     }

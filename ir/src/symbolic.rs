@@ -32,8 +32,18 @@ pub type SymVal = Vec<Dim>;
 const MAX_SYM_LEN: usize = 64;
 
 /// Ops that only move elements: evaluated on element ids.
-const MOVING: &[&str] =
-    &["gather", "concat", "slice", "unsqueeze", "squeeze", "reshape", "identity", "flatten", "expand", "tile"];
+const MOVING: &[&str] = &[
+    "gather",
+    "concat",
+    "slice",
+    "unsqueeze",
+    "squeeze",
+    "reshape",
+    "identity",
+    "flatten",
+    "expand",
+    "tile",
+];
 
 struct OpAttrs<'a>(&'a Op);
 
@@ -64,7 +74,9 @@ fn eval_sym(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> Opti
     let m = op.kind.mnemonic();
     match m {
         "constant" => {
-            let Some(Attr::Const(c)) = op.attrs.get("value") else { return None };
+            let Some(Attr::Const(c)) = op.attrs.get("value") else {
+                return None;
+            };
             let t = &g.constant(*c).value;
             Some(t.to_i64_vec().into_iter().map(Dim::fixed).collect())
         }
@@ -77,7 +89,11 @@ fn eval_sym(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> Opti
             let end = clamp(OpAttrs(op).int("end").unwrap_or(r));
             Some(x.shape.get(start..end.max(start))?.to_vec())
         }
-        "size" => Some(vec![g.ty(op.operand(0)?).shape.iter().fold(Dim::fixed(1), |a, d| a.mul(d))]),
+        "size" => Some(vec![g
+            .ty(op.operand(0)?)
+            .shape
+            .iter()
+            .fold(Dim::fixed(1), |a, d| a.mul(d))]),
         "cast" => {
             let to = g.ty(op.results[0]).dtype();
             (to.is_int() || to == DType::Bool).then(|| sym(op.operand(0)?))?
@@ -99,11 +115,19 @@ fn eval_sym(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> Opti
                         "div" => Some(x.div_exact(&y)).filter(|d| *d != Dim::Unknown),
                         "equal" => decide_equal(&x, &y).map(|b| Dim::fixed(b as i64)),
                         _ => match (x.as_fixed(), y.as_fixed()) {
-                            (Some(p), Some(q)) => Some(Dim::fixed(if m == "max" { p.max(q) } else { p.min(q) })),
-                            // A dim is never negative, so max(dim, c<=0) = dim, min(dim, c<=0) = c.
-                            (None, Some(q)) | (Some(q), None) if q <= 0 => {
-                                Some(if m == "max" { if x.is_fixed() { y.clone() } else { x.clone() } } else { Dim::fixed(q) })
+                            (Some(p), Some(q)) => {
+                                Some(Dim::fixed(if m == "max" { p.max(q) } else { p.min(q) }))
                             }
+                            // A dim is never negative, so max(dim, c<=0) = dim, min(dim, c<=0) = c.
+                            (None, Some(q)) | (Some(q), None) if q <= 0 => Some(if m == "max" {
+                                if x.is_fixed() {
+                                    y.clone()
+                                } else {
+                                    x.clone()
+                                }
+                            } else {
+                                Dim::fixed(q)
+                            }),
                             _ => None,
                         },
                     }
@@ -111,10 +135,19 @@ fn eval_sym(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> Opti
                 .collect()
         }
         "where" => {
-            let (c, a, b) = (sym(op.operand(0)?)?, sym(op.operand(1)?)?, sym(op.operand(2)?)?);
+            let (c, a, b) = (
+                sym(op.operand(0)?)?,
+                sym(op.operand(1)?)?,
+                sym(op.operand(2)?)?,
+            );
             let n = c.len().max(a.len()).max(b.len());
             let at = |v: &SymVal, i: usize| v.get(if v.len() == 1 { 0 } else { i }).cloned();
-            (0..n).map(|i| match at(&c, i)?.as_fixed()? { 0 => at(&b, i), _ => at(&a, i) }).collect()
+            (0..n)
+                .map(|i| match at(&c, i)?.as_fixed()? {
+                    0 => at(&b, i),
+                    _ => at(&a, i),
+                })
+                .collect()
         }
         _ if MOVING.contains(&m) => eval_moving(g, op, sym),
         _ => None,
@@ -140,7 +173,11 @@ fn eval_moving(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> O
     let producers = g.producers();
     let mut table: Vec<Dim> = Vec::new();
     let mut inputs: Vec<Option<Tensor>> = Vec::new();
-    let data_slots: Vec<usize> = if op.kind.mnemonic() == "concat" { (0..op.operands.len()).collect() } else { vec![0] };
+    let data_slots: Vec<usize> = if op.kind.mnemonic() == "concat" {
+        (0..op.operands.len()).collect()
+    } else {
+        vec![0]
+    };
     for (i, o) in op.operands.iter().enumerate() {
         let Some(v) = o else {
             inputs.push(None);
@@ -150,7 +187,9 @@ fn eval_moving(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> O
             let vals = sym(*v)?;
             let ty = g.ty(*v);
             let shape: Vec<usize> = ty.static_shape()?.iter().map(|&d| d as usize).collect();
-            let ids: Vec<i64> = (table.len()..table.len() + vals.len()).map(|x| x as i64).collect();
+            let ids: Vec<i64> = (table.len()..table.len() + vals.len())
+                .map(|x| x as i64)
+                .collect();
             table.extend(vals);
             inputs.push(Some(Tensor::i64(shape, ids)));
         } else {
@@ -158,9 +197,19 @@ fn eval_moving(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> O
         }
     }
     let def = op.kind.def();
-    let ctx = EvalCtx { def, attrs: &op.attrs, inputs: inputs.iter().map(|t| t.as_ref()).collect(), num_results: 1 };
-    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (def.eval?)(&ctx).ok())).ok()??;
-    out.first()?.to_i64_vec().into_iter().map(|id| table.get(usize::try_from(id).ok()?).cloned()).collect()
+    let ctx = EvalCtx {
+        def,
+        attrs: &op.attrs,
+        inputs: inputs.iter().map(|t| t.as_ref()).collect(),
+        num_results: 1,
+    };
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (def.eval?)(&ctx).ok()))
+        .ok()??;
+    out.first()?
+        .to_i64_vec()
+        .into_iter()
+        .map(|id| table.get(usize::try_from(id).ok()?).cloned())
+        .collect()
 }
 
 /// Symbolic values of every value of `g` (None where unknown or not a small integer tensor).
@@ -205,7 +254,13 @@ pub fn reinfer(g: &mut Graph) -> usize {
                         .shape
                         .iter()
                         .zip(&old.shape)
-                        .map(|(n, o)| if *n == Dim::Unknown { o.clone() } else { n.clone() })
+                        .map(|(n, o)| {
+                            if *n == Dim::Unknown {
+                                o.clone()
+                            } else {
+                                n.clone()
+                            }
+                        })
                         .collect();
                     if merged != old.shape {
                         g.values[r.0 as usize].ty.shape = merged;
@@ -300,7 +355,9 @@ fn simplify_round(g: &mut Graph) -> bool {
     for mut op in ops {
         for j in 0..op.operands.len() {
             let Some(v) = op.operands[j] else { continue };
-            let Some(val) = syms[v.0 as usize].clone() else { continue };
+            let Some(val) = syms[v.0 as usize].clone() else {
+                continue;
+            };
             if is_leaf(v) || val.contains(&Dim::Unknown) {
                 continue;
             }
@@ -309,10 +366,19 @@ fn simplify_round(g: &mut Graph) -> bool {
             // Reshape: a constant with 0/-1 when the target is symbolic.
             if op.kind == OpKind::Reshape && j == 1 && val.iter().any(|d| !d.is_fixed()) {
                 let allowzero = OpAttrs(&op).int("allowzero").unwrap_or(0) != 0;
-                let input = op.operand(0).map(|x| g.ty(x).shape.clone()).unwrap_or_default();
+                let input = op
+                    .operand(0)
+                    .map(|x| g.ty(x).shape.clone())
+                    .unwrap_or_default();
                 if let Some(t) = reshape_target(&input, &val).filter(|_| !allowzero) {
                     let name = fresh_name(g, "shape");
-                    let c = push_const(g, &mut out, &name, Tensor::i64(vec![t.len()], t), op.loc.clone());
+                    let c = push_const(
+                        g,
+                        &mut out,
+                        &name,
+                        Tensor::i64(vec![t.len()], t),
+                        op.loc.clone(),
+                    );
                     op.operands[j] = Some(c);
                     changed = true;
                     continue;
@@ -325,10 +391,17 @@ fn simplify_round(g: &mut Graph) -> bool {
                 changed = true;
                 continue;
             }
-            let r = if let Some(fixed) = val.iter().map(Dim::as_fixed).collect::<Option<Vec<i64>>>() {
+            let r = if let Some(fixed) = val.iter().map(Dim::as_fixed).collect::<Option<Vec<i64>>>()
+            {
                 let shape = if rank == 0 { vec![] } else { vec![fixed.len()] };
                 let name = fresh_name(g, "shape");
-                push_const(g, &mut out, &name, Tensor::from_i64(dtype, shape, &fixed), op.loc.clone())
+                push_const(
+                    g,
+                    &mut out,
+                    &name,
+                    Tensor::from_i64(dtype, shape, &fixed),
+                    op.loc.clone(),
+                )
             } else if dtype == DType::I64 && rank <= 1 {
                 match dims_op(g, &mut out, &val, rank, &sources, op.loc.clone()) {
                     Some(r) => r,
@@ -352,17 +425,36 @@ fn simplify_round(g: &mut Graph) -> bool {
 }
 
 fn fresh_name(g: &Graph, base: &str) -> String {
-    let taken: std::collections::HashSet<&str> = g.constants.iter().map(|c| c.name.as_str()).collect();
-    (0..).map(|i| format!("{base}.{i}")).find(|n| !taken.contains(n.as_str())).expect("a free name")
+    let taken: std::collections::HashSet<&str> =
+        g.constants.iter().map(|c| c.name.as_str()).collect();
+    (0..)
+        .map(|i| format!("{base}.{i}"))
+        .find(|n| !taken.contains(n.as_str()))
+        .expect("a free name")
 }
 
-fn push_const(g: &mut Graph, out: &mut Vec<Op>, name: &str, t: Tensor, loc: Option<crate::graph::Loc>) -> ValueId {
-    let ty = TensorType::fixed(&t.shape.iter().map(|&d| d as i64).collect::<Vec<_>>(), t.dtype);
+fn push_const(
+    g: &mut Graph,
+    out: &mut Vec<Op>,
+    name: &str,
+    t: Tensor,
+    loc: Option<crate::graph::Loc>,
+) -> ValueId {
+    let ty = TensorType::fixed(
+        &t.shape.iter().map(|&d| d as i64).collect::<Vec<_>>(),
+        t.dtype,
+    );
     let c = g.add_constant(name, Arc::new(t));
     let r = g.add_value(ty);
     let mut attrs = Attrs::new();
     attrs.insert("value".into(), Attr::Const(c));
-    out.push(Op { kind: OpKind::Constant, operands: vec![], results: vec![r], attrs, loc });
+    out.push(Op {
+        kind: OpKind::Constant,
+        operands: vec![],
+        results: vec![r],
+        attrs,
+        loc,
+    });
     r
 }
 
@@ -416,6 +508,12 @@ fn dims_op(
         TensorType::fixed(&[val.len() as i64], DType::I64)
     };
     let r = g.add_value(ty);
-    out.push(Op { kind: OpKind::Dims, operands: operands.into_iter().map(Some).collect(), results: vec![r], attrs, loc });
+    out.push(Op {
+        kind: OpKind::Dims,
+        operands: operands.into_iter().map(Some).collect(),
+        results: vec![r],
+        attrs,
+        loc,
+    });
     Some(r)
 }

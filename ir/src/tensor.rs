@@ -130,7 +130,11 @@ impl Tensor {
 
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Tensor {
         let n = shape.iter().product();
-        Tensor { dtype, shape, data: Data::zeros(dtype, n) }
+        Tensor {
+            dtype,
+            shape,
+            data: Data::zeros(dtype, n),
+        }
     }
 
     pub fn f32(shape: Vec<usize>, v: Vec<f32>) -> Tensor {
@@ -236,8 +240,16 @@ impl Tensor {
             DType::F64 => Data::F64(v.to_vec()),
             DType::F32 => Data::F32(v.iter().map(|&x| x as f32).collect()),
             // Through f32 with round-to-odd: rounding f64 to f16 directly in `half` misrounds near ties.
-            DType::F16 => Data::F16(v.iter().map(|&x| f16::from_f32(minifloat::f64_to_f32_odd(x))).collect()),
-            DType::BF16 => Data::BF16(v.iter().map(|&x| bf16::from_f32(minifloat::f64_to_f32_odd(x))).collect()),
+            DType::F16 => Data::F16(
+                v.iter()
+                    .map(|&x| f16::from_f32(minifloat::f64_to_f32_odd(x)))
+                    .collect(),
+            ),
+            DType::BF16 => Data::BF16(
+                v.iter()
+                    .map(|&x| bf16::from_f32(minifloat::f64_to_f32_odd(x)))
+                    .collect(),
+            ),
             DType::I64 => Data::I64(v.iter().map(|&x| x as i64).collect()),
             DType::I32 => Data::I32(v.iter().map(|&x| x as i64 as i32).collect()),
             DType::I16 => Data::I16(v.iter().map(|&x| x as i64 as i16).collect()),
@@ -259,9 +271,11 @@ impl Tensor {
             | DType::F8E5M2
             | DType::F8E5M2FNUZ
             | DType::F8E8M0
-            | DType::F4E2M1 => {
-                Data::U8(v.iter().map(|&x| minifloat::encode(dtype, minifloat::f64_to_f32_odd(x), true)).collect())
-            }
+            | DType::F4E2M1 => Data::U8(
+                v.iter()
+                    .map(|&x| minifloat::encode(dtype, minifloat::f64_to_f32_odd(x), true))
+                    .collect(),
+            ),
             DType::Bool => Data::Bool(v.iter().map(|&x| x != 0.0).collect()),
             DType::Str => Data::Str(v.iter().map(|x| x.to_string()).collect()),
             DType::Complex64 => Data::C64(v.iter().flat_map(|&x| [x as f32, 0.0]).collect()),
@@ -286,7 +300,13 @@ impl Tensor {
                 Data::U8(v.iter().map(|&x| x as u8).collect())
             }
             DType::Bool => Data::Bool(v.iter().map(|&x| x != 0).collect()),
-            _ => return Tensor::from_f64(dtype, shape, &v.iter().map(|&x| x as f64).collect::<Vec<_>>()),
+            _ => {
+                return Tensor::from_f64(
+                    dtype,
+                    shape,
+                    &v.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+                )
+            }
         };
         Tensor { dtype, shape, data }
     }
@@ -337,15 +357,25 @@ impl Tensor {
             return Err("string tensors have no raw byte form".into());
         }
         if bytes.len() != need {
-            return Err(format!("{} bytes for {n} elements of {dtype} (expected {need})", bytes.len()));
+            return Err(format!(
+                "{} bytes for {n} elements of {dtype} (expected {need})",
+                bytes.len()
+            ));
         }
         fn chunks<T, const N: usize>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-            b.chunks_exact(N).map(|c| f(c.try_into().unwrap())).collect()
+            b.chunks_exact(N)
+                .map(|c| f(c.try_into().unwrap()))
+                .collect()
         }
         let data = if dtype.is_sub_byte() {
             let codes = crate::packing::unpack(dtype, bytes, n).ok_or("short packed data")?;
             if dtype.is_signed_int() {
-                Data::I8(codes.iter().map(|&c| crate::packing::sign_extend(c, dtype.bits())).collect())
+                Data::I8(
+                    codes
+                        .iter()
+                        .map(|&c| crate::packing::sign_extend(c, dtype.bits()))
+                        .collect(),
+                )
             } else {
                 Data::U8(codes)
             }
@@ -403,7 +433,12 @@ mod tests {
         let t = Tensor::from_i64(DType::I4, vec![3], &[-8, 7, -1]);
         let b = t.to_bytes();
         assert_eq!(b, vec![0x78, 0x0F]);
-        assert_eq!(Tensor::from_bytes(DType::I4, vec![3], &b).unwrap().to_i64_vec(), vec![-8, 7, -1]);
+        assert_eq!(
+            Tensor::from_bytes(DType::I4, vec![3], &b)
+                .unwrap()
+                .to_i64_vec(),
+            vec![-8, 7, -1]
+        );
     }
 
     #[test]

@@ -69,7 +69,10 @@ pub struct TensorType {
 
 impl TensorType {
     pub fn new(shape: Vec<Dim>, dtype: DType) -> TensorType {
-        TensorType { shape, elem: ElemType::Plain(dtype) }
+        TensorType {
+            shape,
+            elem: ElemType::Plain(dtype),
+        }
     }
 
     pub fn fixed(shape: &[i64], dtype: DType) -> TensorType {
@@ -103,7 +106,10 @@ impl TensorType {
     }
 
     pub fn with_shape(&self, shape: Vec<Dim>) -> TensorType {
-        TensorType { shape, elem: self.elem.clone() }
+        TensorType {
+            shape,
+            elem: self.elem.clone(),
+        }
     }
 }
 
@@ -132,7 +138,11 @@ impl fmt::Display for ElemType {
         match self {
             ElemType::Plain(d) => write!(f, "{d}"),
             ElemType::Quant(q) => {
-                write!(f, "!tsr.quant<{}:{}, {}, scale = {}", q.storage, q.expressed, q.granularity, q.scale)?;
+                write!(
+                    f,
+                    "!tsr.quant<{}:{}, {}, scale = {}",
+                    q.storage, q.expressed, q.granularity, q.scale
+                )?;
                 if let Some(zp) = &q.zero_point {
                     write!(f, ", zp = {zp}")?;
                 }

@@ -7,14 +7,39 @@ fn sample() -> Graph {
     let mut g = Graph::new("main");
     g.opsets.insert(String::new(), 17);
     let b = Dim::sym("batch");
-    let x = g.add_input("x", TensorType::new(vec![b.clone(), Dim::fixed(4)], DType::F32));
+    let x = g.add_input(
+        "x",
+        TensorType::new(vec![b.clone(), Dim::fixed(4)], DType::F32),
+    );
     let mut bld = Builder::new(&mut g);
-    let w = bld.constant("w", Arc::new(Tensor::f32(vec![4, 2], (0..8).map(|i| i as f32 * 0.1).collect())), None);
-    let loc = Some(Loc { name: "/l0/MatMul".into(), op_type: "MatMul".into() });
-    let y = bld.op(OpKind::MatMul, vec![Some(x), Some(w)], Attrs::new(), 1, loc).unwrap()[0];
-    let r = bld.op(OpKind::Relu, vec![Some(y)], Attrs::new(), 1, None).unwrap()[0];
+    let w = bld.constant(
+        "w",
+        Arc::new(Tensor::f32(
+            vec![4, 2],
+            (0..8).map(|i| i as f32 * 0.1).collect(),
+        )),
+        None,
+    );
+    let loc = Some(Loc {
+        name: "/l0/MatMul".into(),
+        op_type: "MatMul".into(),
+    });
+    let y = bld
+        .op(OpKind::MatMul, vec![Some(x), Some(w)], Attrs::new(), 1, loc)
+        .unwrap()[0];
+    let r = bld
+        .op(OpKind::Relu, vec![Some(y)], Attrs::new(), 1, None)
+        .unwrap()[0];
     let shape = bld.constant("shape", Arc::new(Tensor::i64(vec![2], vec![-1, 1])), None);
-    let z = bld.op(OpKind::Reshape, vec![Some(r), Some(shape)], Attrs::new(), 1, None).unwrap()[0];
+    let z = bld
+        .op(
+            OpKind::Reshape,
+            vec![Some(r), Some(shape)],
+            Attrs::new(),
+            1,
+            None,
+        )
+        .unwrap()[0];
     g.add_output("out", z);
     g
 }
@@ -40,12 +65,18 @@ fn verifier_reports_bad_types_with_the_node() {
     let r = g.ops[mm].results[0];
     g.values[r.0 as usize].ty = TensorType::fixed(&[3, 3], DType::F32);
     let err = verify(&g).unwrap_err().to_string();
-    assert!(err.contains("node '/l0/MatMul' (MatMul)") && err.contains("tsr.matmul"), "{err}");
+    assert!(
+        err.contains("node '/l0/MatMul' (MatMul)") && err.contains("tsr.matmul"),
+        "{err}"
+    );
 }
 
 #[test]
 fn parse_errors_have_positions() {
-    let e = parse_graph("tsr.graph @m() -> () {\n  %0 = tsr.nosuchop : () -> tensor<f32>\n  tsr.return\n}\n").unwrap_err();
+    let e = parse_graph(
+        "tsr.graph @m() -> () {\n  %0 = tsr.nosuchop : () -> tensor<f32>\n  tsr.return\n}\n",
+    )
+    .unwrap_err();
     assert_eq!(e.line, 2);
     assert!(e.message.contains("unknown op"), "{e}");
 }

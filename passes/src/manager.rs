@@ -32,7 +32,10 @@ impl PassManager {
         for name in pipeline.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let info = lookup(name).ok_or_else(|| {
                 let known: Vec<&str> = crate::REGISTRY.iter().map(|p| p.name).collect();
-                Diagnostic::new(format!("unknown pass '{name}' (known: {})", known.join(", ")))
+                Diagnostic::new(format!(
+                    "unknown pass '{name}' (known: {})",
+                    known.join(", ")
+                ))
             })?;
             passes.push((info.create)());
         }
@@ -45,7 +48,11 @@ impl PassManager {
 
     /// Runs every pass in order. `after` sees the graph after each pass when
     /// `print_after_all` is set.
-    pub fn run(&self, g: &mut Graph, after: &mut dyn FnMut(&str, &Graph)) -> Result<Vec<PassTiming>, Diagnostic> {
+    pub fn run(
+        &self,
+        g: &mut Graph,
+        after: &mut dyn FnMut(&str, &Graph),
+    ) -> Result<Vec<PassTiming>, Diagnostic> {
         let mut timings = Vec::new();
         for p in &self.passes {
             let start = Instant::now();
@@ -59,7 +66,11 @@ impl PassManager {
             if self.opts.print_after_all {
                 after(p.name(), g);
             }
-            timings.push(PassTiming { name: p.name().to_string(), time, stats });
+            timings.push(PassTiming {
+                name: p.name().to_string(),
+                time,
+                stats,
+            });
         }
         Ok(timings)
     }

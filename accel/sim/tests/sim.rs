@@ -797,7 +797,11 @@ fn random_streams_never_panic() {
             }
         }
         insns.push(Insn::new(Op::Finish(tessera_accel_isa::Finish {})));
-        let s = Stream { dram_size: 4096, insns, ..Default::default() };
+        let s = Stream {
+            dram_size: 4096,
+            insns,
+            ..Default::default()
+        };
         let r = Simulator::new(HwConfig::edge()).run(&s, &BTreeMap::new());
         outcomes[r.is_ok() as usize] += 1;
         if let Err(e) = r {

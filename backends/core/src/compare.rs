@@ -45,7 +45,11 @@ impl std::fmt::Display for Comparison {
         }
         write!(f, "max abs error {:.3e}", self.max_abs)?;
         if let Some((idx, a, e)) = &self.worst {
-            let what = if self.ok { "largest at" } else { "worst failing element" };
+            let what = if self.ok {
+                "largest at"
+            } else {
+                "worst failing element"
+            };
             write!(f, "; {what} {idx:?}: got {a}, expected {e}")?;
         }
         Ok(())
@@ -64,17 +68,38 @@ fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
 }
 
 pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Comparison {
-    let structural = |m: String| Comparison { ok: false, max_abs: f64::INFINITY, worst: None, structural: Some(m) };
+    let structural = |m: String| Comparison {
+        ok: false,
+        max_abs: f64::INFINITY,
+        worst: None,
+        structural: Some(m),
+    };
     if actual.dtype != expected.dtype {
-        return structural(format!("element type {} differs from the expected {}", actual.dtype, expected.dtype));
+        return structural(format!(
+            "element type {} differs from the expected {}",
+            actual.dtype, expected.dtype
+        ));
     }
     if actual.shape != expected.shape {
-        return structural(format!("shape {:?} differs from the expected {:?}", actual.shape, expected.shape));
+        return structural(format!(
+            "shape {:?} differs from the expected {:?}",
+            actual.shape, expected.shape
+        ));
     }
     if let (Data::Str(a), Data::Str(e)) = (&actual.data, &expected.data) {
         return match a.iter().zip(e).position(|(x, y)| x != y) {
-            None => Comparison { ok: true, max_abs: 0.0, worst: None, structural: None },
-            Some(i) => structural(format!("string at {:?} is {:?}, expected {:?}", unravel(i, &actual.shape), a[i], e[i])),
+            None => Comparison {
+                ok: true,
+                max_abs: 0.0,
+                worst: None,
+                structural: None,
+            },
+            Some(i) => structural(format!(
+                "string at {:?} is {:?}, expected {:?}",
+                unravel(i, &actual.shape),
+                a[i],
+                e[i]
+            )),
         };
     }
     let exact = !actual.dtype.is_float();
@@ -102,7 +127,11 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Comparison
             let err = (a - e).abs();
             (err, err > tol.atol + tol.rtol * e.abs())
         };
-        let excess = if fails { err - (tol.atol + tol.rtol * e.abs()) } else { f64::NEG_INFINITY };
+        let excess = if fails {
+            err - (tol.atol + tol.rtol * e.abs())
+        } else {
+            f64::NEG_INFINITY
+        };
         if fails && (ok || excess > worst_excess) {
             worst_excess = excess;
             worst = Some((i, a, e));
@@ -140,11 +169,29 @@ mod tests {
     #[test]
     fn ints_exact_nan_equal_shapes_checked() {
         let tol = Tolerance::for_dtype(DType::I64);
-        assert!(compare(&Tensor::i64(vec![2], vec![1, 2]), &Tensor::i64(vec![2], vec![1, 2]), tol).ok);
-        assert!(!compare(&Tensor::i64(vec![2], vec![1, 3]), &Tensor::i64(vec![2], vec![1, 2]), tol).ok);
+        assert!(
+            compare(
+                &Tensor::i64(vec![2], vec![1, 2]),
+                &Tensor::i64(vec![2], vec![1, 2]),
+                tol
+            )
+            .ok
+        );
+        assert!(
+            !compare(
+                &Tensor::i64(vec![2], vec![1, 3]),
+                &Tensor::i64(vec![2], vec![1, 2]),
+                tol
+            )
+            .ok
+        );
         let nan = Tensor::f32(vec![1], vec![f32::NAN]);
         assert!(compare(&nan, &nan, Tolerance::for_dtype(DType::F32)).ok);
-        let c = compare(&Tensor::f32(vec![2], vec![0.0, 0.0]), &Tensor::f32(vec![1, 2], vec![0.0, 0.0]), tol);
+        let c = compare(
+            &Tensor::f32(vec![2], vec![0.0, 0.0]),
+            &Tensor::f32(vec![1, 2], vec![0.0, 0.0]),
+            tol,
+        );
         assert!(!c.ok && c.structural.is_some());
     }
 }

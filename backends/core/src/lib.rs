@@ -94,7 +94,10 @@ pub trait Backend {
     /// Lowers `graph` to `stage`.
     fn emit(&self, graph: &Graph, stage: Stage) -> Result<Artifact, Diagnostic> {
         let _ = graph;
-        Err(Diagnostic::new(format!("--emit {stage} is not available yet for target '{}'", self.name())))
+        Err(Diagnostic::new(format!(
+            "--emit {stage} is not available yet for target '{}'",
+            self.name()
+        )))
     }
 
     /// Prepares `graph` to run in this process (the common runner calls this).

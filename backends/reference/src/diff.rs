@@ -55,7 +55,11 @@ fn index_bounds(g: &Graph) -> HashMap<ValueId, i64> {
             if g.inputs.contains(&idx) {
                 let axis = OpAttrs(op).int("axis").unwrap_or(0);
                 let shape = &g.ty(data).shape;
-                let ax = if axis < 0 { axis + shape.len() as i64 } else { axis };
+                let ax = if axis < 0 {
+                    axis + shape.len() as i64
+                } else {
+                    axis
+                };
                 if let Some(n) = shape.get(ax as usize).and_then(Dim::as_fixed) {
                     let e = bounds.entry(idx).or_insert(n);
                     *e = (*e).min(n);
@@ -70,7 +74,11 @@ fn index_bounds(g: &Graph) -> HashMap<ValueId, i64> {
 /// `dims` (default 4). Float inputs are normal; gather indices are valid ids;
 /// other integers (masks, positions) are 1 for names containing "mask" and
 /// small non-negative values otherwise; bools are random.
-pub fn random_inputs(g: &Graph, seed: u64, dims: &HashMap<String, i64>) -> Result<Vec<Tensor>, String> {
+pub fn random_inputs(
+    g: &Graph,
+    seed: u64,
+    dims: &HashMap<String, i64>,
+) -> Result<Vec<Tensor>, String> {
     let mut rng = Rng::new(seed);
     let bounds = index_bounds(g);
     g.inputs
@@ -81,7 +89,10 @@ pub fn random_inputs(g: &Graph, seed: u64, dims: &HashMap<String, i64>) -> Resul
             let shape = ty
                 .shape
                 .iter()
-                .map(|d| d.eval(&|s| Some(dims.get(s).copied().unwrap_or(4))).map(|n| n as usize))
+                .map(|d| {
+                    d.eval(&|s| Some(dims.get(s).copied().unwrap_or(4)))
+                        .map(|n| n as usize)
+                })
                 .collect::<Option<Vec<usize>>>()
                 .ok_or_else(|| format!("input '{name}' has a dimension no size binds"))?;
             let n: usize = shape.iter().product();
@@ -106,7 +117,12 @@ pub fn random_inputs(g: &Graph, seed: u64, dims: &HashMap<String, i64>) -> Resul
 /// Runs both graphs on the same random inputs; returns the largest absolute
 /// difference over all outputs (infinite on a shape or dtype difference or a
 /// NaN in one side only).
-pub fn max_difference(before: &Graph, after: &Graph, seed: u64, dims: &HashMap<String, i64>) -> Result<f64, String> {
+pub fn max_difference(
+    before: &Graph,
+    after: &Graph,
+    seed: u64,
+    dims: &HashMap<String, i64>,
+) -> Result<f64, String> {
     let inputs = random_inputs(before, seed, dims)?;
     let a = crate::run(before, &inputs).map_err(|e| format!("before: {e}"))?;
     let b = crate::run(after, &inputs).map_err(|e| format!("after: {e}"))?;
@@ -120,7 +136,11 @@ pub fn max_difference(before: &Graph, after: &Graph, seed: u64, dims: &HashMap<S
         }
         for i in 0..x.len() {
             let (p, q) = (x.get_f64(i), y.get_f64(i));
-            let d = if p.is_nan() && q.is_nan() { 0.0 } else { (p - q).abs() };
+            let d = if p.is_nan() && q.is_nan() {
+                0.0
+            } else {
+                (p - q).abs()
+            };
             worst = worst.max(if d.is_nan() { f64::INFINITY } else { d });
         }
     }

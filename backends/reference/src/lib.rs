@@ -22,7 +22,9 @@ impl Backend for Reference {
     }
 
     fn prepare(&self, graph: &Graph) -> Result<Box<dyn Executable>, Diagnostic> {
-        Ok(Box::new(Interpreter { graph: graph.clone() }))
+        Ok(Box::new(Interpreter {
+            graph: graph.clone(),
+        }))
     }
 }
 
@@ -43,7 +45,11 @@ pub fn bind_inputs(g: &Graph, inputs: &[Tensor]) -> Result<HashMap<String, i64>,
         return Err(Diagnostic::new(format!(
             "the graph takes {} inputs ({}), {} given",
             g.inputs.len(),
-            g.inputs.iter().map(|v| g.values[v.0 as usize].name.clone().unwrap_or_default()).collect::<Vec<_>>().join(", "),
+            g.inputs
+                .iter()
+                .map(|v| g.values[v.0 as usize].name.clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(", "),
             inputs.len()
         )));
     }
@@ -53,10 +59,18 @@ pub fn bind_inputs(g: &Graph, inputs: &[Tensor]) -> Result<HashMap<String, i64>,
         let ty = g.ty(*v);
         let bad = |what: String| Diagnostic::new(format!("graph input '{name}': {what}"));
         if ty.dtype() != t.dtype {
-            return Err(bad(format!("expected element type {}, got {}", ty.dtype(), t.dtype)));
+            return Err(bad(format!(
+                "expected element type {}, got {}",
+                ty.dtype(),
+                t.dtype
+            )));
         }
         if ty.rank() != t.rank() {
-            return Err(bad(format!("expected {ty} (rank {}), got shape {:?}", ty.rank(), t.shape)));
+            return Err(bad(format!(
+                "expected {ty} (rank {}), got shape {:?}",
+                ty.rank(),
+                t.shape
+            )));
         }
         for (d, &n) in ty.shape.iter().zip(&t.shape) {
             match d {
@@ -118,35 +132,54 @@ pub fn run(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, Diagnostic> {
     }
     for (i, op) in g.ops.iter().enumerate() {
         let def = op.kind.def();
-        let fail = |m: String| Diagnostic::new(m).at(op.loc.clone()).op(format!("tsr.{}", def.mnemonic));
+        let fail = |m: String| {
+            Diagnostic::new(m)
+                .at(op.loc.clone())
+                .op(format!("tsr.{}", def.mnemonic))
+        };
         let results: Vec<Tensor> = if op.kind == OpKind::Constant {
             match op.attrs.get("value") {
                 Some(Attr::Const(c)) => vec![(*g.constant(*c).value).clone()],
                 _ => return Err(fail("constant without a value".into())),
             }
         } else {
-            let eval = def.eval.ok_or_else(|| fail("has no reference semantics yet".into()))?;
+            let eval = def
+                .eval
+                .ok_or_else(|| fail("has no reference semantics yet".into()))?;
             let mut inputs = Vec::with_capacity(op.operands.len());
             for o in &op.operands {
                 match o {
                     Some(v) => {
-                        let t = vals[v.0 as usize].as_deref().ok_or_else(|| fail(format!("operand %{} has no value", v.0)))?;
+                        let t = vals[v.0 as usize]
+                            .as_deref()
+                            .ok_or_else(|| fail(format!("operand %{} has no value", v.0)))?;
                         inputs.push(Some(t));
                     }
                     None => inputs.push(None),
                 }
             }
-            let ctx = EvalCtx { def, attrs: &op.attrs, inputs, num_results: op.results.len() };
+            let ctx = EvalCtx {
+                def,
+                attrs: &op.attrs,
+                inputs,
+                num_results: op.results.len(),
+            };
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eval(&ctx)))
                 .map_err(|p| {
-                    let msg = p.downcast_ref::<String>().cloned()
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
                         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_default();
                     fail(format!("internal error in the reference semantics: {msg}"))
                 })?
                 .map_err(fail)?;
             if out.len() != op.results.len() {
-                return Err(fail(format!("produced {} results, expected {}", out.len(), op.results.len())));
+                return Err(fail(format!(
+                    "produced {} results, expected {}",
+                    out.len(),
+                    op.results.len()
+                )));
             }
             out
         };

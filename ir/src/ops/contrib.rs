@@ -5,6 +5,9 @@
 //! onnxruntime's CPU kernels. Float math runs in f64 and is rounded once to the
 //! result type.
 
+use super::elementwise::{gelu_erf, gelu_tanh};
+use super::linalg::GemmElem;
+use super::nn::attention::rotate_pairs;
 use super::quant::{
     dynamic_qparams_u8, eval_dequantize, eval_quantize, matmul_i32, sub_zero_point,
 };
@@ -16,68 +19,6 @@ use crate::dim::Dim;
 // ---------------------------------------------------------------------------
 // Shared numerics
 // ---------------------------------------------------------------------------
-
-/// The error function to ~1e-15: the Maclaurin series near 0, the continued
-/// fraction of erfc in the tails (std has no stable `erf`).
-pub fn erf(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let a = x.abs();
-    let r = if a < 2.5 {
-        // erf(x) = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
-        let (x2, mut term, mut sum) = (a * a, a, a);
-        let mut n = 0.0;
-        loop {
-            n += 1.0;
-            term *= -x2 / n;
-            let t = term / (2.0 * n + 1.0);
-            sum += t;
-            if t.abs() < 1e-17 * sum.abs() {
-                break;
-            }
-        }
-        sum * std::f64::consts::FRAC_2_SQRT_PI
-    } else if a > 6.0 {
-        1.0
-    } else {
-        // erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + ...)))), by Lentz's method.
-        let tiny = 1e-300;
-        let mut f = a;
-        let (mut c, mut d) = (a, 0.0);
-        for i in 1..200 {
-            let an = i as f64 / 2.0;
-            d = a + an * d;
-            d = if d == 0.0 { tiny } else { 1.0 / d };
-            c = a + an / c;
-            if c == 0.0 {
-                c = tiny;
-            }
-            let delta = c * d;
-            f *= delta;
-            if (delta - 1.0).abs() < 1e-16 {
-                break;
-            }
-        }
-        1.0 - (-a * a).exp() / (f * std::f64::consts::PI.sqrt())
-    };
-    if x < 0.0 {
-        -r
-    } else {
-        r
-    }
-}
-
-/// Exact GELU: x * Phi(x).
-pub fn gelu_erf(x: f64) -> f64 {
-    0.5 * x * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2))
-}
-
-/// onnxruntime's FastGelu: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-pub fn gelu_tanh(x: f64) -> f64 {
-    let alpha = (2.0 / std::f64::consts::PI).sqrt();
-    0.5 * x * (1.0 + (alpha * (x + 0.044715 * x * x * x)).tanh())
-}
 
 fn check_float(name: &str, t: &Tensor) -> Result<(), String> {
     if t.dtype.is_float() {
@@ -105,59 +46,21 @@ fn add_broadcast(
     ))
 }
 
-/// Row-major f32 GEMM `[m, k] @ [k, n]` through `matrixmultiply`.
-fn gemm_f32(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0f32; m * n];
-    if m == 0 || n == 0 || k == 0 {
-        return out;
-    }
-    // SAFETY: a holds m*k, b k*n and out m*n elements, row-major.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            out.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-    out
-}
-
-/// Row-major f64 GEMM `[m, k] @ [k, n]`.
-fn gemm_f64(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
-    let mut out = vec![0f64; m * n];
-    if m == 0 || n == 0 || k == 0 {
-        return out;
-    }
-    // SAFETY: a holds m*k, b k*n and out m*n elements, row-major.
-    unsafe {
-        matrixmultiply::dgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            out.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+/// Row-major `[m, k] @ [k, n]` through the shared GEMM kernel.
+fn matmul_rows<T: GemmElem>(a: &[T], b: &[T], m: usize, k: usize, n: usize) -> Vec<T> {
+    let mut out = vec![T::default(); m * n];
+    T::gemm(
+        m,
+        k,
+        n,
+        T::one(),
+        a,
+        (k, 1),
+        b,
+        (n, 1),
+        T::default(),
+        &mut out,
+    );
     out
 }
 
@@ -184,6 +87,7 @@ fn opt_f64(t: Option<&Tensor>) -> Option<Vec<f64>> {
 
 /// Softmax of `row[lo..hi]` in place (the rest set to 0). `sink` adds
 /// `exp(sink)` to the denominator (smooth softmax / attention sinks).
+// Not nn::softmax::softmax_lane on purpose: a row with no finite mass gives zeros, not NaN.
 fn softmax_range(row: &mut [f64], lo: usize, hi: usize, sink: Option<f64>) {
     let mut mx = row[lo..hi]
         .iter()
@@ -335,6 +239,7 @@ pub static BIAS_ADD: OpDef = OpDef {
 
 /// Normalizes each row of `h` values in place; returns (mean, 1/std) per row.
 /// `simplified` is RMSNorm (no mean subtraction, no beta).
+// Not nn::norm's moments/normalize_chunks: the RMS form and cyclic gamma/beta differ.
 fn normalize_rows(
     v: &mut [f64],
     h: usize,
@@ -829,7 +734,7 @@ pub static MATMUL_NBITS: OpDef = OpDef {
         let (k, n) = (k as usize, n as usize);
         let wt = matmul_nbits_weight(ctx, k, n, bits as usize, block as usize)?;
         let m = a.len() / k;
-        let mut y = gemm_f32(&a.to_f32_vec(), &wt, m, k, n);
+        let mut y = matmul_rows(&a.to_f32_vec(), &wt, m, k, n);
         if let Some(bias) = ctx.opt_input(5) {
             expect_len("bias", bias, n)?;
             let bv = bias.to_f32_vec();
@@ -853,20 +758,8 @@ pub static MATMUL_NBITS: OpDef = OpDef {
 /// Rotates the first `rot` values of one head vector at `pos` in place.
 /// `interleaved`: pairs (x[2i], x[2i+1]); otherwise (x[i], x[i + rot/2]).
 fn rotate(x: &mut [f64], pos: usize, cos: &[f64], sin: &[f64], half: usize, interleaved: bool) {
-    let (c, s) = (
-        &cos[pos * half..(pos + 1) * half],
-        &sin[pos * half..(pos + 1) * half],
-    );
-    for i in 0..half {
-        let (a, b) = if interleaved {
-            (2 * i, 2 * i + 1)
-        } else {
-            (i, i + half)
-        };
-        let (x1, x2) = (x[a], x[b]);
-        x[a] = x1 * c[i] - x2 * s[i];
-        x[b] = x2 * c[i] + x1 * s[i];
-    }
+    let rows = pos * half..(pos + 1) * half;
+    rotate_pairs(x, &cos[rows.clone()], &sin[rows], interleaved);
 }
 
 /// Checked rotary tables: (cos, sin, half, max positions).
@@ -994,6 +887,7 @@ pub static ROTARY_EMBEDDING: OpDef = OpDef {
 /// One head's attention: `softmax(scores) @ v` for `s` queries over `t`
 /// keys. `score(i, j)` gives the logit, or None for a key the query may not
 /// see (it gets probability 0).
+// Kept apart from nn::attention's GEMM kernel: f64 per head with onnxruntime's mask and sink rules.
 fn attend_head(
     s: usize,
     t: usize,
@@ -1148,7 +1042,7 @@ fn eval_attention(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let (hd, hdv) = (hq / nh, hv / nh);
     let ncols = w.shape[1];
     // Fused projection: [B*S, Hin] @ [Hin, 2H + Hv] + bias.
-    let mut proj = gemm_f64(&x.to_f64_vec(), &w.to_f64_vec(), b * s, hin, ncols);
+    let mut proj = matmul_rows(&x.to_f64_vec(), &w.to_f64_vec(), b * s, hin, ncols);
     if let Some(bias) = ctx.opt_input(2) {
         expect_len("bias", bias, ncols)?;
         let bv = bias.to_f64_vec();
@@ -2052,6 +1946,7 @@ pub static MS_DEQUANTIZE_LINEAR: OpDef = OpDef {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::elementwise::erf;
     use crate::ops::testing::run;
     use crate::tensor::Data;
 

@@ -73,9 +73,25 @@ pub trait GemmElem: Copy + std::default::Default + PartialEq + Send + Sync + 'st
     fn add(self, o: Self) -> Self;
     fn mul(self, o: Self) -> Self;
     fn one() -> Self;
-    /// `c = alpha * a @ b + beta * c` for one m×k by k×n product; a and b are
-    /// addressed with (row, column) strides, c is dense row-major. When
-    /// `beta` is zero `c` is not read.
+    /// `c = alpha * a @ b + beta * c` for one m×k by k×n product; a, b and c
+    /// are addressed with (row, column) strides. When `beta` is zero `c` is
+    /// not read.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_strided(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: &[Self],
+        a_strides: (usize, usize),
+        b: &[Self],
+        b_strides: (usize, usize),
+        beta: Self,
+        c: &mut [Self],
+        c_strides: (usize, usize),
+    );
+
+    /// [`GemmElem::gemm_strided`] into a dense row-major `c`.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         m: usize,
@@ -88,7 +104,9 @@ pub trait GemmElem: Copy + std::default::Default + PartialEq + Send + Sync + 'st
         b_strides: (usize, usize),
         beta: Self,
         c: &mut [Self],
-    );
+    ) {
+        Self::gemm_strided(m, k, n, alpha, a, a_strides, b, b_strides, beta, c, (n, 1));
+    }
 }
 
 macro_rules! float_gemm_elem {
@@ -103,7 +121,7 @@ macro_rules! float_gemm_elem {
             fn one() -> Self {
                 1.0
             }
-            fn gemm(
+            fn gemm_strided(
                 m: usize,
                 k: usize,
                 n: usize,
@@ -114,27 +132,31 @@ macro_rules! float_gemm_elem {
                 (rsb, csb): (usize, usize),
                 beta: Self,
                 c: &mut [Self],
+                (rsc, csc): (usize, usize),
             ) {
                 if m == 0 || n == 0 {
-                    return;
-                }
-                assert!(c.len() >= m * n, "gemm output too small");
-                if k == 0 {
-                    for v in &mut c[..m * n] {
-                        *v = if beta == 0.0 { 0.0 } else { *v * beta };
-                    }
                     return;
                 }
                 let last = |rs: usize, cs: usize, rows: usize, cols: usize| {
                     (rows - 1) * rs + (cols - 1) * cs
                 };
+                assert!(c.len() > last(rsc, csc, m, n), "gemm output too small");
+                if k == 0 {
+                    for i in 0..m {
+                        for j in 0..n {
+                            let v = &mut c[i * rsc + j * csc];
+                            *v = if beta == 0.0 { 0.0 } else { *v * beta };
+                        }
+                    }
+                    return;
+                }
                 assert!(
                     a.len() > last(rsa, csa, m, k) && b.len() > last(rsb, csb, k, n),
                     "gemm operand too small"
                 );
                 // SAFETY: the asserts above bound every element addressed
                 // through these strides (the largest offsets are the last
-                // row/column), and c holds m*n dense elements.
+                // row/column), for c as well.
                 unsafe {
                     $f(
                         m,
@@ -149,8 +171,8 @@ macro_rules! float_gemm_elem {
                         csb as isize,
                         beta,
                         c.as_mut_ptr(),
-                        n as isize,
-                        1,
+                        rsc as isize,
+                        csc as isize,
                     );
                 }
             }
@@ -172,7 +194,7 @@ impl GemmElem for i64 {
     fn one() -> Self {
         1
     }
-    fn gemm(
+    fn gemm_strided(
         m: usize,
         k: usize,
         n: usize,
@@ -183,6 +205,7 @@ impl GemmElem for i64 {
         (rsb, csb): (usize, usize),
         beta: Self,
         c: &mut [Self],
+        (rsc, csc): (usize, usize),
     ) {
         let mut acc = vec![0i64; n];
         for i in 0..m {
@@ -198,7 +221,7 @@ impl GemmElem for i64 {
                 }
             }
             for (j, v) in acc.iter().enumerate() {
-                let out = &mut c[i * n + j];
+                let out = &mut c[i * rsc + j * csc];
                 let prev = if beta == 0 { 0 } else { out.wrapping_mul(beta) };
                 *out = prev.wrapping_add(v.wrapping_mul(alpha));
             }

@@ -48,13 +48,22 @@ pub struct OperandSpec {
 }
 
 pub const fn req(name: &'static str) -> OperandSpec {
-    OperandSpec { name, arity: Arity::One }
+    OperandSpec {
+        name,
+        arity: Arity::One,
+    }
 }
 pub const fn opt(name: &'static str) -> OperandSpec {
-    OperandSpec { name, arity: Arity::Optional }
+    OperandSpec {
+        name,
+        arity: Arity::Optional,
+    }
 }
 pub const fn variadic(name: &'static str) -> OperandSpec {
-    OperandSpec { name, arity: Arity::Variadic }
+    OperandSpec {
+        name,
+        arity: Arity::Variadic,
+    }
 }
 
 /// Result count: fixed, or a range decided per op instance (Split, TopK's
@@ -86,7 +95,11 @@ pub struct AttrSpec {
 }
 
 pub const fn attr(name: &'static str, kind: AttrKind, default: Default) -> AttrSpec {
-    AttrSpec { name, kind, default }
+    AttrSpec {
+        name,
+        kind,
+        default,
+    }
 }
 
 /// Properties passes rely on.
@@ -376,7 +389,9 @@ impl OpKind {
 
     pub fn from_mnemonic(s: &str) -> Option<OpKind> {
         static MAP: OnceLock<HashMap<&'static str, OpKind>> = OnceLock::new();
-        MAP.get_or_init(|| OpKind::ALL.iter().map(|k| (k.mnemonic(), *k)).collect()).get(s).copied()
+        MAP.get_or_init(|| OpKind::ALL.iter().map(|k| (k.mnemonic(), *k)).collect())
+            .get(s)
+            .copied()
     }
 }
 
@@ -490,7 +505,11 @@ impl AttrAccess for InferCtx<'_> {
 impl<'a> InferCtx<'a> {
     /// A required operand's type.
     pub fn input(&self, i: usize) -> Result<&'a TensorType, String> {
-        self.operands.get(i).copied().flatten().ok_or_else(|| format!("operand #{i} is missing"))
+        self.operands
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| format!("operand #{i} is missing"))
     }
 
     pub fn opt_input(&self, i: usize) -> Option<&'a TensorType> {
@@ -512,7 +531,12 @@ impl<'a> InferCtx<'a> {
     pub fn sym_input(&self, i: usize) -> Option<Vec<crate::dim::Dim>> {
         if let Some(t) = self.const_input(i) {
             if t.dtype.is_int() && t.rank() <= 1 {
-                return Some(t.to_i64_vec().into_iter().map(crate::dim::Dim::fixed).collect());
+                return Some(
+                    t.to_i64_vec()
+                        .into_iter()
+                        .map(crate::dim::Dim::fixed)
+                        .collect(),
+                );
             }
             return None;
         }
@@ -539,7 +563,11 @@ impl AttrAccess for EvalCtx<'_> {
 
 impl<'a> EvalCtx<'a> {
     pub fn input(&self, i: usize) -> Result<&'a Tensor, String> {
-        self.inputs.get(i).copied().flatten().ok_or_else(|| format!("operand #{i} is missing"))
+        self.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| format!("operand #{i} is missing"))
     }
 
     pub fn opt_input(&self, i: usize) -> Option<&'a Tensor> {
@@ -555,7 +583,11 @@ mod tests {
     fn mnemonics_are_unique_and_found() {
         let mut seen = std::collections::HashSet::new();
         for k in OpKind::ALL {
-            assert!(seen.insert(k.mnemonic()), "duplicate mnemonic {}", k.mnemonic());
+            assert!(
+                seen.insert(k.mnemonic()),
+                "duplicate mnemonic {}",
+                k.mnemonic()
+            );
             assert_eq!(OpKind::from_mnemonic(k.mnemonic()), Some(*k));
         }
     }
@@ -566,7 +598,12 @@ mod tests {
             let ops = k.def().operands;
             for (i, o) in ops.iter().enumerate() {
                 if o.arity == Arity::Variadic {
-                    assert_eq!(i, ops.len() - 1, "{}: variadic operand not last", k.mnemonic());
+                    assert_eq!(
+                        i,
+                        ops.len() - 1,
+                        "{}: variadic operand not last",
+                        k.mnemonic()
+                    );
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! (`contrib`) reuse them: [`quantize_linear`], [`dequantize_linear`],
 //! [`matmul_i32`], the conv geometry and the integer im2col convolution.
 
+use super::nn::conv::{unravel, CONV_ATTRS};
 use super::util::{broadcast_index_map, broadcast_shapes, norm_axis};
 use super::*;
 use crate::attr::AttrKind;
@@ -766,6 +767,7 @@ struct ConvAttrs {
     group: i64,
 }
 
+// Not nn::conv::Window::from_attrs: this rejects empty lists and keeps contrib's error texts.
 fn conv_attrs(ctx: &dyn AttrAccess, nspatial: usize) -> Result<ConvAttrs, String> {
     let list = |name: &str, default: i64, len: usize| -> Result<Vec<i64>, String> {
         if !ctx.has_attr(name) {
@@ -905,14 +907,15 @@ pub fn conv_i32(
     let mut oidx = vec![0usize; nsp];
     for b in 0..n {
         for gi in 0..group {
-            // im2col: row (channel, kernel offset), column output position.
+            // im2col: row (channel, kernel offset), column output position. Not nn::conv's
+            // window taps: ConvGeometry (shared with contrib) validates attributes differently.
             for ci in 0..cg {
                 let xbase = (b * c + gi * cg + ci) * isize;
                 for kf in 0..ksize {
-                    unflatten(kf, &g.kernel, &mut kidx);
+                    unravel(kf, &g.kernel, &mut kidx);
                     let row = &mut col[(ci * ksize + kf) * osize..(ci * ksize + kf + 1) * osize];
                     for (of, slot) in row.iter_mut().enumerate() {
-                        unflatten(of, &g.out, &mut oidx);
+                        unravel(of, &g.out, &mut oidx);
                         let mut off = 0usize;
                         let mut inside = true;
                         for d in 0..nsp {
@@ -949,13 +952,6 @@ pub fn conv_i32(
     let mut shape = vec![n, m];
     shape.extend(&g.out);
     Ok((out, shape))
-}
-
-fn unflatten(mut f: usize, dims: &[usize], idx: &mut [usize]) {
-    for d in (0..dims.len()).rev() {
-        idx[d] = f % dims[d];
-        f /= dims[d];
-    }
 }
 
 /// Result type of ConvInteger / QLinearConv: [N, M, out...].
@@ -1069,15 +1065,6 @@ fn eval_conv_core(
         a.group as usize,
     )
 }
-
-const CONV_ATTRS: &[AttrSpec] = &[
-    attr("auto_pad", AttrKind::Str, Default::Str("NOTSET")),
-    attr("dilations", AttrKind::Ints, Default::Absent),
-    attr("group", AttrKind::Int, Default::Int(1)),
-    attr("kernel_shape", AttrKind::Ints, Default::Absent),
-    attr("pads", AttrKind::Ints, Default::Absent),
-    attr("strides", AttrKind::Ints, Default::Absent),
-];
 
 pub static CONV_INTEGER: OpDef = OpDef {
     mnemonic: "conv_integer",

@@ -6,6 +6,7 @@
 //! comes from ([`take`]), and extra values (a pad constant, scatter updates)
 //! are appended to the source first ([`concat_flat`]).
 
+use super::quant::round_to;
 use super::util::{broadcast_dims, broadcast_shapes, norm_axis, to_usize_shape};
 use super::*;
 use crate::attr::AttrKind;
@@ -886,17 +887,6 @@ pub static GATHER_ND: OpDef = OpDef {
 };
 
 // ---------------------------------------------------------------- scatter
-
-/// Rounds an f64 to the precision of a float type, so that a chain of
-/// reductions rounds at every step as the type's own arithmetic would.
-fn round_to(dtype: DType, x: f64) -> f64 {
-    match dtype {
-        DType::F32 => x as f32 as f64,
-        DType::F16 => half::f16::from_f64(x).to_f64(),
-        DType::BF16 => half::bf16::from_f64(x).to_f64(),
-        _ => x,
-    }
-}
 
 /// Writes `updates` element `src` into `data` element `dst` for each pair, in
 /// order, combining with `reduction` (none/add/mul/max/min).

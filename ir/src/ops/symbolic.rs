@@ -35,7 +35,11 @@ fn symbol_sources(ctx: &impl AttrAccess) -> Result<Vec<(String, usize, usize)>, 
     if src.len() != 2 * syms.len() || src.iter().any(|&s| s < 0) {
         return Err("'sources' must hold an (operand, dim) pair per symbol".into());
     }
-    Ok(syms.into_iter().enumerate().map(|(i, s)| (s, src[2 * i] as usize, src[2 * i + 1] as usize)).collect())
+    Ok(syms
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (s, src[2 * i] as usize, src[2 * i + 1] as usize))
+        .collect())
 }
 
 pub static DIMS: OpDef = OpDef {
@@ -55,9 +59,16 @@ pub static DIMS: OpDef = OpDef {
         let exprs = dims_exprs(ctx)?;
         for (s, o, d) in symbol_sources(ctx)? {
             let t = ctx.input(o)?;
-            let dim = t.shape.get(d).ok_or_else(|| format!("symbol '{s}' is read from dim {d} of operand #{o}, which has rank {}", t.rank()))?;
+            let dim = t.shape.get(d).ok_or_else(|| {
+                format!(
+                    "symbol '{s}' is read from dim {d} of operand #{o}, which has rank {}",
+                    t.rank()
+                )
+            })?;
             if !dim.same_as(&Dim::sym(&s)) {
-                return Err(format!("symbol '{s}' is read from operand #{o} dim {d}, which is {dim}"));
+                return Err(format!(
+                    "symbol '{s}' is read from operand #{o} dim {d}, which is {dim}"
+                ));
             }
         }
         match ctx.int("rank")? {
@@ -70,14 +81,25 @@ pub static DIMS: OpDef = OpDef {
         let exprs = dims_exprs(ctx)?;
         let mut env = HashMap::new();
         for (s, o, d) in symbol_sources(ctx)? {
-            let n = *ctx.input(o)?.shape.get(d).ok_or_else(|| format!("symbol '{s}': operand #{o} has no dim {d}"))?;
+            let n = *ctx
+                .input(o)?
+                .shape
+                .get(d)
+                .ok_or_else(|| format!("symbol '{s}': operand #{o} has no dim {d}"))?;
             env.insert(s, n as i64);
         }
         let v = exprs
             .iter()
-            .map(|e| e.eval(&|s| env.get(s).copied()).ok_or_else(|| format!("cannot evaluate dimension {e}")))
+            .map(|e| {
+                e.eval(&|s| env.get(s).copied())
+                    .ok_or_else(|| format!("cannot evaluate dimension {e}"))
+            })
             .collect::<Result<Vec<i64>, String>>()?;
-        let shape = if ctx.int("rank")? == 0 { vec![] } else { vec![v.len()] };
+        let shape = if ctx.int("rank")? == 0 {
+            vec![]
+        } else {
+            vec![v.len()]
+        };
         Ok(vec![Tensor::i64(shape, v)])
     }),
 };

@@ -12,7 +12,11 @@ pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
     if axis < -r || axis >= r {
         return Err(format!("axis {axis} is out of range for rank {rank}"));
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }
 
 /// Numpy-style broadcast of two shapes.
@@ -21,8 +25,16 @@ pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
     let one = Dim::fixed(1);
     (0..n)
         .map(|i| {
-            let da = if i + a.len() >= n { &a[i + a.len() - n] } else { &one };
-            let db = if i + b.len() >= n { &b[i + b.len() - n] } else { &one };
+            let da = if i + a.len() >= n {
+                &a[i + a.len() - n]
+            } else {
+                &one
+            };
+            let db = if i + b.len() >= n {
+                &b[i + b.len() - n]
+            } else {
+                &one
+            };
             match (da.as_fixed(), db.as_fixed()) {
                 (Some(1), _) => Ok(db.clone()),
                 (_, Some(1)) => Ok(da.clone()),
@@ -40,7 +52,9 @@ pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
 
 /// Broadcasts any number of shapes.
 pub fn broadcast_all<'a>(shapes: impl IntoIterator<Item = &'a [Dim]>) -> Result<Vec<Dim>, String> {
-    shapes.into_iter().try_fold(Vec::new(), |acc, s| broadcast_dims(&acc, s))
+    shapes
+        .into_iter()
+        .try_fold(Vec::new(), |acc, s| broadcast_dims(&acc, s))
 }
 
 /// Concrete broadcast of static shapes.
@@ -48,13 +62,23 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> 
     let n = a.len().max(b.len());
     (0..n)
         .map(|i| {
-            let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-            let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+            let da = if i + a.len() >= n {
+                a[i + a.len() - n]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= n {
+                b[i + b.len() - n]
+            } else {
+                1
+            };
             match (da, db) {
                 (x, y) if x == y => Ok(x),
                 (1, y) => Ok(y),
                 (x, 1) => Ok(x),
-                (x, y) => Err(format!("shapes {a:?} and {b:?} do not broadcast ({x} vs {y})")),
+                (x, y) => Err(format!(
+                    "shapes {a:?} and {b:?} do not broadcast ({x} vs {y})"
+                )),
             }
         })
         .collect()
@@ -95,13 +119,19 @@ pub fn broadcast_index_map(in_shape: &[usize], out_shape: &[usize]) -> Vec<usize
 
 /// Infers a broadcasting op: result shape from all operands, dtype from the
 /// first (or `out` when given, e.g. bool for comparisons).
-pub fn infer_broadcast(ctx: &super::InferCtx, out: Option<DType>) -> Result<Vec<TensorType>, String> {
+pub fn infer_broadcast(
+    ctx: &super::InferCtx,
+    out: Option<DType>,
+) -> Result<Vec<TensorType>, String> {
     let mut shapes = Vec::new();
     let mut dtype = None;
     for t in ctx.operands.iter().flatten() {
         if let Some(d) = dtype {
             if t.dtype() != d && out.is_none() {
-                return Err(format!("operand element types differ: {d} vs {}", t.dtype()));
+                return Err(format!(
+                    "operand element types differ: {d} vs {}",
+                    t.dtype()
+                ));
             }
         }
         dtype.get_or_insert(t.dtype());
@@ -130,7 +160,11 @@ pub fn eval_binary(
     let ia = broadcast_index_map(&a.shape, &shape);
     let ib = broadcast_index_map(&b.shape, &shape);
     if let (Data::F32(x), Data::F32(y), DType::F32) = (&a.data, &b.data, out_dtype) {
-        let v = ia.iter().zip(&ib).map(|(&i, &j)| ff(x[i] as f64, y[j] as f64) as f32).collect();
+        let v = ia
+            .iter()
+            .zip(&ib)
+            .map(|(&i, &j)| ff(x[i] as f64, y[j] as f64) as f32)
+            .collect();
         return Tensor::new(DType::F32, shape, Data::F32(v));
     }
     if a.dtype.is_float() || out_dtype.is_float() {
@@ -139,7 +173,11 @@ pub fn eval_binary(
         return Ok(Tensor::from_f64(out_dtype, shape, &v));
     }
     let (x, y) = (a.to_i64_vec(), b.to_i64_vec());
-    let v = ia.iter().zip(&ib).map(|(&i, &j)| fi(x[i], y[j])).collect::<Result<Vec<i64>, String>>()?;
+    let v = ia
+        .iter()
+        .zip(&ib)
+        .map(|(&i, &j)| fi(x[i], y[j]))
+        .collect::<Result<Vec<i64>, String>>()?;
     Ok(Tensor::from_i64(out_dtype, shape, &v))
 }
 
@@ -163,7 +201,9 @@ pub fn dims_of_const(t: &Tensor) -> Vec<i64> {
 
 /// Static shape as usize, from a type whose dims are all bound.
 pub fn to_usize_shape(v: &[i64]) -> Result<Vec<usize>, String> {
-    v.iter().map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}"))).collect()
+    v.iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -173,10 +213,16 @@ mod tests {
     #[test]
     fn broadcast_index_map_matches_numpy() {
         // [2,1] against [2,3]
-        assert_eq!(broadcast_index_map(&[2, 1], &[2, 3]), vec![0, 0, 0, 1, 1, 1]);
+        assert_eq!(
+            broadcast_index_map(&[2, 1], &[2, 3]),
+            vec![0, 0, 0, 1, 1, 1]
+        );
         // [3] against [2,3]
         assert_eq!(broadcast_index_map(&[3], &[2, 3]), vec![0, 1, 2, 0, 1, 2]);
-        assert_eq!(broadcast_shapes(&[2, 1, 4], &[3, 1]).unwrap(), vec![2, 3, 4]);
+        assert_eq!(
+            broadcast_shapes(&[2, 1, 4], &[3, 1]).unwrap(),
+            vec![2, 3, 4]
+        );
         assert!(broadcast_shapes(&[2], &[3]).is_err());
     }
 

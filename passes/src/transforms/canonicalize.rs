@@ -44,7 +44,9 @@ impl Pass for Canonicalize {
                 let i = *producer.get(&v)?;
                 let p = &kept[i];
                 match (p.kind, p.attrs.get("value")) {
-                    (OpKind::Constant, Some(tessera_ir::Attr::Const(c))) => Some(&g.constant(*c).value),
+                    (OpKind::Constant, Some(tessera_ir::Attr::Const(c))) => {
+                        Some(&g.constant(*c).value)
+                    }
                     _ => None,
                 }
             };
@@ -85,7 +87,10 @@ impl Pass for Canonicalize {
         g.remove_dead();
         Ok(PassStats {
             changes: removed + rewired,
-            counters: vec![("ops forwarded".into(), removed), ("chains rewired".into(), rewired)],
+            counters: vec![
+                ("ops forwarded".into(), removed),
+                ("chains rewired".into(), rewired),
+            ],
         })
     }
 }
@@ -98,7 +103,8 @@ fn forwards_operand<'a>(
 ) -> Option<ValueId> {
     let x = op.operand(0)?;
     let is_splat = |v: Option<ValueId>, want: f64| {
-        v.and_then(const_of).is_some_and(|t| !t.is_empty() && t.to_f64_vec().iter().all(|&e| e == want))
+        v.and_then(const_of)
+            .is_some_and(|t| !t.is_empty() && t.to_f64_vec().iter().all(|&e| e == want))
     };
     match op.kind {
         // identity(x) == x
@@ -121,7 +127,11 @@ fn forwards_operand<'a>(
             // transpose with the identity permutation
             if m == "transpose" {
                 let perm = OpAttrs(op).ints("perm").ok()?;
-                return perm.iter().enumerate().all(|(i, &p)| p == i as i64).then_some(x);
+                return perm
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &p)| p == i as i64)
+                    .then_some(x);
             }
             // cast to the type it already has
             if m == "cast" {

@@ -34,7 +34,11 @@ impl Pass for FoldConstants {
                     for (r, t) in op.results.iter().zip(values) {
                         // Reuse the result value so uses stay valid; name the
                         // constant after the source node.
-                        let base = op.loc.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| "folded".into());
+                        let base = op
+                            .loc
+                            .as_ref()
+                            .map(|l| l.name.clone())
+                            .unwrap_or_else(|| "folded".into());
                         let name = unique_name(g, &format!("{base}:{}", r.0));
                         // The constant's type is exact; the inferred one may have been symbolic.
                         g.values[r.0 as usize].ty = tessera_ir::TensorType::fixed(
@@ -64,7 +68,10 @@ impl Pass for FoldConstants {
             }
         }
         g.compact_constants();
-        Ok(PassStats { changes: folded, counters: vec![("ops folded".into(), folded)] })
+        Ok(PassStats {
+            changes: folded,
+            counters: vec![("ops folded".into(), folded)],
+        })
     }
 }
 
@@ -72,5 +79,8 @@ fn unique_name(g: &Graph, base: &str) -> String {
     if !g.constants.iter().any(|c| c.name == base) {
         return base.to_string();
     }
-    (1..).map(|i| format!("{base}.{i}")).find(|n| !g.constants.iter().any(|c| &c.name == n)).expect("infinite")
+    (1..)
+        .map(|i| format!("{base}.{i}"))
+        .find(|n| !g.constants.iter().any(|c| &c.name == n))
+        .expect("infinite")
 }

@@ -4,19 +4,8 @@
 use super::{float_dtype, gemm, real_dispatch, Mat, Real};
 use crate::attr::AttrKind;
 use crate::dim::Dim;
+use crate::ops::quant::round_to;
 use crate::ops::*;
-use half::{bf16, f16};
-
-/// Rounds `v` to the precision of `dtype` (for the casts ONNX places
-/// between stages when computing in a wider type).
-fn round_to(dtype: DType, v: f64) -> f64 {
-    match dtype {
-        DType::F16 => f16::from_f64(v).to_f64(),
-        DType::BF16 => bf16::from_f64(v).to_f64(),
-        DType::F32 => v as f32 as f64,
-        _ => v,
-    }
-}
 
 /// Sizes of one attention call, with K/V heads and the cache resolved.
 #[derive(Clone, Copy, Debug)]
@@ -466,6 +455,7 @@ fn attention_kernel<R: Real>(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
 
 /// Softmax of a row with at least one finite-biased entry; a row whose
 /// logits are all -inf gives zeros.
+// Not softmax_lane on purpose: ONNX Softmax gives NaN for such a lane.
 fn stable_softmax(row: &mut [f64]) {
     let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let max = if max == f64::NEG_INFINITY { 0.0 } else { max };
@@ -612,6 +602,23 @@ pub static ROTARY_EMBEDDING: OpDef = OpDef {
     eval: Some(eval_rotary),
 };
 
+/// Rotates the pairs of one head vector by the angles whose cosines and sines
+/// are `cos` and `sin`: pairs (x[2i], x[2i+1]) when `interleaved`, else
+/// (x[i], x[i + half]) with `half = cos.len()`.
+pub fn rotate_pairs(x: &mut [f64], cos: &[f64], sin: &[f64], interleaved: bool) {
+    let half = cos.len();
+    for (i, (&c, &s)) in cos.iter().zip(sin).enumerate() {
+        let (a, b) = if interleaved {
+            (2 * i, 2 * i + 1)
+        } else {
+            (i, i + half)
+        };
+        let (x1, x2) = (x[a], x[b]);
+        x[a] = x1 * c - x2 * s;
+        x[b] = x2 * c + x1 * s;
+    }
+}
+
 fn eval_rotary(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let x = ctx.input(0)?;
     let xv = super::float_values(x, "x")?;
@@ -674,23 +681,18 @@ fn eval_rotary(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         }
     };
     let interleaved = ctx.int("interleaved")? != 0;
-    let mut y = xv.clone();
+    let mut y = xv;
     for b in 0..batch {
         for s in 0..seq {
             let row = cache_row(b, s)? * half;
             for h in 0..heads {
                 let base = b * strides[0] + s * strides[1] + h * strides[2];
-                for i in 0..half {
-                    let (i1, i2) = if interleaved {
-                        (base + 2 * i, base + 2 * i + 1)
-                    } else {
-                        (base + i, base + half + i)
-                    };
-                    let (x1, x2) = (xv[i1], xv[i2]);
-                    let (c, sn) = (cos[row + i], sin[row + i]);
-                    y[i1] = c * x1 - sn * x2;
-                    y[i2] = sn * x1 + c * x2;
-                }
+                rotate_pairs(
+                    &mut y[base..],
+                    &cos[row..row + half],
+                    &sin[row..row + half],
+                    interleaved,
+                );
             }
         }
     }

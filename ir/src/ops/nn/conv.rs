@@ -3,7 +3,7 @@
 //! and explicit or automatic padding. Also the sliding-window geometry that
 //! pooling shares.
 
-use super::{float_dtype, gemm, real_dispatch, usize_list, Mat, Real};
+use super::{float_dtype, gemm, opt_ints, real_dispatch, usize_list, Mat, Real};
 use crate::attr::AttrKind;
 use crate::dim::Dim;
 use crate::ops::*;
@@ -143,16 +143,9 @@ impl Window {
                 usize_list(Some(k), spatial, 1, 1, "kernel_shape")?
             }
         };
-        let opt_ints = |name: &str| -> Result<Option<Vec<i64>>, String> {
-            if ctx.has_attr(name) {
-                ctx.ints(name).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let strides = usize_list(opt_ints("strides")?, spatial, 1, 1, "strides")?;
-        let dilations = usize_list(opt_ints("dilations")?, spatial, 1, 1, "dilations")?;
-        let flat = usize_list(opt_ints("pads")?, 2 * spatial, 0, 0, "pads")?;
+        let strides = usize_list(opt_ints(ctx, "strides")?, spatial, 1, 1, "strides")?;
+        let dilations = usize_list(opt_ints(ctx, "dilations")?, spatial, 1, 1, "dilations")?;
+        let flat = usize_list(opt_ints(ctx, "pads")?, 2 * spatial, 0, 0, "pads")?;
         let pads = (0..spatial).map(|i| (flat[i], flat[spatial + i])).collect();
         let auto_pad = AutoPad::parse(&ctx.string("auto_pad").unwrap_or_default())?;
         let ceil_mode = ctx.def().attr_spec("ceil_mode").is_some() && ctx.int("ceil_mode")? != 0;
@@ -225,7 +218,7 @@ pub enum Tap {
 }
 
 /// Row-major multi-index of `flat` in `shape`, written into `out`.
-fn unravel(mut flat: usize, shape: &[usize], out: &mut [usize]) {
+pub fn unravel(mut flat: usize, shape: &[usize], out: &mut [usize]) {
     for i in (0..shape.len()).rev() {
         out[i] = flat % shape[i].max(1);
         flat /= shape[i].max(1);
@@ -264,6 +257,44 @@ pub fn window_taps(input: &[usize], w: &Window, geom: &[AxisGeometry]) -> Vec<Ta
     taps
 }
 
+/// X, W and the optional bias of a convolution, in `R`.
+type Operands<R> = (Vec<R>, Vec<R>, Option<Vec<R>>);
+
+/// Loads X, W and the optional bias (checked to hold `m` values).
+fn load_operands<R: Real>(
+    ctx: &EvalCtx,
+    x: &Tensor,
+    w: &Tensor,
+    m: usize,
+) -> Result<Operands<R>, String> {
+    let bias = ctx.opt_input(2).map(R::load);
+    if bias.as_ref().is_some_and(|b| b.len() != m) {
+        return Err(format!("bias must have {m} elements"));
+    }
+    Ok((R::load(x), R::load(w), bias))
+}
+
+/// Adds the per-channel bias to `y` [N, M, spatial...] and stores it as `dtype`.
+fn finish<R: Real>(
+    dtype: DType,
+    mut y: Vec<R>,
+    bias: Option<Vec<R>>,
+    n: usize,
+    m: usize,
+    out_sp: &[usize],
+) -> Tensor {
+    if let Some(bias) = bias {
+        let plane: usize = out_sp.iter().product();
+        for (i, p) in y.chunks_mut(plane.max(1)).enumerate() {
+            let bv = bias[i % m];
+            p.iter_mut().for_each(|e| *e += bv);
+        }
+    }
+    let mut shape = vec![n, m];
+    shape.extend(out_sp);
+    R::store(dtype, shape, y)
+}
+
 fn conv_kernel<R: Real>(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let (x_t, w_t) = (ctx.input(0)?, ctx.input(1)?);
     if x_t.rank() < 3 || w_t.rank() != x_t.rank() {
@@ -292,12 +323,7 @@ fn conv_kernel<R: Real>(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
         geom.iter().map(|g| g.out).product(),
         in_sp.iter().product(),
     );
-    let x = R::load(x_t);
-    let w = R::load(w_t);
-    let bias = ctx.opt_input(2).map(R::load);
-    if bias.as_ref().is_some_and(|b| b.len() != m) {
-        return Err(format!("bias must have {m} elements"));
-    }
+    let (x, w, bias) = load_operands::<R>(ctx, x_t, w_t, m)?;
     let rows = cg * nk;
     let mut col = vec![R::ZERO; rows * np];
     let mut y = vec![R::ZERO; n * m * np];
@@ -326,15 +352,8 @@ fn conv_kernel<R: Real>(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
             )?;
         }
     }
-    if let Some(bias) = bias {
-        for (i, plane) in y.chunks_mut(np.max(1)).enumerate() {
-            let bv = bias[i % m];
-            plane.iter_mut().for_each(|e| *e += bv);
-        }
-    }
-    let mut shape = vec![n, m];
-    shape.extend(geom.iter().map(|g| g.out));
-    Ok(vec![R::store(x_t.dtype, shape, y)])
+    let out_sp: Vec<usize> = geom.iter().map(|g| g.out).collect();
+    Ok(vec![finish(x_t.dtype, y, bias, n, m, &out_sp)])
 }
 
 fn infer_conv(ctx: &InferCtx) -> Result<Vec<TensorType>, String> {
@@ -371,7 +390,8 @@ fn weight_kernel(ctx: &InferCtx, w: &TensorType) -> Result<Option<Vec<usize>>, S
     }
 }
 
-const CONV_ATTRS: &[AttrSpec] = &[
+/// Conv's attributes, shared by the integer and quantized convolutions.
+pub const CONV_ATTRS: &[AttrSpec] = &[
     attr("auto_pad", AttrKind::Str, Default::Str("NOTSET")),
     attr("dilations", AttrKind::Ints, Default::Absent),
     attr("group", AttrKind::Int, Default::Int(1)),
@@ -452,16 +472,15 @@ fn transpose_geometry(
 ) -> Result<TransposeGeometry, String> {
     let spatial = input.len();
     let win = Window::from_attrs(ctx, spatial, Some(kernel))?;
-    let opt_ints = |name: &str| -> Result<Option<Vec<i64>>, String> {
-        if ctx.has_attr(name) {
-            ctx.ints(name).map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    let out_pad = usize_list(opt_ints("output_padding")?, spatial, 0, 0, "output_padding")?;
+    let out_pad = usize_list(
+        opt_ints(ctx, "output_padding")?,
+        spatial,
+        0,
+        0,
+        "output_padding",
+    )?;
     // output_shape may list only the spatial dims or the whole shape.
-    let output_shape = match opt_ints("output_shape")? {
+    let output_shape = match opt_ints(ctx, "output_shape")? {
         Some(v) if !v.is_empty() => {
             let sp = &v[v.len().saturating_sub(spatial)..];
             Some(usize_list(
@@ -541,12 +560,7 @@ fn conv_transpose_kernel<R: Real>(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> 
             dest.push(flat);
         }
     }
-    let x = R::load(x_t);
-    let w = R::load(w_t);
-    let bias = ctx.opt_input(2).map(R::load);
-    if bias.as_ref().is_some_and(|b| b.len() != m) {
-        return Err(format!("bias must have {m} elements"));
-    }
+    let (x, w, bias) = load_operands::<R>(ctx, x_t, w_t, m)?;
     let rows = mg * nk;
     let mut col = vec![R::ZERO; rows * nin];
     let mut y = vec![R::ZERO; n * m * nout];
@@ -575,15 +589,7 @@ fn conv_transpose_kernel<R: Real>(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> 
             }
         }
     }
-    if let Some(bias) = bias {
-        for (i, plane) in y.chunks_mut(nout.max(1)).enumerate() {
-            let bv = bias[i % m];
-            plane.iter_mut().for_each(|e| *e += bv);
-        }
-    }
-    let mut shape = vec![n, m];
-    shape.extend(&geo.out);
-    Ok(vec![R::store(x_t.dtype, shape, y)])
+    Ok(vec![finish(x_t.dtype, y, bias, n, m, &geo.out)])
 }
 
 pub static CONV_TRANSPOSE: OpDef = OpDef {

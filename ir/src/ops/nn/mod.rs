@@ -31,7 +31,9 @@ pub use pool::{
 };
 pub use softmax::{HARDMAX, LOG_SOFTMAX, SOFTMAX};
 
+use super::linalg::GemmElem;
 use crate::dtype::DType;
+use crate::ops::AttrAccess;
 use crate::tensor::{Data, Tensor};
 use crate::types::TensorType;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
@@ -49,9 +51,7 @@ pub trait Real:
     + Neg<Output = Self>
     + AddAssign
     + MulAssign
-    + Send
-    + Sync
-    + 'static
+    + GemmElem
 {
     const ZERO: Self;
     const ONE: Self;
@@ -68,22 +68,6 @@ pub trait Real:
 
     /// A tensor of `dtype` from computed values (rounded to nearest-even).
     fn store(dtype: DType, shape: Vec<usize>, v: Vec<Self>) -> Tensor;
-
-    /// `c = a·b + beta·c` on strided matrices: `a` is m×k, `b` k×n, `c` m×n,
-    /// each addressed as `base + row*rs + col*cs`.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[Self],
-        a_strides: (usize, usize),
-        b: &[Self],
-        b_strides: (usize, usize),
-        beta: Self,
-        c: &mut [Self],
-        c_strides: (usize, usize),
-    );
 }
 
 impl Real for f32 {
@@ -123,39 +107,6 @@ impl Real for f32 {
             &v.iter().map(|&x| x as f64).collect::<Vec<_>>(),
         )
     }
-    fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f32],
-        (ars, acs): (usize, usize),
-        b: &[f32],
-        (brs, bcs): (usize, usize),
-        beta: f32,
-        c: &mut [f32],
-        (crs, ccs): (usize, usize),
-    ) {
-        // SAFETY: `gemm` checked that every addressed element lies inside
-        // the slices.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                ars as isize,
-                acs as isize,
-                b.as_ptr(),
-                brs as isize,
-                bcs as isize,
-                beta,
-                c.as_mut_ptr(),
-                crs as isize,
-                ccs as isize,
-            );
-        }
-    }
 }
 
 impl Real for f64 {
@@ -182,38 +133,6 @@ impl Real for f64 {
     }
     fn store(dtype: DType, shape: Vec<usize>, v: Vec<f64>) -> Tensor {
         Tensor::from_f64(dtype, shape, &v)
-    }
-    fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f64],
-        (ars, acs): (usize, usize),
-        b: &[f64],
-        (brs, bcs): (usize, usize),
-        beta: f64,
-        c: &mut [f64],
-        (crs, ccs): (usize, usize),
-    ) {
-        // SAFETY: as for f32.
-        unsafe {
-            matrixmultiply::dgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                ars as isize,
-                acs as isize,
-                b.as_ptr(),
-                brs as isize,
-                bcs as isize,
-                beta,
-                c.as_mut_ptr(),
-                crs as isize,
-                ccs as isize,
-            );
-        }
     }
 }
 
@@ -289,10 +208,11 @@ pub fn gemm<R: Real>(
         }
         return Ok(());
     }
-    R::gemm_raw(
+    R::gemm_strided(
         am.rows,
         am.cols,
         bm.cols,
+        R::ONE,
         &a[am.offset..],
         (am.row_stride, am.col_stride),
         &b[bm.offset..],
@@ -360,6 +280,15 @@ pub fn usize_list(
                 .collect()
         }
         _ => Ok(vec![fill; n]),
+    }
+}
+
+/// An optional ints attribute: None when absent.
+pub fn opt_ints(ctx: &impl AttrAccess, name: &str) -> Result<Option<Vec<i64>>, String> {
+    if ctx.has_attr(name) {
+        ctx.ints(name).map(Some)
+    } else {
+        Ok(None)
     }
 }
 

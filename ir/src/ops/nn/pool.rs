@@ -3,7 +3,7 @@
 //! dilations, ceil_mode); values are computed in f64.
 
 use super::conv::{window_taps, AutoPad, Tap, Window};
-use super::{float_dtype, float_values, usize_list};
+use super::{float_dtype, float_values, opt_ints, usize_list};
 use crate::attr::AttrKind;
 use crate::dim::Dim;
 use crate::ops::*;
@@ -326,15 +326,8 @@ pub static GLOBAL_LP_POOL: OpDef = OpDef {
 fn unpool_dims(ctx: &impl AttrAccess, input: &[usize]) -> Result<Vec<usize>, String> {
     let n = input.len();
     let kernel = usize_list(Some(ctx.ints("kernel_shape")?), n, 1, 1, "kernel_shape")?;
-    let opt_ints = |name: &str| -> Result<Option<Vec<i64>>, String> {
-        if ctx.has_attr(name) {
-            ctx.ints(name).map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    let strides = usize_list(opt_ints("strides")?, n, 1, 1, "strides")?;
-    let pads = usize_list(opt_ints("pads")?, 2 * n, 0, 0, "pads")?;
+    let strides = usize_list(opt_ints(ctx, "strides")?, n, 1, 1, "strides")?;
+    let pads = usize_list(opt_ints(ctx, "pads")?, 2 * n, 0, 0, "pads")?;
     (0..n)
         .map(|i| {
             ((input[i].max(1) - 1) * strides[i] + kernel[i])

@@ -6,20 +6,13 @@
 //! DeformConv, dominated by its matrix product, computes in the [`Real`]
 //! type of its operands like Conv.
 
-use super::{float_dtype, float_values, gemm, real_dispatch, usize_list, Mat, Real};
+use super::conv::unravel;
+use super::{float_dtype, float_values, gemm, opt_ints, real_dispatch, usize_list, Mat, Real};
 use crate::attr::AttrKind;
 use crate::dim::Dim;
 use crate::dtype::DType;
 use crate::ops::*;
 use crate::tensor::strides_of;
-
-/// Row-major multi-index of `flat` in `shape`, written into `out`.
-fn unravel(mut flat: usize, shape: &[usize], out: &mut [usize]) {
-    for i in (0..shape.len()).rev() {
-        out[i] = flat % shape[i].max(1);
-        flat /= shape[i].max(1);
-    }
-}
 
 /// Values of a numeric (non-complex) operand in f64.
 fn numeric_values(t: &Tensor, what: &str) -> Result<Vec<f64>, String> {
@@ -36,14 +29,6 @@ fn numeric_values(t: &Tensor, what: &str) -> Result<Vec<f64>, String> {
 /// operand `i`, or None.
 fn shape_operand(ctx: &InferCtx, i: usize) -> Option<Vec<Dim>> {
     ctx.sym_input(i)
-}
-
-fn opt_ints(ctx: &impl AttrAccess, name: &str) -> Result<Option<Vec<i64>>, String> {
-    if ctx.has_attr(name) {
-        ctx.ints(name).map(Some)
-    } else {
-        Ok(None)
-    }
 }
 
 // ---------------------------------------------------------------- GridSample
