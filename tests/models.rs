@@ -26,6 +26,17 @@ fn model_names() -> Vec<String> {
     names
 }
 
+/// The models' README: 1e-4 for the float models; the quantized ones are
+/// compared with onnxruntime's own integer arithmetic, within 1e-3.
+fn tolerance(name: &str) -> Tolerance {
+    let t = if name.contains("int8") || name.contains("int4") {
+        1e-3
+    } else {
+        1e-4
+    };
+    Tolerance { atol: t, rtol: t }
+}
+
 fn import(name: &str) -> tessera_ir::Graph {
     let path = models_dir().join(name).join("model.onnx");
     tessera_frontend::import_model(&path).unwrap_or_else(|e| panic!("{name}: import failed:\n{e}"))
@@ -69,18 +80,7 @@ fn reference_backend_matches_onnxruntime() {
     for name in model_names() {
         let g = import(&name);
         let dir = models_dir().join(&name);
-        let quantized = name.contains("int8") || name.contains("int4");
-        let tol = if quantized {
-            Tolerance {
-                atol: 1e-3,
-                rtol: 1e-3,
-            }
-        } else {
-            Tolerance {
-                atol: 1e-4,
-                rtol: 1e-4,
-            }
-        };
+        let tol = tolerance(&name);
         let mut sets: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -137,18 +137,7 @@ fn optimized_models_still_match_onnxruntime() {
         let mut g = import(&name);
         pm.run(&mut g, &mut |_, _| {})
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let quantized = name.contains("int8") || name.contains("int4");
-        let tol = if quantized {
-            Tolerance {
-                atol: 1e-3,
-                rtol: 1e-3,
-            }
-        } else {
-            Tolerance {
-                atol: 1e-4,
-                rtol: 1e-4,
-            }
-        };
+        let tol = tolerance(&name);
         let set = models_dir().join(&name).join("test_data_set_0");
         let outputs = tessera_reference::run(&g, &load_numbered(&set, "input_"))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
