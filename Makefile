@@ -15,6 +15,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 # Each recipe runs as one bash script, so multi-line shell logic reads naturally.
 .ONESHELL:
+# Recipes print their own headings; echoing whole multi-line scripts is noise.
+.SILENT:
 
 # The CPU backend links against LLVM/MLIR 19 (Debian bookworm packages).
 APT_PKGS := llvm-19-dev libmlir-19-dev mlir-19-tools clang-19 libpolly-19-dev libzstd-dev
