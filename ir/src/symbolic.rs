@@ -65,7 +65,12 @@ fn small_static(t: &TensorType) -> Option<usize> {
 }
 
 /// The symbolic value of one op's single result, given its operands'.
-fn eval_sym(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> Option<SymVal> {
+fn eval_sym(
+    g: &Graph,
+    op: &Op,
+    producers: &[Option<usize>],
+    sym: &dyn Fn(ValueId) -> Option<SymVal>,
+) -> Option<SymVal> {
     if op.results.len() != 1 {
         return None;
     }
@@ -149,7 +154,7 @@ fn eval_sym(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> Opti
                 })
                 .collect()
         }
-        _ if MOVING.contains(&m) => eval_moving(g, op, sym),
+        _ if MOVING.contains(&m) => eval_moving(g, op, producers, sym),
         _ => None,
     }
 }
@@ -169,8 +174,12 @@ fn decide_equal(x: &Dim, y: &Dim) -> Option<bool> {
 
 /// Runs a moving op's own `eval` on tensors of element ids: operands with a
 /// symbolic value become id tensors, constant operands are passed as they are.
-fn eval_moving(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> Option<SymVal> {
-    let producers = g.producers();
+fn eval_moving(
+    g: &Graph,
+    op: &Op,
+    producers: &[Option<usize>],
+    sym: &dyn Fn(ValueId) -> Option<SymVal>,
+) -> Option<SymVal> {
     let mut table: Vec<Dim> = Vec::new();
     let mut inputs: Vec<Option<Tensor>> = Vec::new();
     let data_slots: Vec<usize> = if op.kind.mnemonic() == "concat" {
@@ -193,7 +202,7 @@ fn eval_moving(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> O
             table.extend(vals);
             inputs.push(Some(Tensor::i64(shape, ids)));
         } else {
-            inputs.push(Some((**g.constant_value(*v, &producers)?).clone()));
+            inputs.push(Some((**g.constant_value(*v, producers)?).clone()));
         }
     }
     let def = op.kind.def();
@@ -215,8 +224,9 @@ fn eval_moving(g: &Graph, op: &Op, sym: &dyn Fn(ValueId) -> Option<SymVal>) -> O
 /// Symbolic values of every value of `g` (None where unknown or not a small integer tensor).
 pub fn sym_values(g: &Graph) -> Vec<Option<SymVal>> {
     let mut vals: Vec<Option<SymVal>> = vec![None; g.values.len()];
+    let producers = g.producers();
     for op in &g.ops {
-        let v = eval_sym(g, op, &|x| vals[x.0 as usize].clone());
+        let v = eval_sym(g, op, &producers, &|x| vals[x.0 as usize].clone());
         if let (Some(v), [r]) = (v, &op.results[..]) {
             vals[r.0 as usize] = Some(v);
         }
@@ -273,7 +283,7 @@ pub fn reinfer(g: &mut Graph) -> usize {
         for r in &op.results {
             producers[r.0 as usize] = Some(i);
         }
-        if let Some(v) = eval_sym(g, op, &|x| syms[x.0 as usize].clone()) {
+        if let Some(v) = eval_sym(g, op, &producers, &|x| syms[x.0 as usize].clone()) {
             syms[op.results[0].0 as usize] = Some(v);
         }
     }
