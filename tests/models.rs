@@ -71,48 +71,50 @@ fn imported_ir_snapshots() {
     }
 }
 
-/// Runs every test set of every model on `ref` and compares with the stored
-/// onnxruntime outputs (tolerance from the models' README: 1e-4 abs/rel for
-/// float models, 1e-3 for the quantized ones).
-#[test]
-fn reference_backend_matches_onnxruntime() {
+/// Runs every stored test set of model `name` through `g` on `ref` and
+/// returns a line per output that differs from onnxruntime's.
+fn mismatches(name: &str, g: &tessera_ir::Graph) -> Vec<String> {
+    let dir = models_dir().join(name);
+    let tol = tolerance(name);
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+        })
+        .collect();
+    sets.sort();
+    assert!(!sets.is_empty(), "{name}: no test sets");
     let mut failures = Vec::new();
-    for name in model_names() {
-        let g = import(&name);
-        let dir = models_dir().join(&name);
-        let tol = tolerance(&name);
-        let mut sets: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
-            })
-            .collect();
-        sets.sort();
-        assert!(!sets.is_empty(), "{name}: no test sets");
-        for set in sets {
-            let inputs = load_numbered(&set, "input_");
-            let expected = load_numbered(&set, "output_");
-            let outputs = match tessera_reference::run(&g, &inputs) {
-                Ok(o) => o,
-                Err(e) => {
-                    failures.push(format!("{name}/{}: run failed: {e}", set.display()));
-                    continue;
-                }
-            };
-            assert_eq!(outputs.len(), expected.len(), "{name}: output count");
-            for (k, (a, e)) in outputs.iter().zip(&expected).enumerate() {
-                let c = compare(a, e, tol);
-                if !c.ok {
-                    failures.push(format!(
-                        "{name}/{}/output_{k}: {c}",
-                        set.file_name().unwrap().to_string_lossy()
-                    ));
-                }
+    for set in sets {
+        let set_name = set.file_name().unwrap().to_string_lossy().into_owned();
+        let expected = load_numbered(&set, "output_");
+        let outputs = match tessera_reference::run(g, &load_numbered(&set, "input_")) {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push(format!("{name}/{set_name}: run failed: {e}"));
+                continue;
+            }
+        };
+        assert_eq!(outputs.len(), expected.len(), "{name}: output count");
+        for (k, (a, e)) in outputs.iter().zip(&expected).enumerate() {
+            let c = compare(a, e, tol);
+            if !c.ok {
+                failures.push(format!("{name}/{set_name}/output_{k}: {c}"));
             }
         }
     }
+    failures
+}
+
+/// Every test set of every model on `ref`, against the stored onnxruntime outputs.
+#[test]
+fn reference_backend_matches_onnxruntime() {
+    let failures: Vec<String> = model_names()
+        .iter()
+        .flat_map(|n| mismatches(n, &import(n)))
+        .collect();
     assert!(
         failures.is_empty(),
         "mismatches against onnxruntime:\n{}",
@@ -120,8 +122,8 @@ fn reference_backend_matches_onnxruntime() {
     );
 }
 
-/// The same comparison after the -O2 pipeline (e-graph included): optimizing
-/// must never change what a model computes.
+/// The same after the -O2 pipeline (e-graph included): optimizing must never
+/// change what a model computes.
 #[test]
 fn optimized_models_still_match_onnxruntime() {
     let pm = tessera_passes::PassManager::parse(
@@ -137,20 +139,7 @@ fn optimized_models_still_match_onnxruntime() {
         let mut g = import(&name);
         pm.run(&mut g, &mut |_, _| {})
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let tol = tolerance(&name);
-        let set = models_dir().join(&name).join("test_data_set_0");
-        let outputs = tessera_reference::run(&g, &load_numbered(&set, "input_"))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        for (k, (a, e)) in outputs
-            .iter()
-            .zip(&load_numbered(&set, "output_"))
-            .enumerate()
-        {
-            let c = compare(a, e, tol);
-            if !c.ok {
-                failures.push(format!("{name}/output_{k}: {c}"));
-            }
-        }
+        failures.extend(mismatches(&name, &g));
     }
     assert!(
         failures.is_empty(),

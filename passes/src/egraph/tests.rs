@@ -97,69 +97,6 @@ fn every_fixture_model_round_trips_exactly_without_rules() {
     }
 }
 
-/// Runs `g` on every stored test set next to `model` and checks the outputs
-/// against onnxruntime's (`|a - e| <= tol + tol*|e|`).
-fn matches_onnxruntime(name: &str, dir: &Path, g: &Graph, tol: f64) {
-    let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
-        })
-        .collect();
-    sets.sort();
-    assert!(!sets.is_empty(), "{name}: no test sets");
-    for set in sets {
-        let inputs = load_numbered(&set, "input_");
-        let expected = load_numbered(&set, "output_");
-        let got = tessera_reference::run(g, &inputs)
-            .unwrap_or_else(|e| panic!("{name}/{}: {e}", set.display()));
-        assert_eq!(got.len(), expected.len(), "{name}");
-        for (k, (a, e)) in got.iter().zip(&expected).enumerate() {
-            assert_eq!(
-                a.shape,
-                e.shape,
-                "{name}/{}: output {k} shape",
-                set.display()
-            );
-            for i in 0..a.len() {
-                let (x, y) = (a.get_f64(i), e.get_f64(i));
-                assert!(
-                    (x - y).abs() <= tol + tol * y.abs() || (x.is_nan() && y.is_nan()),
-                    "{name}/{}: output {k}[{i}] = {x}, onnxruntime {y}",
-                    set.display()
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn every_fixture_model_matches_onnxruntime_after_optimization() {
-    let mut names: Vec<String> = std::fs::read_dir(models_dir())
-        .expect("tests/models exists")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("model.onnx").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    for name in names {
-        let dir = models_dir().join(&name);
-        let g = tessera_frontend::import_model(dir.join("model.onnx"))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let (out, _) = optimize(&g, &Config::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        verify(&out).unwrap_or_else(|e| panic!("{name}: the optimized graph is invalid: {e}"));
-        let tol = if name.contains("int8") || name.contains("int4") {
-            1e-3
-        } else {
-            1e-4
-        };
-        matches_onnxruntime(&name, &dir, &out, tol);
-    }
-}
-
-/// A graph with one f32 input of `shape`, built by `f`, which returns the outputs.
 fn graph(shapes: &[&[i64]], f: impl FnOnce(&mut Builder, &[ValueId]) -> Vec<ValueId>) -> Graph {
     let mut g = Graph::new("t");
     let xs: Vec<ValueId> = shapes
