@@ -19,7 +19,7 @@ SHELL := /bin/bash
 .SILENT:
 
 # The CPU backend links against LLVM/MLIR 19 (Debian bookworm packages).
-APT_PKGS := llvm-19-dev libmlir-19-dev mlir-19-tools clang-19 libpolly-19-dev libzstd-dev
+APT_PKGS := llvm-19-dev libmlir-19-dev mlir-19-tools clang-19 libpolly-19-dev libzstd-dev libomp-19-dev
 LLVM_PREFIX := /usr/lib/llvm-19
 # apt needs root; use sudo only when we aren't root already.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

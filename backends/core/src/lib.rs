@@ -18,6 +18,8 @@ pub enum Stage {
     OptIr,
     /// Upstream MLIR dialects (cpu).
     Mlir,
+    /// The same module lowered to MLIR's LLVM dialect (cpu).
+    MlirLlvm,
     /// LLVM IR text (cpu).
     Llvm,
     /// An object file (cpu).
@@ -27,16 +29,17 @@ pub enum Stage {
     /// CUDA C++ / PTX (cuda).
     Cuda,
     Ptx,
-    /// An instruction stream for the Tessera accelerator (accel).
+    /// Assembly: native assembly (cpu) or the accelerator's `.tsa` text (accel).
     Asm,
     Stream,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 10] = [
+    pub const ALL: [Stage; 11] = [
         Stage::Ir,
         Stage::OptIr,
         Stage::Mlir,
+        Stage::MlirLlvm,
         Stage::Llvm,
         Stage::Obj,
         Stage::Lib,
@@ -51,6 +54,7 @@ impl Stage {
             Stage::Ir => "ir",
             Stage::OptIr => "opt-ir",
             Stage::Mlir => "mlir",
+            Stage::MlirLlvm => "mlir-llvm",
             Stage::Llvm => "llvm",
             Stage::Obj => "obj",
             Stage::Lib => "lib",

@@ -1,0 +1,296 @@
+//! Tessera IR (specialized, static shapes) → one MLIR module in upstream
+//! dialects: a kernel function per op, written by the op's lowering, and the
+//! entry function `@tsr_main` that runs them in graph order on views of the
+//! caller's buffers, the arena and the weights blob.
+//!
+//! Entry ABI (bare-pointer memref convention, so it is a plain C function):
+//! `void tsr_main(u8* in0, ..., u8* out0, ..., u8* arena, const u8* weights)`.
+//! Every buffer is bytes; the entry views them at their planned offsets.
+
+pub mod kernel;
+
+use crate::lower;
+use crate::plan::{plan, Base, MemoryPlan, Place, ALIGN};
+use kernel::{memref_type, Helpers, KernelCtx};
+use std::collections::HashMap;
+use std::fmt::Write;
+use tessera_ir::tensor::SharedTensor;
+use tessera_ir::{DType, Diagnostic, Graph, OpKind, ValueId};
+
+/// One graph input or output as the ABI sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IoDesc {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub bytes: usize,
+}
+
+/// The emitted module and everything needed to run it.
+pub struct Emitted {
+    pub mlir: String,
+    pub weights: Vec<u8>,
+    pub plan: MemoryPlan,
+    pub inputs: Vec<IoDesc>,
+    pub outputs: Vec<IoDesc>,
+    pub kernels: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct EmitOptions {
+    pub threads: usize,
+}
+
+fn io(g: &Graph, name: String, v: ValueId) -> IoDesc {
+    let ty = g.ty(v);
+    let shape: Vec<usize> = ty
+        .static_shape()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| n as usize)
+        .collect();
+    IoDesc {
+        name,
+        dtype: ty.dtype(),
+        bytes: crate::plan::byte_size(g, v),
+        shape,
+    }
+}
+
+fn align_blob(blob: &mut Vec<u8>) {
+    blob.resize(blob.len().div_ceil(ALIGN) * ALIGN, 0);
+}
+
+fn op_error(op: &tessera_ir::Op, msg: String) -> Diagnostic {
+    Diagnostic::new(msg)
+        .op(format!("tsr.{}", op.kind.mnemonic()))
+        .at(op.loc.clone())
+}
+
+pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic> {
+    let producers = g.producers();
+    let consts = |v: ValueId| -> Option<SharedTensor> { g.constant_value(v, &producers).cloned() };
+
+    // Constants go into the weights blob once each.
+    let mut weights: Vec<u8> = Vec::new();
+    let mut const_offset: HashMap<ValueId, usize> = HashMap::new();
+    for op in &g.ops {
+        if op.kind != OpKind::Constant {
+            continue;
+        }
+        for r in &op.results {
+            if let Some(t) = consts(*r) {
+                if t.dtype == DType::Str {
+                    return Err(op_error(op, "string tensors are not supported by the cpu target".into()));
+                }
+                align_blob(&mut weights);
+                const_offset.insert(*r, weights.len());
+                weights.extend_from_slice(&t.to_bytes());
+            }
+        }
+    }
+
+    // Kernels, in graph order. Views need none: the plan aliases them.
+    let mut helpers = Helpers::default();
+    let mut kernels: Vec<(usize, String, Vec<KernelArg>)> = Vec::new();
+    for (i, op) in g.ops.iter().enumerate() {
+        if op.kind == OpKind::Constant || crate::plan::is_view(op.kind) {
+            continue;
+        }
+        let symbol = format!("k{i}_{}", op.kind.mnemonic().replace('.', "_"));
+        let mut k = KernelCtx::new(g, op, symbol.clone(), &consts, opts.threads, &mut helpers)
+            .map_err(|e| op_error(op, e))?;
+        lower::lower(&mut k).map_err(|e| op_error(op, e))?;
+        let mut args = Vec::new();
+        for b in k.operands.iter().flatten() {
+            args.push(KernelArg::Value(b.value.expect("operands are graph values"), b.ty.clone()));
+        }
+        for d in &k.derived {
+            align_blob(&mut weights);
+            let off = weights.len();
+            weights.extend_from_slice(&d.tensor.to_bytes());
+            args.push(KernelArg::Weights(off, d.buf.ty.clone()));
+        }
+        for b in &k.results {
+            args.push(KernelArg::Value(b.value.expect("results are graph values"), b.ty.clone()));
+        }
+        kernels.push((i, k.finish(), args));
+    }
+    align_blob(&mut weights);
+
+    let plan = plan(g, &|v| const_offset.get(&v).copied());
+    let inputs: Vec<IoDesc> = g
+        .inputs
+        .iter()
+        .map(|v| io(g, g.values[v.0 as usize].name.clone().unwrap_or_default(), *v))
+        .collect();
+    let outputs: Vec<IoDesc> = g.outputs.iter().map(|(n, v)| io(g, n.clone(), *v)).collect();
+
+    let mut m = String::from("module {\n");
+    for f in helpers.funcs.values() {
+        m.push_str(f);
+    }
+    for (_, text, _) in &kernels {
+        m.push_str(text);
+    }
+    let entry = Entry::new(g, &plan, &inputs, &outputs, weights.len());
+    m.push_str(&entry.emit(g, &kernels)?);
+    m.push_str("}\n");
+    Ok(Emitted {
+        mlir: m,
+        weights,
+        plan,
+        inputs,
+        outputs,
+        kernels: kernels.len(),
+    })
+}
+
+/// A kernel call argument.
+enum KernelArg {
+    Value(ValueId, String),
+    /// A derived constant at this weights offset.
+    Weights(usize, String),
+}
+
+struct Entry<'a> {
+    plan: &'a MemoryPlan,
+    /// Base buffer SSA names and types, by [`Base`].
+    bases: Vec<(Base, String, String)>,
+    views: HashMap<(Base, usize, String), String>,
+    body: String,
+    next: usize,
+    offsets: HashMap<usize, String>,
+}
+
+impl<'a> Entry<'a> {
+    fn new(
+        _g: &Graph,
+        plan: &'a MemoryPlan,
+        inputs: &[IoDesc],
+        outputs: &[IoDesc],
+        weights: usize,
+    ) -> Entry<'a> {
+        let mut bases = Vec::new();
+        for (i, d) in inputs.iter().enumerate() {
+            bases.push((Base::Input(i), format!("%in{i}"), format!("memref<{}xi8>", d.bytes)));
+        }
+        for (i, d) in outputs.iter().enumerate() {
+            bases.push((Base::Output(i), format!("%out{i}"), format!("memref<{}xi8>", d.bytes)));
+        }
+        bases.push((Base::Arena, "%arena".into(), format!("memref<{}xi8>", plan.arena_bytes.max(1))));
+        bases.push((Base::Weights, "%weights".into(), format!("memref<{}xi8>", weights.max(1))));
+        Entry {
+            plan,
+            bases,
+            views: HashMap::new(),
+            body: String::new(),
+            next: 0,
+            offsets: HashMap::new(),
+        }
+    }
+
+    fn base(&self, b: Base) -> (&str, &str) {
+        let e = self.bases.iter().find(|x| x.0 == b).expect("every base is declared");
+        (&e.1, &e.2)
+    }
+
+    fn offset(&mut self, off: usize) -> String {
+        if let Some(n) = self.offsets.get(&off) {
+            return n.clone();
+        }
+        let name = format!("%off{off}");
+        writeln!(self.body, "    {name} = arith.constant {off} : index").unwrap();
+        self.offsets.insert(off, name.clone());
+        name
+    }
+
+    /// A typed view of `place`, made once per (place, type).
+    fn view(&mut self, place: Place, ty: &str) -> String {
+        let key = (place.base, place.offset, ty.to_string());
+        if let Some(n) = self.views.get(&key) {
+            return n.clone();
+        }
+        let off = self.offset(place.offset);
+        self.next += 1;
+        let name = format!("%v{}", self.next);
+        let (b, bty) = self.base(place.base);
+        let (b, bty) = (b.to_string(), bty.to_string());
+        writeln!(self.body, "    {name} = memref.view {b}[{off}][] : {bty} to {ty}").unwrap();
+        self.views.insert(key, name.clone());
+        name
+    }
+
+    fn value_view(&mut self, g: &Graph, v: ValueId, ty: &str) -> Result<String, Diagnostic> {
+        let place = self.plan.place[v.0 as usize].ok_or_else(|| {
+            Diagnostic::new(format!(
+                "internal error: the memory plan has no place for a value of type {}",
+                g.ty(v)
+            ))
+        })?;
+        Ok(self.view(place, ty))
+    }
+
+    fn emit(mut self, g: &Graph, kernels: &[(usize, String, Vec<KernelArg>)]) -> Result<String, Diagnostic> {
+        for (op_index, _, args) in kernels {
+            let op = &g.ops[*op_index];
+            let mut names = Vec::new();
+            let mut tys = Vec::new();
+            for a in args {
+                match a {
+                    KernelArg::Value(v, ty) => {
+                        names.push(self.value_view(g, *v, ty)?);
+                        tys.push(ty.clone());
+                    }
+                    KernelArg::Weights(off, ty) => {
+                        names.push(self.view(
+                            Place {
+                                base: Base::Weights,
+                                offset: *off,
+                            },
+                            ty,
+                        ));
+                        tys.push(ty.clone());
+                    }
+                }
+            }
+            writeln!(
+                self.body,
+                "    func.call @k{op_index}_{}({}) : ({}) -> ()",
+                op.kind.mnemonic().replace('.', "_"),
+                names.join(", "),
+                tys.join(", ")
+            )
+            .unwrap();
+        }
+        for &(k, v) in &self.plan.copies.clone() {
+            let ty = g.ty(v);
+            let shape: Vec<usize> = ty
+                .static_shape()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|n| n as usize)
+                .collect();
+            let mty = memref_type(&shape, ty.dtype()).map_err(Diagnostic::new)?;
+            let src = self.value_view(g, v, &mty)?;
+            let dst = self.view(
+                Place {
+                    base: Base::Output(k),
+                    offset: 0,
+                },
+                &mty,
+            );
+            writeln!(self.body, "    memref.copy {src}, {dst} : {mty} to {mty}").unwrap();
+        }
+        let params: Vec<String> = self
+            .bases
+            .iter()
+            .map(|(_, n, t)| format!("{n}: {t}"))
+            .collect();
+        Ok(format!(
+            "  func.func @tsr_main({}) {{\n{}    return\n  }}\n",
+            params.join(", "),
+            self.body
+        ))
+    }
+}

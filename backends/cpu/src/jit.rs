@@ -1,0 +1,233 @@
+//! From the emitted MLIR to code in this process: MLIR lowering, translation,
+//! the C-callable wrappers, LLVM O3, and the JIT. The executable compiles
+//! once per distinct set of input shapes and reuses the code afterwards.
+
+use crate::emit::{self, Emitted};
+use crate::{llvm, mlir, specialize, CompileStats, CpuOptions};
+use inkwell::context::Context;
+use inkwell::execution_engine::ExecutionEngine;
+use inkwell::module::Module;
+use inkwell::targets::TargetMachine;
+use inkwell::AddressSpace;
+use std::collections::HashMap;
+use std::time::Instant;
+use tessera_backend::Executable;
+use tessera_ir::{Diagnostic, Graph, Tensor};
+
+/// Where [`compile_module`] stopped.
+pub enum Lowered<'ctx> {
+    /// The module in the LLVM dialect, as text.
+    MlirText(String),
+    /// Optimized LLVM IR, its target machine and per-phase times.
+    Module(Module<'ctx>, TargetMachine, Vec<(&'static str, std::time::Duration)>),
+}
+
+/// Symbol of the packed entry: `void tsr_run_packed(u8** buffers, i32 threads)`
+/// with buffers = inputs, outputs, arena, weights.
+pub const PACKED: &str = "tsr_run_packed";
+
+/// Adds `tsr_run_packed`, which unpacks an array of buffer pointers, sets the
+/// thread count and calls `tsr_main`.
+pub fn add_packed_entry(module: &Module, buffers: usize) -> Result<(), String> {
+    let ctx = module.get_context();
+    let ptr = ctx.ptr_type(AddressSpace::default());
+    let i32t = ctx.i32_type();
+    let main = module
+        .get_function("tsr_main")
+        .ok_or("internal error: the module has no tsr_main")?;
+    let set_threads = module.get_function("omp_set_num_threads").unwrap_or_else(|| {
+        module.add_function(
+            "omp_set_num_threads",
+            ctx.void_type().fn_type(&[i32t.into()], false),
+            None,
+        )
+    });
+    let f = module.add_function(
+        PACKED,
+        ctx.void_type().fn_type(&[ptr.into(), i32t.into()], false),
+        None,
+    );
+    let b = ctx.create_builder();
+    b.position_at_end(ctx.append_basic_block(f, "entry"));
+    let err = |e: inkwell::builder::BuilderError| format!("internal error: {e}");
+    let array = f.get_nth_param(0).unwrap().into_pointer_value();
+    let threads = f.get_nth_param(1).unwrap();
+    b.build_call(set_threads, &[threads.into()], "").map_err(err)?;
+    let mut args = Vec::new();
+    for i in 0..buffers {
+        // SAFETY: the index is within the array the caller passes.
+        let slot = unsafe {
+            b.build_in_bounds_gep(ptr, array, &[ctx.i64_type().const_int(i as u64, false)], "")
+        }
+        .map_err(err)?;
+        args.push(b.build_load(ptr, slot, "").map_err(err)?.into());
+    }
+    b.build_call(main, &args, "").map_err(err)?;
+    b.build_return(None).map_err(err)?;
+    Ok(())
+}
+
+/// MLIR → LLVM dialect → LLVM IR (+ packed entry) → O3.
+pub fn compile_module<'ctx>(
+    ctx: &'ctx Context,
+    emitted: &Emitted,
+    opts: &CpuOptions,
+    stop_at_llvm_dialect: bool,
+) -> Result<Lowered<'ctx>, Diagnostic> {
+    let mut phases = Vec::new();
+    let t = Instant::now();
+    let m = mlir::Mlir::new();
+    let mut module = m.parse(&emitted.mlir).map_err(Diagnostic::new)?;
+    m.run_pipeline(&mut module, mlir::LOWERING_PIPELINE)
+        .map_err(Diagnostic::new)?;
+    phases.push(("mlir lowering", t.elapsed()));
+    if stop_at_llvm_dialect {
+        return Ok(Lowered::MlirText(module.as_operation().to_string()));
+    }
+    let t = Instant::now();
+    let lm = m.translate(&module, ctx).map_err(Diagnostic::new)?;
+    let buffers = emitted.inputs.len() + emitted.outputs.len() + 2;
+    add_packed_entry(&lm, buffers).map_err(Diagnostic::new)?;
+    phases.push(("translate to llvm", t.elapsed()));
+    let t = Instant::now();
+    let resolved = opts.target.resolve();
+    let tm = llvm::target_machine(&resolved, true).map_err(Diagnostic::new)?;
+    llvm::optimize(&lm, &tm, &resolved).map_err(Diagnostic::new)?;
+    phases.push(("llvm O3", t.elapsed()));
+    Ok(Lowered::Module(lm, tm, phases))
+}
+
+/// One specialization, compiled and loaded.
+struct Loaded {
+    // Field order is drop order: the engine (and the code) before the
+    // context that owns the module.
+    _engine: ExecutionEngine<'static>,
+    _ctx: Box<Context>,
+    entry: extern "C" fn(*const *mut u8, i32),
+    weights: Vec<u8>,
+    arena: Vec<u8>,
+    emitted_inputs: Vec<emit::IoDesc>,
+    emitted_outputs: Vec<emit::IoDesc>,
+    stats: CompileStats,
+}
+
+/// Compiles `g` for the shapes bound in `env` and loads it.
+fn load(g: &Graph, env: &HashMap<String, i64>, opts: &CpuOptions) -> Result<Loaded, Diagnostic> {
+    let t = Instant::now();
+    let emitted = crate::emit_mlir(g, env, opts)?;
+    let emit_time = t.elapsed();
+    let ctx = Box::new(Context::create());
+    // SAFETY: the context lives in a Box owned by `Loaded`, declared after
+    // the engine so it is dropped last; its address never changes.
+    let ctx_ref: &'static Context = unsafe { &*(ctx.as_ref() as *const Context) };
+    let (module, _tm, mut phases) = match compile_module(ctx_ref, &emitted, opts, false)? {
+        Lowered::Module(m, tm, p) => (m, tm, p),
+        Lowered::MlirText(_) => unreachable!("asked for the LLVM module"),
+    };
+    phases.insert(0, ("emit mlir", emit_time));
+    let t = Instant::now();
+    let jit = llvm::Jit::new(&module).map_err(Diagnostic::new)?;
+    let addr = jit.address(PACKED).map_err(Diagnostic::new)?;
+    phases.push(("jit codegen", t.elapsed()));
+    // SAFETY: the packed entry has exactly this signature (add_packed_entry).
+    let entry: extern "C" fn(*const *mut u8, i32) = unsafe { std::mem::transmute(addr) };
+    let stats = CompileStats {
+        kernels: emitted.kernels,
+        arena_bytes: emitted.plan.arena_bytes,
+        unshared_bytes: emitted.plan.unshared_bytes,
+        weights_bytes: emitted.weights.len(),
+        io_bytes: emitted.inputs.iter().chain(&emitted.outputs).map(|d| d.bytes).sum(),
+        phases,
+    };
+    Ok(Loaded {
+        _engine: jit.into_engine(),
+        _ctx: ctx,
+        entry,
+        arena: vec![0u8; emitted.plan.arena_bytes.max(1)],
+        weights: emitted.weights,
+        emitted_inputs: emitted.inputs,
+        emitted_outputs: emitted.outputs,
+        stats,
+    })
+}
+
+/// `tessera run --target cpu`: compiles on first use of each input shape.
+pub struct CpuExecutable {
+    graph: Graph,
+    opts: CpuOptions,
+    cache: HashMap<Vec<Vec<usize>>, Loaded>,
+    /// Statistics of the last compilation.
+    pub last_stats: Option<CompileStats>,
+}
+
+impl CpuExecutable {
+    pub fn new(graph: Graph, opts: CpuOptions) -> CpuExecutable {
+        CpuExecutable {
+            graph,
+            opts,
+            cache: HashMap::new(),
+            last_stats: None,
+        }
+    }
+
+    /// Compiles for these inputs' shapes now (so a benchmark can time the
+    /// compilation apart from the runs).
+    pub fn compile_for(&mut self, inputs: &[Tensor]) -> Result<&CompileStats, Diagnostic> {
+        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        if !self.cache.contains_key(&key) {
+            let env = tessera_reference::bind_inputs(&self.graph, inputs)?;
+            let loaded = load(&self.graph, &env, &self.opts)?;
+            self.last_stats = Some(loaded.stats.clone());
+            self.cache.insert(key.clone(), loaded);
+        }
+        Ok(&self.cache[&key].stats)
+    }
+}
+
+impl Executable for CpuExecutable {
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Diagnostic> {
+        self.compile_for(inputs)?;
+        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        let threads = self.opts.threads.max(1) as i32;
+        let l = self.cache.get_mut(&key).expect("compiled above");
+        let mut in_bytes: Vec<Vec<u8>> = inputs.iter().map(|t| t.to_bytes()).collect();
+        for (b, d) in in_bytes.iter_mut().zip(&l.emitted_inputs) {
+            if b.len() != d.bytes {
+                return Err(Diagnostic::new(format!(
+                    "graph input '{}': expected {} bytes, got {}",
+                    d.name,
+                    d.bytes,
+                    b.len()
+                )));
+            }
+            // A zero-size buffer still needs a valid address.
+            if b.is_empty() {
+                b.push(0);
+            }
+        }
+        let mut out_bytes: Vec<Vec<u8>> = l
+            .emitted_outputs
+            .iter()
+            .map(|d| vec![0u8; d.bytes.max(1)])
+            .collect();
+        let mut ptrs: Vec<*mut u8> = Vec::new();
+        ptrs.extend(in_bytes.iter_mut().map(|b| b.as_mut_ptr()));
+        ptrs.extend(out_bytes.iter_mut().map(|b| b.as_mut_ptr()));
+        ptrs.push(l.arena.as_mut_ptr());
+        ptrs.push(l.weights.as_mut_ptr());
+        (l.entry)(ptrs.as_ptr(), threads);
+        l.emitted_outputs
+            .iter()
+            .zip(out_bytes)
+            .map(|(d, b)| {
+                Tensor::from_bytes(d.dtype, d.shape.clone(), &b[..d.bytes]).map_err(Diagnostic::new)
+            })
+            .collect()
+    }
+}
+
+/// Specializes, emits and checks that `g` lowers, without running it.
+pub fn check_lowers(g: &Graph, env: &HashMap<String, i64>, opts: &CpuOptions) -> Result<(), Diagnostic> {
+    let sg = specialize::specialize(g, env)?;
+    emit::emit_module(&sg, &emit::EmitOptions { threads: opts.threads }).map(|_| ())
+}

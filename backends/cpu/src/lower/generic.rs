@@ -1,0 +1,146 @@
+//! Shared building blocks: `linalg.generic` over broadcast operands, with the
+//! scalar body written by the caller, and the elementwise ops that need
+//! nothing more than a scalar formula.
+
+use crate::emit::kernel::{Buf, KernelCtx};
+use std::fmt::Write;
+use tessera_ir::DType;
+
+use super::LowerFn;
+
+/// The indexing map reading `shape` (right-aligned, numpy broadcasting) inside
+/// an iteration space of rank `rank` over `out` sizes: broadcast dims read
+/// index 0.
+pub fn broadcast_map(shape: &[usize], out: &[usize]) -> String {
+    let rank = out.len();
+    let dims: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
+    let lead = rank - shape.len();
+    let exprs: Vec<String> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            if n == 1 && out[lead + i] != 1 {
+                "0".to_string()
+            } else {
+                format!("d{}", lead + i)
+            }
+        })
+        .collect();
+    format!("affine_map<({}) -> ({})>", dims.join(", "), exprs.join(", "))
+}
+
+/// The scalar region of a `linalg.generic`: block arguments and body lines.
+pub struct Region<'k, 'a> {
+    pub k: &'k mut KernelCtx<'a>,
+    lines: String,
+}
+
+impl Region<'_, '_> {
+    /// Emits `%r = <rhs>` and returns `%r`.
+    pub fn op(&mut self, rhs: impl AsRef<str>) -> String {
+        let r = self.k.fresh("s");
+        writeln!(self.lines, "      {r} = {}", rhs.as_ref()).unwrap();
+        r
+    }
+    pub fn raw(&mut self, line: impl AsRef<str>) {
+        writeln!(self.lines, "      {}", line.as_ref()).unwrap();
+    }
+}
+
+/// `out[i] = body(ins[i]...)` with numpy broadcasting of every input to the
+/// output's shape. `body` gets the scalar names of the inputs (in order) and
+/// returns the scalar to store.
+pub fn elementwise(
+    k: &mut KernelCtx,
+    ins: &[Buf],
+    out: &Buf,
+    body: impl FnOnce(&mut Region, &[String]) -> Result<String, String>,
+) -> Result<(), String> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let rank = out.rank();
+    let mut maps: Vec<String> = ins.iter().map(|b| broadcast_map(&b.shape, &out.shape)).collect();
+    maps.push(broadcast_map(&out.shape, &out.shape));
+    let iters = vec!["\"parallel\""; rank].join(", ");
+    let args: Vec<String> = (0..ins.len()).map(|i| format!("%e{i}")).collect();
+    let mut region = Region {
+        k,
+        lines: String::new(),
+    };
+    let r = body(&mut region, &args)?;
+    let lines = region.lines;
+    let mut bb: Vec<String> = ins
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("%e{i}: {}", b.elem()))
+        .collect();
+    bb.push(format!("%eo: {}", out.elem()));
+    let ins_list = if ins.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "ins({} : {}) ",
+            ins.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(", "),
+            ins.iter().map(|b| b.ty.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    };
+    k.line(format!(
+        "linalg.generic {{indexing_maps = [{}], iterator_types = [{iters}]}} {ins_list}outs({} : {}) {{",
+        maps.join(", "),
+        out.name,
+        out.ty
+    ));
+    k.line(format!("^bb0({}):", bb.join(", ")));
+    let mut text = lines;
+    writeln!(text, "      linalg.yield {r} : {}", out.elem()).unwrap();
+    k.line(text.trim_end());
+    k.line("}");
+    Ok(())
+}
+
+/// The arith/math op for a binary arithmetic op on element type `d`.
+fn binary_op(mnemonic: &str, d: DType) -> Option<&'static str> {
+    let f = d.is_float();
+    let s = d.is_signed_int();
+    Some(match (mnemonic, f, s) {
+        ("add", true, _) => "arith.addf",
+        ("add", false, _) => "arith.addi",
+        ("sub", true, _) => "arith.subf",
+        ("sub", false, _) => "arith.subi",
+        ("mul", true, _) => "arith.mulf",
+        ("mul", false, _) => "arith.muli",
+        ("div", true, _) => "arith.divf",
+        ("div", false, true) => "arith.divsi",
+        ("div", false, false) => "arith.divui",
+        _ => return None,
+    })
+}
+
+fn lower_binary(k: &mut KernelCtx) -> Result<(), String> {
+    let m = k.op.kind.mnemonic();
+    let (a, b, out) = (k.operand(0)?.clone(), k.operand(1)?.clone(), k.result(0).clone());
+    let d = out.dtype;
+    let op = binary_op(m, d).ok_or_else(|| format!("tsr.{m} on {d} is not supported by the cpu target"))?;
+    if matches!(d, DType::F16 | DType::BF16) {
+        // Half types compute in f32 and round once, like the reference.
+        return elementwise(k, &[a, b], &out, |r, x| {
+            let xa = r.op(format!("arith.extf {} : {} to f32", x[0], out.elem()));
+            let xb = r.op(format!("arith.extf {} : {} to f32", x[1], out.elem()));
+            let y = r.op(format!("{op} {xa}, {xb} : f32"));
+            Ok(r.op(format!("arith.truncf {y} : f32 to {}", out.elem())))
+        });
+    }
+    if d == DType::Bool {
+        return Err(format!("tsr.{m} on bool is not supported"));
+    }
+    let ty = out.elem();
+    elementwise(k, &[a, b], &out, |r, x| Ok(r.op(format!("{op} {}, {} : {ty}", x[0], x[1]))))
+}
+
+pub const LOWERINGS: &[(&str, LowerFn)] = &[
+    ("add", lower_binary),
+    ("sub", lower_binary),
+    ("mul", lower_binary),
+    ("div", lower_binary),
+];
