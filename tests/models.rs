@@ -73,7 +73,36 @@ fn imported_ir_snapshots() {
 
 /// Runs every stored test set of model `name` through `g` on `ref` and
 /// returns a line per output that differs from onnxruntime's.
+/// A runtime: the reference interpreter, or the cpu target's native code.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Runtime {
+    Ref,
+    Cpu { threads: usize },
+}
+
+fn run_on(rt: Runtime, g: &tessera_ir::Graph, inputs: &[tessera_ir::Tensor]) -> Result<Vec<tessera_ir::Tensor>, String> {
+    match rt {
+        Runtime::Ref => tessera_reference::run(g, inputs).map_err(|e| e.to_string()),
+        Runtime::Cpu { threads } => {
+            use tessera_backend::Backend;
+            let cpu = tessera_cpu::Cpu {
+                opts: tessera_cpu::CpuOptions {
+                    threads,
+                    ..Default::default()
+                },
+            };
+            cpu.prepare(g)
+                .and_then(|mut e| e.run(inputs))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
 fn mismatches(name: &str, g: &tessera_ir::Graph) -> Vec<String> {
+    mismatches_on(Runtime::Ref, name, g)
+}
+
+fn mismatches_on(rt: Runtime, name: &str, g: &tessera_ir::Graph) -> Vec<String> {
     let dir = models_dir().join(name);
     let tol = tolerance(name);
     let mut sets: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -90,10 +119,10 @@ fn mismatches(name: &str, g: &tessera_ir::Graph) -> Vec<String> {
     for set in sets {
         let set_name = set.file_name().unwrap().to_string_lossy().into_owned();
         let expected = load_numbered(&set, "output_");
-        let outputs = match tessera_reference::run(g, &load_numbered(&set, "input_")) {
+        let outputs = match run_on(rt, g, &load_numbered(&set, "input_")) {
             Ok(o) => o,
             Err(e) => {
-                failures.push(format!("{name}/{set_name}: run failed: {e}"));
+                failures.push(format!("{name}/{set_name} on {rt:?}: run failed: {e}"));
                 continue;
             }
         };
@@ -126,6 +155,43 @@ fn reference_backend_matches_onnxruntime() {
 /// change what a model computes.
 #[test]
 fn optimized_models_still_match_onnxruntime() {
+    let failures = optimized_mismatches(Runtime::Ref);
+    assert!(
+        failures.is_empty(),
+        "optimized models differ from onnxruntime:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Every fixture, as imported, compiled to native code (1 and 2 threads).
+#[test]
+fn cpu_backend_matches_onnxruntime() {
+    let mut failures = Vec::new();
+    for name in model_names() {
+        let g = import(&name);
+        for threads in [1, 2] {
+            failures.extend(mismatches_on(Runtime::Cpu { threads }, &name, &g));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "cpu mismatches against onnxruntime:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Every fixture after -O2 (fused ops included) on native code.
+#[test]
+fn optimized_models_match_onnxruntime_on_cpu() {
+    let failures = optimized_mismatches(Runtime::Cpu { threads: 2 });
+    assert!(
+        failures.is_empty(),
+        "optimized models on cpu differ from onnxruntime:\n{}",
+        failures.join("\n")
+    );
+}
+
+fn optimized_mismatches(rt: Runtime) -> Vec<String> {
     let pm = tessera_passes::PassManager::parse(
         tessera_passes::pipeline_for_level(2),
         tessera_passes::PassOptions {
@@ -139,13 +205,9 @@ fn optimized_models_still_match_onnxruntime() {
         let mut g = import(&name);
         pm.run(&mut g, &mut |_, _| {})
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        failures.extend(mismatches(&name, &g));
+        failures.extend(mismatches_on(rt, &name, &g));
     }
-    assert!(
-        failures.is_empty(),
-        "optimized models differ from onnxruntime:\n{}",
-        failures.join("\n")
-    );
+    failures
 }
 
 fn load_numbered(dir: &Path, prefix: &str) -> Vec<tessera_ir::Tensor> {

@@ -1,22 +1,24 @@
-//! The ONNX backend node tests, through the importer and the reference
-//! interpreter.
+//! The ONNX backend node tests, through the importer, on every runtime: the
+//! reference interpreter (`ref`) and native code (`cpu`), one suite for all
+//! (as tract runs one test suite on every runtime).
 //!
 //! Every test of `$TESSERA_NODE_TESTS` (default `.cache/onnx-node-tests`,
-//! made by `make setup`) gets one status:
+//! made by `make setup`) gets one status per target:
 //!
 //! | status        | meaning                                                  |
 //! |---------------|----------------------------------------------------------|
 //! | `pass`        | outputs match within the test's rtol/atol                |
 //! | `mismatch`    | wrong values, shape or element type                      |
-//! | `run-error`   | the reference interpreter failed (or panicked)           |
-//! | `unsupported` | the model uses ops Tessera does not have                 |
+//! | `run-error`   | the target failed to compile or run it (or panicked)     |
+//! | `unsupported` | the model uses ops Tessera (or the target) does not have |
 //! | `invalid`     | import or verification failed for another reason         |
 //! | `skip-data`   | inputs/outputs are sequences/optionals (UNSUPPORTED_DATA) |
 //!
 //! The expected statuses are checked in at `tests/node-tests.status`; the
 //! test fails when a status category changes in either direction, and
 //! `TESSERA_BLESS=1` rewrites the file. `TESSERA_NODE_FILTER=substr` runs the
-//! matching tests only, printing each result, without the drift check.
+//! matching tests only, printing each result, without the drift check;
+//! `TESSERA_NODE_TARGET=ref|cpu` runs one column only (also without the check).
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -25,7 +27,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 use tessera_backend::compare::{compare, Tolerance};
-use tessera_ir::Tensor;
+use tessera_backend::Backend;
+use tessera_ir::{Graph, Tensor};
+
+/// The runtimes every case runs on: the columns of the status files.
+const TARGETS: &[&str] = &["ref", "cpu"];
 
 const THREADS: usize = 2;
 const CATEGORIES: &[&str] = &[
@@ -164,17 +170,51 @@ fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(String, Tensor)>, String> {
     Ok(out)
 }
 
-fn run_case(case: &Case) -> Outcome {
+/// Runs `g` on `target`. A missing cpu lowering is `unsupported`.
+fn run_on(target: &str, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, Outcome> {
+    match target {
+        "ref" => tessera_reference::run(g, inputs).map_err(|e| Outcome::new("run-error", e.to_string())),
+        "cpu" => {
+            let cpu = tessera_cpu::Cpu {
+                opts: tessera_cpu::CpuOptions::default(),
+            };
+            cpu.prepare(g)
+                .and_then(|mut exe| exe.run(inputs))
+                .map_err(|e| {
+                    let text = e.to_string();
+                    if text.contains("not supported by the cpu target") {
+                        Outcome::new("unsupported", text)
+                    } else {
+                        Outcome::new("run-error", text)
+                    }
+                })
+        }
+        other => panic!("unknown target {other}"),
+    }
+}
+
+/// The case's outcome on each of `targets`.
+fn run_case(case: &Case, targets: &[&str]) -> Vec<Outcome> {
     if let Ok(reason) = std::fs::read_to_string(case.dir.join("UNSUPPORTED_DATA")) {
-        return Outcome::new("skip-data", reason);
+        return vec![Outcome::new("skip-data", reason); targets.len()];
     }
     let g = match tessera_frontend::import_model(case.dir.join("model.onnx")) {
         Ok(g) => g,
         Err(e) if e.is_unsupported() => {
-            return Outcome::new("unsupported", e.unsupported_op_types().join(" "))
+            return vec![Outcome::new("unsupported", e.unsupported_op_types().join(" ")); targets.len()]
         }
-        Err(e) => return Outcome::new("invalid", e.to_string()),
+        Err(e) => return vec![Outcome::new("invalid", e.to_string()); targets.len()],
     };
+    targets
+        .iter()
+        .map(|t| {
+            catch_unwind(AssertUnwindSafe(|| run_case_on(case, &g, t)))
+                .unwrap_or_else(|p| Outcome::new("run-error", format!("panic: {}", panic_text(&*p))))
+        })
+        .collect()
+}
+
+fn run_case_on(case: &Case, g: &Graph, target: &str) -> Outcome {
     let data = case.dir.join("test_data_set_0");
     let (inputs, expected) = match (numbered(&data, "input_"), numbered(&data, "output_")) {
         (Ok(i), Ok(o)) => (i, o),
@@ -199,9 +239,9 @@ fn run_case(case: &Case) -> Outcome {
             }
         }
     }
-    let outputs = match tessera_reference::run(&g, &ordered) {
+    let outputs = match run_on(target, g, &ordered) {
         Ok(o) => o,
-        Err(e) => return Outcome::new("run-error", e.to_string()),
+        Err(o) => return o,
     };
     if outputs.len() != expected.len() {
         return Outcome::new(
@@ -226,9 +266,10 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs the cases on a few threads; a panic is the test's `run-error`.
-fn run_all(cases: &[Case]) -> Vec<Outcome> {
+/// Returns one outcome per case and target.
+fn run_all(cases: &[Case], targets: &[&str]) -> Vec<Vec<Outcome>> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; cases.len()]);
+    let results: Mutex<Vec<Option<Vec<Outcome>>>> = Mutex::new(vec![None; cases.len()]);
     // Panics are reported as statuses; the default hook would also print
     // each one in the middle of the output.
     let hook = std::panic::take_hook();
@@ -239,8 +280,8 @@ fn run_all(cases: &[Case]) -> Vec<Outcome> {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(case) = cases.get(i) else { break };
                 let outcome =
-                    catch_unwind(AssertUnwindSafe(|| run_case(case))).unwrap_or_else(|p| {
-                        Outcome::new("run-error", format!("panic: {}", panic_text(&*p)))
+                    catch_unwind(AssertUnwindSafe(|| run_case(case, targets))).unwrap_or_else(|p| {
+                        vec![Outcome::new("run-error", format!("panic: {}", panic_text(&*p))); targets.len()]
                     });
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
             });
@@ -255,19 +296,27 @@ fn run_all(cases: &[Case]) -> Vec<Outcome> {
         .collect()
 }
 
-fn read_status_file(path: &Path) -> BTreeMap<String, (String, String)> {
+/// Recorded statuses: test → one status per column of the file's header.
+fn read_status_file(path: &Path) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
     let Ok(text) = std::fs::read_to_string(path) else {
-        return BTreeMap::new();
+        return (Vec::new(), BTreeMap::new());
     };
-    text.lines()
+    let columns: Vec<String> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# columns: "))
+        .map(|c| c.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_else(|| vec!["ref".to_string()]);
+    let rows = text
+        .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .filter_map(|l| {
-            let mut parts = l.splitn(3, '\t');
+            let mut parts = l.split('\t');
             let name = parts.next()?.to_string();
-            let status = parts.next()?.to_string();
-            Some((name, (status, parts.next().unwrap_or("").to_string())))
+            let statuses: Vec<String> = parts.take(columns.len()).map(str::to_string).collect();
+            Some((name, statuses))
         })
-        .collect()
+        .collect();
+    (columns, rows)
 }
 
 /// Why a known failure fails, by test-name prefix; written into the status
@@ -292,22 +341,42 @@ fn reason_for(name: &str) -> Option<&'static str> {
         .map(|(_, r)| *r)
 }
 
-fn write_status_file(path: &Path, title: &str, cases: &[Case], outcomes: &[Outcome]) {
+fn write_status_file(path: &Path, title: &str, cases: &[Case], outcomes: &[Vec<Outcome>]) {
     let mut rows: Vec<String> = cases
         .iter()
         .zip(outcomes)
-        .map(|(c, o)| {
-            let detail = match reason_for(&c.name) {
-                Some(r) if o.category != "pass" => format!("{r} ({})", o.detail),
-                _ => o.detail.clone(),
+        .map(|(c, per_target)| {
+            let statuses: Vec<&str> = per_target.iter().map(|o| o.category).collect();
+            let failing: Vec<(&str, &Outcome)> = TARGETS
+                .iter()
+                .copied()
+                .zip(per_target)
+                .filter(|(_, o)| o.category != "pass")
+                .collect();
+            let same = failing.len() == TARGETS.len()
+                && failing.iter().all(|(_, o)| *o == failing[0].1);
+            let with_reason = |o: &Outcome| match reason_for(&c.name) {
+                Some(r) => format!("{r} ({})", o.detail),
+                None => o.detail.clone(),
             };
-            format!("{}\t{}\t{}", c.name, o.category, detail)
+            let detail = if same {
+                with_reason(failing[0].1)
+            } else {
+                failing
+                    .iter()
+                    .map(|(t, o)| format!("{t}: {}", with_reason(o)))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            };
+            format!("{}\t{}\t{}", c.name, statuses.join("\t"), one_line(&detail))
         })
         .collect();
     rows.sort();
     let mut text = format!(
-        "# {title} on the reference backend: test<TAB>status<TAB>detail.\n\
+        "# {title} on every runtime: test<TAB>status per column<TAB>detail.\n\
+         # columns: {}\n\
          # Regenerate with: TESSERA_BLESS=1 cargo test --release --test node_tests\n",
+        TARGETS.join(" ")
     );
     for r in rows {
         text.push_str(&r);
@@ -321,37 +390,43 @@ fn is_transformer_test(name: &str) -> bool {
     TRANSFORMER_OPS.iter().any(|op| n.contains(op))
 }
 
-fn summary(title: &str, cases: &[Case], outcomes: &[Outcome]) {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for o in outcomes {
-        *counts.entry(o.category).or_default() += 1;
-    }
-    println!("\n==================== {title} (reference backend) ====================");
+/// The per-target counts and the transformer-family failures, as printed
+/// by the harness and kept in `target/conformance-<suite>.txt` for `make test`.
+fn summary(title: &str, targets: &[&str], cases: &[Case], outcomes: &[Vec<Outcome>]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    writeln!(out, "\n==================== {title} ====================").unwrap();
+    writeln!(out, "  {:<12} {}", "", targets.iter().map(|t| format!("{t:>6}")).collect::<String>()).unwrap();
     for cat in CATEGORIES {
-        println!("  {cat:<12} {:>5}", counts.get(cat).copied().unwrap_or(0));
+        let row: String = (0..targets.len())
+            .map(|t| format!("{:>6}", outcomes.iter().filter(|o| o[t].category == *cat).count()))
+            .collect();
+        writeln!(out, "  {cat:<12} {row}").unwrap();
     }
-    let failing: Vec<String> = cases
-        .iter()
-        .zip(outcomes)
-        .filter(|(c, o)| o.category != "pass" && is_transformer_test(&c.name))
-        .map(|(c, o)| format!("{} ({})", c.name, o.category))
-        .collect();
-    if !failing.is_empty() {
-        println!("transformer-family tests not passing ({}):", failing.len());
-        for chunk in failing.chunks(4) {
-            println!("  {}", chunk.join(", "));
-        }
-    }
-    let passed = counts.get("pass").copied().unwrap_or(0);
     let label = if title.starts_with("ONNX") {
-        "node tests (ref)"
+        "node tests"
     } else {
-        "contrib tests (ref)"
+        "contrib tests"
     };
-    println!(
-        "{label}: {passed} passed, {} failed",
-        outcomes.len() - passed
-    );
+    for (t, target) in targets.iter().enumerate() {
+        let failing: Vec<String> = cases
+            .iter()
+            .zip(outcomes)
+            .filter(|(c, o)| o[t].category != "pass" && is_transformer_test(&c.name))
+            .map(|(c, o)| format!("{} ({})", c.name, o[t].category))
+            .collect();
+        if !failing.is_empty() && failing.len() <= 40 {
+            writeln!(out, "transformer-family tests not passing on {target} ({}):", failing.len()).unwrap();
+            for chunk in failing.chunks(4) {
+                writeln!(out, "  {}", chunk.join(", ")).unwrap();
+            }
+        } else if !failing.is_empty() {
+            writeln!(out, "transformer-family tests not passing on {target}: {}", failing.len()).unwrap();
+        }
+        let passed = outcomes.iter().filter(|o| o[t].category == "pass").count();
+        writeln!(out, "{label} ({target}): {passed} passed, {} failed", outcomes.len() - passed).unwrap();
+    }
+    out
 }
 
 #[test]
@@ -380,6 +455,19 @@ fn check_suite(title: &str, root: &Path, status_file: &str) {
     let filter = std::env::var("TESSERA_NODE_FILTER")
         .ok()
         .filter(|f| !f.is_empty());
+    let only = std::env::var("TESSERA_NODE_TARGET")
+        .ok()
+        .filter(|f| !f.is_empty());
+    let targets: Vec<&str> = match &only {
+        Some(t) => {
+            let t = TARGETS
+                .iter()
+                .find(|x| **x == t.as_str())
+                .unwrap_or_else(|| panic!("TESSERA_NODE_TARGET={t}: targets are {TARGETS:?}"));
+            vec![*t]
+        }
+        None => TARGETS.to_vec(),
+    };
     if let Some(f) = &filter {
         cases.retain(|c| c.name.contains(f.as_str()));
         if cases.is_empty() {
@@ -388,35 +476,53 @@ fn check_suite(title: &str, root: &Path, status_file: &str) {
         }
     }
     let start = Instant::now();
-    let outcomes = run_all(&cases);
-    if filter.is_some() {
+    let outcomes = run_all(&cases, &targets);
+    if filter.is_some() || only.is_some() {
         for (c, o) in cases.iter().zip(&outcomes) {
-            println!("{:<60} {:<12} {}", c.name, o.category, o.detail);
+            for (t, o) in targets.iter().zip(o) {
+                println!("{:<60} {t:<4} {:<12} {}", c.name, o.category, o.detail);
+            }
         }
-        summary(title, &cases, &outcomes);
+        print!("{}", summary(title, &targets, &cases, &outcomes));
         return;
     }
-    summary(title, &cases, &outcomes);
-    println!("({} tests in {:.1?})", cases.len(), start.elapsed());
+    let text = format!(
+        "{}({} tests in {:.1?})\n",
+        summary(title, &targets, &cases, &outcomes),
+        cases.len(),
+        start.elapsed()
+    );
+    print!("{text}");
+    let file = repo_root().join(format!(
+        "target/conformance-{}.txt",
+        status_file.trim_start_matches("tests/").trim_end_matches(".status")
+    ));
+    let _ = std::fs::write(file, text);
     let status_path = repo_root().join(status_file);
     if std::env::var("TESSERA_BLESS").is_ok_and(|v| v == "1") {
         write_status_file(&status_path, title, &cases, &outcomes);
         println!("wrote {}", status_path.display());
         return;
     }
-    let recorded = read_status_file(&status_path);
+    let (columns, recorded) = read_status_file(&status_path);
     let mut drift = Vec::new();
+    if columns != TARGETS {
+        drift.push(format!("  the file's columns are {columns:?}, the targets {TARGETS:?}"));
+    }
     for (c, o) in cases.iter().zip(&outcomes) {
         match recorded.get(&c.name) {
-            None => drift.push(format!(
-                "  {}: not in the status file, now {} {}",
-                c.name, o.category, o.detail
-            )),
-            Some((want, _)) if want != o.category => drift.push(format!(
-                "  {}: was {want}, now {} {}",
-                c.name, o.category, o.detail
-            )),
-            _ => {}
+            None => drift.push(format!("  {}: not in the status file", c.name)),
+            Some(want) => {
+                for (t, target) in TARGETS.iter().enumerate() {
+                    let w = want.get(t).map(String::as_str).unwrap_or("?");
+                    if w != o[t].category {
+                        drift.push(format!(
+                            "  {} [{target}]: was {w}, now {} {}",
+                            c.name, o[t].category, o[t].detail
+                        ));
+                    }
+                }
+            }
         }
     }
     for name in recorded.keys() {
@@ -426,7 +532,7 @@ fn check_suite(title: &str, root: &Path, status_file: &str) {
     }
     assert!(
         drift.is_empty(),
-        "{} test(s) drifted from {status_file} (if intended, rerun with TESSERA_BLESS=1):\n{}",
+        "{} status(es) drifted from {status_file} (if intended, rerun with TESSERA_BLESS=1):\n{}",
         drift.len(),
         drift.join("\n")
     );

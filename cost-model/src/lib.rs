@@ -2,6 +2,8 @@
 //! on them. The e-graph extractor and the backends' tilers ask this crate
 //! what a program costs on a target; it never changes the IR.
 
+pub mod accel;
+
 use serde::Deserialize;
 use std::path::Path;
 

@@ -12,7 +12,7 @@ pub mod registry;
 pub mod transforms;
 
 pub use manager::{PassManager, PassOptions, PassTiming};
-pub use registry::{pipeline_for_level, PassInfo, REGISTRY};
+pub use registry::{pipeline_for_level, PassArgs, PassInfo, REGISTRY};
 
 use tessera_ir::{Diagnostic, Graph};
 

@@ -1,6 +1,6 @@
 //! Runs a pipeline of passes with verification, IR printing and timing.
 
-use crate::registry::lookup;
+use crate::registry::{lookup, PassArgs};
 use crate::{Pass, PassStats};
 use std::time::{Duration, Instant};
 use tessera_ir::{verify, Diagnostic, Graph};
@@ -29,7 +29,16 @@ impl PassManager {
     /// Builds a manager from a comma-separated pipeline string.
     pub fn parse(pipeline: &str, opts: PassOptions) -> Result<PassManager, Diagnostic> {
         let mut passes = Vec::new();
-        for name in pipeline.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in split_pipeline(pipeline)? {
+            let (name, args) = match item.split_once('{') {
+                Some((n, rest)) => {
+                    let inner = rest.strip_suffix('}').ok_or_else(|| {
+                        Diagnostic::new(format!("pass options of '{n}' must end with '}}'"))
+                    })?;
+                    (n.trim(), PassArgs::parse(inner).map_err(Diagnostic::new)?)
+                }
+                None => (item, PassArgs::default()),
+            };
             let info = lookup(name).ok_or_else(|| {
                 let known: Vec<&str> = crate::REGISTRY.iter().map(|p| p.name).collect();
                 Diagnostic::new(format!(
@@ -37,7 +46,9 @@ impl PassManager {
                     known.join(", ")
                 ))
             })?;
-            passes.push((info.create)());
+            passes.push(
+                (info.create)(&args).map_err(|e| Diagnostic::new(format!("pass '{name}': {e}")))?,
+            );
         }
         Ok(PassManager { passes, opts })
     }
@@ -74,4 +85,30 @@ impl PassManager {
         }
         Ok(timings)
     }
+}
+
+/// Splits a pipeline at the commas outside braces
+/// (`egraph{groups=algebra,fusion},dce` is two passes).
+fn split_pipeline(p: &str) -> Result<Vec<&str>, Diagnostic> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in p.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(p[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(Diagnostic::new(format!("unbalanced '}}' in pipeline '{p}'")));
+        }
+    }
+    if depth != 0 {
+        return Err(Diagnostic::new(format!("unbalanced '{{' in pipeline '{p}'")));
+    }
+    out.push(p[start..].trim());
+    out.retain(|s| !s.is_empty());
+    Ok(out)
 }

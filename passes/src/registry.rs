@@ -6,29 +6,61 @@ use crate::Pass;
 pub struct PassInfo {
     pub name: &'static str,
     pub summary: &'static str,
-    pub create: fn() -> Box<dyn Pass>,
+    /// Builds the pass from its options (`name{key=value ...}` in a
+    /// pipeline); a pass without options rejects any.
+    pub create: fn(&PassArgs) -> Result<Box<dyn Pass>, String>,
+}
+
+/// A pass's options from a pipeline string, in order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PassArgs(pub Vec<(String, String)>);
+
+impl PassArgs {
+    /// Parses `key=value key2=value2` (the text between the braces).
+    pub fn parse(text: &str) -> Result<PassArgs, String> {
+        text.split_whitespace()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| format!("pass option '{kv}' is not key=value"))
+            })
+            .collect::<Result<_, _>>()
+            .map(PassArgs)
+    }
+
+    fn none(&self, pass: &str) -> Result<(), String> {
+        match self.0.first() {
+            Some((k, _)) => Err(format!("pass '{pass}' has no option '{k}'")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn plain(name: &str, args: &PassArgs, pass: Box<dyn Pass>) -> Result<Box<dyn Pass>, String> {
+    args.none(name)?;
+    Ok(pass)
 }
 
 pub static REGISTRY: &[PassInfo] = &[
     PassInfo {
         name: "canonicalize",
         summary: "Local simplifications: identities (x+0, x*1, reshape to the same shape), inverse transposes, chains of reshapes",
-        create: || Box::new(Canonicalize),
+        create: |a| plain("canonicalize", a, Box::new(Canonicalize)),
     },
     PassInfo {
         name: "fold-constants",
         summary: "Evaluate ops whose operands are all constants, with their reference semantics",
-        create: || Box::new(FoldConstants),
+        create: |a| plain("fold-constants", a, Box::new(FoldConstants)),
     },
     PassInfo {
         name: "dce",
         summary: "Remove ops whose results are unused and constants nothing references",
-        create: || Box::new(Dce),
+        create: |a| plain("dce", a, Box::new(Dce)),
     },
     PassInfo {
         name: "egraph",
-        summary: "Equality saturation with the rule groups (algebra), then DAG-cost extraction for the cpu target; limits: 15 iterations, 50k e-nodes, 5 s",
-        create: || Box::<crate::egraph::EgraphPass>::default(),
+        summary: "Equality saturation of each repeated block once, rule groups in stages (algebra, recognize, fusion, ...), then DAG-cost extraction; options: extractor=greedy|ilp target=cpu|cuda|accel|ref reuse-blocks=true|false staged=true|false groups=a,b ilp-ms=N iterations=N nodes=N time-ms=N",
+        create: |a| Ok(Box::new(crate::egraph::EgraphPass::from_args(a)?)),
     },
 ];
 

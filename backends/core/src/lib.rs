@@ -111,4 +111,11 @@ pub trait Backend {
 /// A compiled model that runs on concrete inputs, in graph input order.
 pub trait Executable {
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Diagnostic>;
+
+    /// Does the work that depends only on the inputs' shapes (a JIT compiles
+    /// for them), so benchmarks can time it apart from the runs.
+    fn prepare_for(&mut self, inputs: &[Tensor]) -> Result<(), Diagnostic> {
+        let _ = inputs;
+        Ok(())
+    }
 }

@@ -109,6 +109,8 @@ struct Loaded {
     emitted_inputs: Vec<emit::IoDesc>,
     emitted_outputs: Vec<emit::IoDesc>,
     stats: CompileStats,
+    /// Graph inputs compiled in as constants (value specialization).
+    skip: Vec<usize>,
 }
 
 /// Compiles `g` for the shapes bound in `env` and loads it.
@@ -148,14 +150,56 @@ fn load(g: &Graph, env: &HashMap<String, i64>, opts: &CpuOptions) -> Result<Load
         emitted_inputs: emitted.inputs,
         emitted_outputs: emitted.outputs,
         stats,
+        skip: Vec::new(),
     })
+}
+
+/// Input shapes, and the bytes of the inputs specialized on by value.
+type Key = (Vec<Vec<usize>>, Vec<Vec<u8>>);
+
+/// Graph inputs small enough to specialize on by value: integer tensors of
+/// at most 64 elements (shape-like operands).
+fn value_inputs(g: &Graph, inputs: &[Tensor]) -> Vec<usize> {
+    g.inputs
+        .iter()
+        .zip(inputs)
+        .enumerate()
+        .filter(|(_, (_, t))| t.dtype.is_int() && t.len() <= 64)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// `g` with the inputs `idx` replaced by constants holding their values.
+fn bind_values(g: &Graph, inputs: &[Tensor], idx: &[usize]) -> Graph {
+    let mut g = g.clone();
+    let mut consts = Vec::new();
+    for &i in idx {
+        let v = g.inputs[i];
+        let name = format!("bound_input_{i}");
+        let c = g.add_constant(&name, std::sync::Arc::new(inputs[i].clone()));
+        let mut attrs = tessera_ir::Attrs::new();
+        attrs.insert("value".into(), tessera_ir::Attr::Const(c));
+        consts.push(tessera_ir::Op {
+            kind: tessera_ir::OpKind::Constant,
+            operands: vec![],
+            results: vec![v],
+            attrs,
+            loc: None,
+        });
+    }
+    g.ops.splice(0..0, consts);
+    let bound: Vec<_> = idx.iter().map(|&i| g.inputs[i]).collect();
+    g.inputs.retain(|v| !bound.contains(v));
+    g
 }
 
 /// `tessera run --target cpu`: compiles on first use of each input shape.
 pub struct CpuExecutable {
     graph: Graph,
     opts: CpuOptions,
-    cache: HashMap<Vec<Vec<usize>>, Loaded>,
+    cache: HashMap<Key, Loaded>,
+    /// For shapes compiled with value specialization: which inputs.
+    value_inputs: HashMap<Vec<Vec<usize>>, Vec<usize>>,
     /// Statistics of the last compilation.
     pub last_stats: Option<CompileStats>,
 }
@@ -166,31 +210,71 @@ impl CpuExecutable {
             graph,
             opts,
             cache: HashMap::new(),
+            value_inputs: HashMap::new(),
             last_stats: None,
         }
+    }
+
+    /// The cache key of `inputs`: their shapes, plus the values of the
+    /// inputs the compiled code was specialized on.
+    fn key(&self, inputs: &[Tensor]) -> Key {
+        let shapes = inputs.iter().map(|t| t.shape.clone()).collect();
+        let values = match self.value_inputs.get(&shapes) {
+            Some(idx) => idx.iter().map(|&i| inputs[i].to_bytes()).collect(),
+            None => Vec::new(),
+        };
+        (shapes, values)
     }
 
     /// Compiles for these inputs' shapes now (so a benchmark can time the
     /// compilation apart from the runs).
     pub fn compile_for(&mut self, inputs: &[Tensor]) -> Result<&CompileStats, Diagnostic> {
-        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        let key = self.key(inputs);
         if !self.cache.contains_key(&key) {
             let env = tessera_reference::bind_inputs(&self.graph, inputs)?;
-            let loaded = load(&self.graph, &env, &self.opts)?;
+            let loaded = match load(&self.graph, &env, &self.opts) {
+                Ok(l) => l,
+                Err(shape_error) => {
+                    // Output shapes that depend on input *values* (Range
+                    // bounds, Pad amounts, runtime axes): specialize on the
+                    // values of the small integer inputs, as a JIT guard, and
+                    // key the cache on them. Ahead-of-time stages cannot.
+                    let idx = value_inputs(&self.graph, inputs);
+                    if idx.is_empty() {
+                        return Err(shape_error);
+                    }
+                    let g = bind_values(&self.graph, inputs, &idx);
+                    let mut l = load(&g, &env, &self.opts).map_err(|_| shape_error)?;
+                    l.skip = idx.clone();
+                    self.value_inputs.insert(key.0.clone(), idx);
+                    l
+                }
+            };
             self.last_stats = Some(loaded.stats.clone());
-            self.cache.insert(key.clone(), loaded);
+            let key = self.key(inputs);
+            self.cache.insert(key, loaded);
         }
+        let key = self.key(inputs);
         Ok(&self.cache[&key].stats)
     }
 }
 
 impl Executable for CpuExecutable {
+    fn prepare_for(&mut self, inputs: &[Tensor]) -> Result<(), Diagnostic> {
+        self.compile_for(inputs).map(|_| ())
+    }
+
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Diagnostic> {
         self.compile_for(inputs)?;
-        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        let key = self.key(inputs);
         let threads = self.opts.threads.max(1) as i32;
         let l = self.cache.get_mut(&key).expect("compiled above");
-        let mut in_bytes: Vec<Vec<u8>> = inputs.iter().map(|t| t.to_bytes()).collect();
+        let mut in_bytes: Vec<Vec<u8>> = inputs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !l.skip.contains(i))
+            .map(|(_, t)| t.to_bytes())
+            .collect();
         for (b, d) in in_bytes.iter_mut().zip(&l.emitted_inputs) {
             if b.len() != d.bytes {
                 return Err(Diagnostic::new(format!(

@@ -24,16 +24,22 @@ use std::rc::Rc;
 /// loops. `convert-func-to-llvm` must run before `convert-openmp-to-llvm`,
 /// which otherwise converts the functions itself, without the bare-pointer
 /// convention.
+/// `canonicalize` right after `convert-scf-to-openmp` inlines the
+/// `memref.alloca_scope` it wraps every loop body in (when the body allocates
+/// nothing); left in place, `convert-scf-to-cf` turns nested loops into
+/// several blocks, which that single-block op rejects.
 pub const LOWERING_PIPELINE: &str = "builtin.module(\
     func.func(convert-linalg-to-parallel-loops),\
     func.func(affine-loop-invariant-code-motion),\
     lower-affine,\
     convert-scf-to-openmp,\
+    canonicalize,\
     convert-vector-to-scf,\
     lower-affine,\
     convert-scf-to-cf,\
     convert-vector-to-llvm{enable-x86vector=1},\
     convert-math-to-llvm,\
+    convert-math-to-libm,\
     expand-strided-metadata,\
     lower-affine,\
     finalize-memref-to-llvm,\

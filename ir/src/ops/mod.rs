@@ -13,6 +13,7 @@ pub mod util;
 pub mod contrib;
 pub mod core;
 pub mod elementwise;
+pub mod fused;
 pub mod generate;
 pub mod linalg;
 pub mod ml;
@@ -380,6 +381,8 @@ op_table! {
     MlArrayFeatureExtractor => ml::ARRAY_FEATURE_EXTRACTOR,
     MlTreeEnsemble => ml::TREE_ENSEMBLE,
     MelWeightMatrix => ml::MEL_WEIGHT_MATRIX,
+    // fused (Tessera's own)
+    Linear => fused::LINEAR,
 }
 
 impl OpKind {
@@ -397,6 +400,16 @@ impl OpKind {
 
 /// Attribute access with the defaults of the op's [`OpDef`], shared by the
 /// inference and evaluation contexts.
+/// Backends read an op's attributes (with the OpDef's defaults) directly.
+impl AttrAccess for crate::graph::Op {
+    fn def(&self) -> &'static OpDef {
+        self.kind.def()
+    }
+    fn attrs(&self) -> &Attrs {
+        &self.attrs
+    }
+}
+
 pub trait AttrAccess {
     fn def(&self) -> &'static OpDef;
     fn attrs(&self) -> &Attrs;

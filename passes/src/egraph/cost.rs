@@ -69,6 +69,7 @@ pub fn op_cost(
     let flops = match m {
         // 2*M*N*K: every output element is a K-long dot product.
         "matmul"
+        | "linear"
         | "matmul_integer"
         | "qlinear_matmul"
         | "ms.matmul_integer_to_float"

@@ -181,6 +181,14 @@ impl<'a> KernelCtx<'a> {
         self.body.push('\n');
     }
 
+    /// Appends lines verbatim (already indented).
+    pub fn text(&mut self, s: &str) {
+        self.body.push_str(s);
+        if !s.ends_with('\n') {
+            self.body.push('\n');
+        }
+    }
+
     /// An `index` constant, defined once per kernel at the top of the body.
     pub fn idx(&mut self, v: i64) -> String {
         if let Some(n) = self.index_consts.get(&v) {

@@ -1,12 +1,9 @@
 //! Shared building blocks: `linalg.generic` over broadcast operands, with the
-//! scalar body written by the caller, and the elementwise ops that need
-//! nothing more than a scalar formula.
+//! scalar body written by the caller (the elementwise ops themselves are in
+//! [`super::elementwise`]).
 
 use crate::emit::kernel::{Buf, KernelCtx};
 use std::fmt::Write;
-use tessera_ir::DType;
-
-use super::LowerFn;
 
 /// The indexing map reading `shape` (right-aligned, numpy broadcasting) inside
 /// an iteration space of rank `rank` over `out` sizes: broadcast dims read
@@ -94,53 +91,7 @@ pub fn elementwise(
     k.line(format!("^bb0({}):", bb.join(", ")));
     let mut text = lines;
     writeln!(text, "      linalg.yield {r} : {}", out.elem()).unwrap();
-    k.line(text.trim_end());
+    k.text(&text);
     k.line("}");
     Ok(())
 }
-
-/// The arith/math op for a binary arithmetic op on element type `d`.
-fn binary_op(mnemonic: &str, d: DType) -> Option<&'static str> {
-    let f = d.is_float();
-    let s = d.is_signed_int();
-    Some(match (mnemonic, f, s) {
-        ("add", true, _) => "arith.addf",
-        ("add", false, _) => "arith.addi",
-        ("sub", true, _) => "arith.subf",
-        ("sub", false, _) => "arith.subi",
-        ("mul", true, _) => "arith.mulf",
-        ("mul", false, _) => "arith.muli",
-        ("div", true, _) => "arith.divf",
-        ("div", false, true) => "arith.divsi",
-        ("div", false, false) => "arith.divui",
-        _ => return None,
-    })
-}
-
-fn lower_binary(k: &mut KernelCtx) -> Result<(), String> {
-    let m = k.op.kind.mnemonic();
-    let (a, b, out) = (k.operand(0)?.clone(), k.operand(1)?.clone(), k.result(0).clone());
-    let d = out.dtype;
-    let op = binary_op(m, d).ok_or_else(|| format!("tsr.{m} on {d} is not supported by the cpu target"))?;
-    if matches!(d, DType::F16 | DType::BF16) {
-        // Half types compute in f32 and round once, like the reference.
-        return elementwise(k, &[a, b], &out, |r, x| {
-            let xa = r.op(format!("arith.extf {} : {} to f32", x[0], out.elem()));
-            let xb = r.op(format!("arith.extf {} : {} to f32", x[1], out.elem()));
-            let y = r.op(format!("{op} {xa}, {xb} : f32"));
-            Ok(r.op(format!("arith.truncf {y} : f32 to {}", out.elem())))
-        });
-    }
-    if d == DType::Bool {
-        return Err(format!("tsr.{m} on bool is not supported"));
-    }
-    let ty = out.elem();
-    elementwise(k, &[a, b], &out, |r, x| Ok(r.op(format!("{op} {}, {} : {ty}", x[0], x[1]))))
-}
-
-pub const LOWERINGS: &[(&str, LowerFn)] = &[
-    ("add", lower_binary),
-    ("sub", lower_binary),
-    ("mul", lower_binary),
-    ("div", lower_binary),
-];

@@ -6,14 +6,17 @@
 //! file. An op without a lowering is an error naming the op and its node,
 //! never a fallback.
 
+pub mod elementwise;
 pub mod generic;
+pub mod matmul;
+pub mod nn;
 
 use crate::emit::kernel::KernelCtx;
 
 pub type LowerFn = fn(&mut KernelCtx) -> Result<(), String>;
 
 /// Every family's table, in lookup order.
-const FAMILIES: &[&[(&str, LowerFn)]] = &[generic::LOWERINGS];
+const FAMILIES: &[&[(&str, LowerFn)]] = &[elementwise::LOWERINGS, nn::LOWERINGS, matmul::LOWERINGS];
 
 pub fn find(mnemonic: &str) -> Option<LowerFn> {
     FAMILIES

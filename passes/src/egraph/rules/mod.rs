@@ -17,6 +17,8 @@
 //! on and off by name ([`crate::egraph::Config::groups`]).
 
 pub mod algebra;
+pub mod fusion;
+pub mod recognize;
 
 use super::analysis::{fold_result, infer_result, is_absent, same_type, TsrAnalysis, TsrEGraph};
 use super::lang::TsrLang;
@@ -67,6 +69,16 @@ pub static GROUPS: &[RuleGroup] = &[RuleGroup {
     name: "algebra",
     summary: "Algebraic identities: transpose/reshape chains, x*1, x+0, double negation, constants gathered and folded",
     rules: algebra::rules,
+},
+RuleGroup {
+    name: "recognize",
+    summary: "Decomposed GELU, SiLU/SwiGLU, RMSNorm, LayerNorm, Softmax and scaled-dot-product attention become one op each",
+    rules: recognize::rules,
+},
+RuleGroup {
+    name: "fusion",
+    summary: "Matrix products take their bias, activation and residual-add epilogues into one tsr.linear",
+    rules: fusion::rules,
 }];
 
 pub fn group(name: &str) -> Option<&'static RuleGroup> {

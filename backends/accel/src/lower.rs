@@ -1,0 +1,528 @@
+//! Which ops run where, and the accelerator kernel of each accel op.
+//!
+//! An op runs on the accelerator when [`build`] lowers it (the table in
+//! `build`: quantized matmuls on the array, elementwise ops, softmax, norms
+//! and reductions over the last axis on the vector unit). Otherwise it may run
+//! on the host only if it is listed in [`HOST_OPS`], with the reason printed
+//! in every compile report; anything else is an error naming the node.
+
+use crate::matmul::GemmSpec;
+use crate::vector::{imm, OutFmt, RowKernel, Slot, Src1, Step};
+use crate::OpAttrs;
+use tessera_accel_isa::VecOp;
+use tessera_ir::ops::AttrAccess;
+use tessera_ir::{DType, Graph, Op, OpKind, Tensor, ValueId};
+
+/// Ops the host may run, by design or until the accelerator lowers them.
+pub const HOST_OPS: &[(OpKind, &str)] = &[
+    (OpKind::Gather, "indexing with runtime indices (embedding lookup)"),
+    (OpKind::GatherNd, "indexing with runtime indices"),
+    (OpKind::Shape, "shape arithmetic"),
+    (OpKind::Dims, "shape arithmetic"),
+    (OpKind::Range, "shape arithmetic"),
+    (OpKind::ConstantOfShape, "shape arithmetic"),
+    (OpKind::Reshape, "data movement (layout change)"),
+    (OpKind::Flatten, "data movement (layout change)"),
+    (OpKind::Squeeze, "data movement (layout change)"),
+    (OpKind::Unsqueeze, "data movement (layout change)"),
+    (OpKind::Transpose, "data movement (permutation)"),
+    (OpKind::Expand, "data movement (broadcast copy)"),
+    (OpKind::Concat, "data movement"),
+    (OpKind::Split, "data movement"),
+    (OpKind::Slice, "data movement"),
+    (OpKind::Identity, "data movement"),
+    (OpKind::Where, "mask construction (select)"),
+    (OpKind::Equal, "mask construction (comparison)"),
+    (OpKind::Less, "mask construction (comparison)"),
+    (OpKind::LessOrEqual, "mask construction (comparison)"),
+    (OpKind::Greater, "mask construction (comparison)"),
+    (OpKind::GreaterOrEqual, "mask construction (comparison)"),
+    (OpKind::And, "mask construction (logic)"),
+    (OpKind::Or, "mask construction (logic)"),
+    (OpKind::Not, "mask construction (logic)"),
+    (OpKind::Cast, "type conversion outside the quantized pattern"),
+    (OpKind::MatMul, "activation x activation matmul (attention) is not quantized yet"),
+    (OpKind::Attention, "fused attention is not lowered yet"),
+    (OpKind::RotaryEmbedding, "rotary embedding op is not lowered yet"),
+    (OpKind::Conv, "convolution is not lowered yet (im2col GEMM pending)"),
+    (OpKind::Erf, "the vector unit has no erf"),
+    (OpKind::Pow, "the vector unit has no pow"),
+    (OpKind::Div, "the vector unit divides only through recip (not bit-exact)"),
+    (OpKind::Cos, "the vector unit has no cos"),
+    (OpKind::Sin, "the vector unit has no sin"),
+    (OpKind::DynamicQuantizeLinear, "runtime zero point (the array takes a static one)"),
+    (OpKind::DequantizeLinear, "int8 embedding table read through a runtime gather"),
+    (OpKind::MatMulInteger, "u8 activations with a runtime zero point"),
+    (OpKind::MsMatMulNBits, "4-bit weights with a bias operand"),
+    (OpKind::Gemm, "Gemm with a runtime weight"),
+    (OpKind::Add, "broadcast pattern the vector unit cannot stride"),
+    (OpKind::Sub, "broadcast pattern the vector unit cannot stride"),
+    (OpKind::Mul, "broadcast pattern the vector unit cannot stride"),
+    (OpKind::Softmax, "softmax over a non-last axis"),
+    (OpKind::LayerNormalization, "layer norm over several axes or with stats outputs"),
+    (OpKind::RmsNormalization, "RMS norm over several axes"),
+    (OpKind::ReduceMean, "reduction over a non-last axis"),
+    (OpKind::ReduceMax, "reduction over a non-last axis"),
+    (OpKind::ReduceSum, "reduction over a non-last axis"),
+    (OpKind::Sqrt, "non-f32 operand"),
+    (OpKind::Neg, "non-f32 operand"),
+];
+
+pub fn host_reason(kind: OpKind) -> Option<&'static str> {
+    HOST_OPS.iter().find(|(k, _)| *k == kind).map(|(_, r)| *r)
+}
+
+/// An accelerator kernel with its DRAM addresses resolved.
+#[derive(Clone, Debug)]
+pub enum Kernel {
+    Row(RowKernel),
+    Gemm(GemmSpec),
+}
+
+/// Where the kernel builder gets DRAM addresses: runtime values by id,
+/// constants as image bytes.
+pub trait Addrs {
+    fn value(&mut self, v: ValueId) -> u64;
+    fn image(&mut self, key: (ValueId, u8), bytes: &[u8]) -> u64;
+}
+
+pub struct Ctx<'a> {
+    pub g: &'a Graph,
+    pub producers: &'a [Option<usize>],
+}
+
+impl Ctx<'_> {
+    fn konst(&self, v: ValueId) -> Option<&Tensor> {
+        self.g.constant_value(v, self.producers).map(|t| &**t)
+    }
+    fn shape(&self, v: ValueId) -> Result<Vec<u64>, String> {
+        let ty = self.g.ty(v);
+        ty.static_shape()
+            .map(|s| s.into_iter().map(|d| d as u64).collect())
+            .ok_or_else(|| format!("operand has a non-static type {ty}"))
+    }
+    fn producer(&self, v: ValueId) -> Option<&Op> {
+        self.producers
+            .get(v.0 as usize)
+            .copied()
+            .flatten()
+            .map(|i| &self.g.ops[i])
+    }
+    /// Whether every element of `v` is an integer by construction.
+    fn integral(&self, v: ValueId) -> bool {
+        match self.producer(v) {
+            Some(p) if p.kind == OpKind::Round => true,
+            Some(p) if p.kind == OpKind::Clip => p.operand(0).is_some_and(|x| self.integral(x)),
+            _ => false,
+        }
+    }
+}
+
+/// `[rows, len]` view of a shape (len = last dim).
+fn rows_len(shape: &[u64]) -> (u64, u64) {
+    let len = shape.last().copied().unwrap_or(1);
+    let n: u64 = shape.iter().product();
+    (if len == 0 { 0 } else { n / len }, len)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arg {
+    Full,
+    PerRow,
+    RowVec,
+    Scalar,
+}
+
+fn classify(s: &[u64], out: &[u64]) -> Option<Arg> {
+    let n: u64 = s.iter().product();
+    let on: u64 = out.iter().product();
+    let (rows, len) = rows_len(out);
+    if n == on {
+        return Some(Arg::Full);
+    }
+    if n == 1 {
+        return Some(Arg::Scalar);
+    }
+    if s.last() == Some(&len) && n == len {
+        return Some(Arg::RowVec);
+    }
+    if s.last() == Some(&1) && n == rows {
+        // The leading dims must match the output's (after left padding).
+        let lead = &s[..s.len() - 1];
+        let olead = &out[..out.len() - 1];
+        let pad = olead.len().saturating_sub(lead.len());
+        if lead.len() <= olead.len()
+            && olead[pad..].iter().zip(lead).all(|(a, b)| a == b)
+            && olead[..pad].iter().all(|&d| d == 1)
+        {
+            return Some(Arg::PerRow);
+        }
+    }
+    None
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+struct RowBuilder<'c, 'a, A: Addrs> {
+    cx: &'c Ctx<'a>,
+    a: &'c mut A,
+    k: RowKernel,
+}
+
+impl<A: Addrs> RowBuilder<'_, '_, A> {
+    /// DRAM address of an operand: constants live in the image.
+    fn addr_of(&mut self, v: ValueId) -> u64 {
+        match self.cx.konst(v) {
+            Some(t) => {
+                let bytes = t.to_bytes();
+                self.a.image((v, 0), &bytes)
+            }
+            None => self.a.value(v),
+        }
+    }
+    fn wide_input(&mut self, v: ValueId) -> Slot {
+        let s = Slot::Wide(self.k.wide);
+        self.k.wide += 1;
+        let addr = self.addr_of(v);
+        self.k.inputs.push((s, addr));
+        s
+    }
+    fn wide_temp(&mut self) -> Slot {
+        self.k.wide += 1;
+        Slot::Wide(self.k.wide - 1)
+    }
+    fn narrow_temp(&mut self) -> u8 {
+        self.k.narrow += 1;
+        self.k.narrow - 1
+    }
+    fn const_words(&mut self, key: (ValueId, u8), v: &[f32]) -> u8 {
+        let addr = self.a.image(key, &f32_bytes(v));
+        self.k.consts.push((addr, v.len() as u64));
+        (self.k.consts.len() - 1) as u8
+    }
+    /// A runtime or constant tensor loaded once per kernel.
+    fn kernel_input(&mut self, v: ValueId, words: u64) -> u8 {
+        let addr = self.addr_of(v);
+        self.k.consts.push((addr, words));
+        (self.k.consts.len() - 1) as u8
+    }
+    /// src1 for an operand of class `arg`.
+    fn src1(&mut self, v: ValueId, arg: Arg) -> Src1 {
+        match arg {
+            Arg::Full => Src1::Tensor(self.wide_input(v)),
+            Arg::PerRow => {
+                let n = Slot::Narrow(self.k.narrow);
+                self.k.narrow += 1;
+                let addr = self.addr_of(v);
+                self.k.inputs.push((n, addr));
+                Src1::Row(self.k.narrow - 1)
+            }
+            Arg::RowVec => Src1::ConstRow(self.kernel_input(v, self.k.len)),
+            Arg::Scalar => match self.cx.konst(v).map(|t| t.to_f32_vec()[0]).and_then(imm) {
+                Some(x) => Src1::Imm(x),
+                None => Src1::Scalar(self.kernel_input(v, 1)),
+            },
+        }
+    }
+    fn step(&mut self, op: VecOp, dst: Slot, src0: Slot, src1: Src1) {
+        self.k.steps.push(Step::f(op, dst, src0, src1));
+    }
+    fn istep(&mut self, op: VecOp, dst: Slot, src0: Slot) {
+        self.k.steps.push(Step {
+            op,
+            int: false,
+            dst,
+            src0,
+            src1: Src1::None,
+        });
+    }
+    fn out(&mut self, s: Slot, v: ValueId, fmt: OutFmt) {
+        let addr = self.a.value(v);
+        self.k.outputs.push((s, addr, fmt));
+    }
+}
+
+fn dtype_is(g: &Graph, v: Option<ValueId>, d: DType) -> bool {
+    v.is_some_and(|v| g.ty(v).dtype() == d)
+}
+
+/// The last-axis check of ops with an `axis` attribute.
+fn last_axis(op: &Op, rank: usize) -> Result<(), String> {
+    let axis = OpAttrs(op).int("axis")?;
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a != rank as i64 - 1 {
+        return Err(format!("axis {axis} is not the last axis"));
+    }
+    Ok(())
+}
+
+/// Lowers one op to an accelerator kernel, or says why it cannot.
+pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
+    let g = cx.g;
+    let x = op.operand(0).ok_or("no operands")?;
+    let y = op.results[0];
+    if op.kind == OpKind::MatMulInteger {
+        return build_matmul(cx, op, a);
+    }
+    let out_shape = cx.shape(y)?;
+    let (rows, len) = rows_len(&out_shape);
+    let f32_in = dtype_is(g, Some(x), DType::F32);
+    let mut b = RowBuilder {
+        cx,
+        a,
+        k: RowKernel {
+            rows,
+            len,
+            ..Default::default()
+        },
+    };
+    let word = OutFmt::Word;
+    use OpKind as K;
+    let unary = |k: K| -> Option<VecOp> {
+        Some(match k {
+            K::Exp => VecOp::Exp,
+            K::Sigmoid => VecOp::Sigmoid,
+            K::Tanh => VecOp::Tanh,
+            K::Sqrt => VecOp::Sqrt,
+            K::Reciprocal => VecOp::Recip,
+            K::Identity => VecOp::Copy,
+            _ => return None,
+        })
+    };
+    if op.results.len() != 1 && !matches!(op.kind, K::LayerNormalization) {
+        return Err("several results".into());
+    }
+    match op.kind {
+        K::Add | K::Sub | K::Mul | K::Max | K::Min if f32_in => {
+            if op.operands.len() != 2 {
+                return Err("variadic form".into());
+            }
+            let x1 = op.operand(1).ok_or("missing operand")?;
+            let (s0, s1) = (cx.shape(x)?, cx.shape(x1)?);
+            let (c0, c1) = (
+                classify(&s0, &out_shape).ok_or("broadcast pattern")?,
+                classify(&s1, &out_shape).ok_or("broadcast pattern")?,
+            );
+            let vop = match op.kind {
+                K::Add => VecOp::Add,
+                K::Sub => VecOp::Sub,
+                K::Mul => VecOp::Mul,
+                K::Max => VecOp::Max,
+                _ => VecOp::Min,
+            };
+            let (first, second, swapped) = match (c0, c1) {
+                (Arg::Full, _) => ((x, c0), (x1, c1), false),
+                (_, Arg::Full) => ((x1, c1), (x, c0), true),
+                _ => return Err("broadcast pattern".into()),
+            };
+            let w = b.wide_input(first.0);
+            let s1 = b.src1(second.0, second.1);
+            b.step(vop, w, w, s1);
+            if swapped && vop == VecOp::Sub {
+                b.step(VecOp::Mul, w, w, Src1::Imm(-1.0));
+            }
+            b.out(w, y, word);
+        }
+        K::Neg | K::Relu | K::Abs if f32_in => {
+            let w = b.wide_input(x);
+            match op.kind {
+                K::Neg => b.step(VecOp::Mul, w, w, Src1::Imm(-1.0)),
+                K::Relu => b.step(VecOp::Max, w, w, Src1::Imm(0.0)),
+                _ => {
+                    let t = b.wide_temp();
+                    b.step(VecOp::Mul, t, w, Src1::Imm(-1.0));
+                    b.step(VecOp::Max, w, w, Src1::Tensor(t));
+                }
+            }
+            b.out(w, y, word);
+        }
+        K::Gelu if f32_in => {
+            let w = b.wide_input(x);
+            let approx = OpAttrs(op).string("approximate")?;
+            let v = if approx == "tanh" { VecOp::GeluTanh } else { VecOp::Gelu };
+            b.istep(v, w, w);
+            b.out(w, y, word);
+        }
+        k if f32_in && unary(k).is_some() => {
+            let w = b.wide_input(x);
+            b.istep(unary(k).unwrap_or(VecOp::Copy), w, w);
+            b.out(w, y, word);
+        }
+        K::Round if f32_in => {
+            // round(x) = x + (rint(y) - y) with y = x clamped to ±2^24: beyond
+            // 2^24 every f32 is an integer, and f2i saturates only past 2^31.
+            let w = b.wide_input(x);
+            let (c, r) = (b.wide_temp(), b.wide_temp());
+            b.step(VecOp::Max, c, w, Src1::Imm(-16777216.0));
+            b.step(VecOp::Min, c, c, Src1::Imm(16777216.0));
+            b.istep(VecOp::F2i, r, c);
+            b.istep(VecOp::I2f, r, r);
+            b.step(VecOp::Sub, r, r, Src1::Tensor(c));
+            b.step(VecOp::Add, w, w, Src1::Tensor(r));
+            b.out(w, y, word);
+        }
+        K::Clip if f32_in => {
+            let w = b.wide_input(x);
+            for (i, vop) in [(1, VecOp::Max), (2, VecOp::Min)] {
+                if let Some(bound) = op.operand(i) {
+                    if cx.konst(bound).is_none() {
+                        return Err("runtime clip bounds".into());
+                    }
+                    let s1 = b.src1(bound, Arg::Scalar);
+                    b.step(vop, w, w, s1);
+                }
+            }
+            b.out(w, y, word);
+        }
+        K::Cast => {
+            let to = OpAttrs(op).dtype_attr("to")?;
+            let from = g.ty(x).dtype();
+            let w = b.wide_input(x);
+            match (from, to) {
+                (DType::I32, DType::F32) => {
+                    b.istep(VecOp::I2f, w, w);
+                    b.out(w, y, word);
+                }
+                (DType::F32, DType::I8) if cx.integral(x) => {
+                    b.istep(VecOp::F2i, w, w);
+                    b.out(w, y, OutFmt::I8 { lo: -128, hi: 127 });
+                }
+                _ => return Err(format!("cast {from} -> {to}")),
+            }
+        }
+        K::Softmax if f32_in => {
+            last_axis(op, out_shape.len())?;
+            let w = b.wide_input(x);
+            let n = b.narrow_temp();
+            let ns = Slot::Narrow(n);
+            b.istep(VecOp::ReduceMax, ns, w);
+            b.step(VecOp::Sub, w, w, Src1::Row(n));
+            b.istep(VecOp::Exp, w, w);
+            b.istep(VecOp::ReduceSum, ns, w);
+            b.istep(VecOp::Recip, ns, ns);
+            b.step(VecOp::Mul, w, w, Src1::Row(n));
+            b.out(w, y, word);
+        }
+        K::ReduceMax | K::ReduceSum | K::ReduceMean if f32_in => {
+            let in_shape = cx.shape(x)?;
+            let axes = op
+                .operand(1)
+                .and_then(|v| cx.konst(v))
+                .map(|t| t.to_i64_vec())
+                .ok_or("reduction axes are not a constant")?;
+            let rank = in_shape.len() as i64;
+            if axes.len() != 1 || (axes[0] + rank) % rank != rank - 1 {
+                return Err("reduction over a non-last axis".into());
+            }
+            let (irows, ilen) = rows_len(&in_shape);
+            b.k.rows = irows;
+            b.k.len = ilen;
+            let w = b.wide_input(x);
+            let n = b.narrow_temp();
+            let ns = Slot::Narrow(n);
+            let red = if op.kind == K::ReduceMax { VecOp::ReduceMax } else { VecOp::ReduceSum };
+            b.istep(red, ns, w);
+            if op.kind == K::ReduceMean {
+                let c = b.const_words((y, 1), &[1.0 / ilen as f32]);
+                b.step(VecOp::Mul, ns, ns, Src1::Scalar(c));
+            }
+            b.out(ns, y, word);
+        }
+        K::LayerNormalization | K::RmsNormalization if f32_in => {
+            last_axis(op, out_shape.len())?;
+            if op.results.len() > 1 {
+                return Err("statistics outputs".into());
+            }
+            let eps = OpAttrs(op).float("epsilon")? as f32;
+            let w = b.wide_input(x);
+            let inv_len = b.const_words((y, 1), &[1.0 / len as f32]);
+            let epsc = b.const_words((y, 2), &[eps]);
+            let (m, v) = (b.narrow_temp(), b.narrow_temp());
+            let (ms, vs) = (Slot::Narrow(m), Slot::Narrow(v));
+            if op.kind == K::LayerNormalization {
+                b.istep(VecOp::ReduceSum, ms, w);
+                b.step(VecOp::Mul, ms, ms, Src1::Scalar(inv_len));
+                b.step(VecOp::Sub, w, w, Src1::Row(m));
+            }
+            let sq = b.wide_temp();
+            b.step(VecOp::Mul, sq, w, Src1::Tensor(w));
+            b.istep(VecOp::ReduceSum, vs, sq);
+            b.step(VecOp::Mul, vs, vs, Src1::Scalar(inv_len));
+            b.step(VecOp::Add, vs, vs, Src1::Scalar(epsc));
+            b.istep(VecOp::Rsqrt, vs, vs);
+            b.step(VecOp::Mul, w, w, Src1::Row(v));
+            let scale = op.operand(1).ok_or("no scale")?;
+            let sc = b.kernel_input(scale, len);
+            if cx.shape(scale)?.iter().product::<u64>() != len {
+                return Err("scale is not a row vector".into());
+            }
+            b.step(VecOp::Mul, w, w, Src1::ConstRow(sc));
+            if let Some(bias) = op.operand(2) {
+                if cx.shape(bias)?.iter().product::<u64>() != len {
+                    return Err("bias is not a row vector".into());
+                }
+                let bc = b.kernel_input(bias, len);
+                b.step(VecOp::Add, w, w, Src1::ConstRow(bc));
+            }
+            b.out(w, y, word);
+        }
+        _ => return Err("no accelerator lowering".into()),
+    }
+    let k = b.k;
+    if k.rows == 0 || k.len == 0 {
+        return Err("empty tensor".into());
+    }
+    Ok(Kernel::Row(k))
+}
+
+fn build_matmul<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
+    let g = cx.g;
+    let (x, w) = (op.operand(0).ok_or("no A")?, op.operand(1).ok_or("no B")?);
+    if g.ty(x).dtype() != DType::I8 || g.ty(w).dtype() != DType::I8 {
+        return Err("u8 operands (the array multiplies int8)".into());
+    }
+    let wt = cx.konst(w).ok_or("runtime weight")?;
+    if wt.rank() != 2 {
+        return Err("weight of rank other than 2".into());
+    }
+    let zp = match op.operand(2) {
+        None => 0,
+        Some(v) => {
+            let t = cx.konst(v).ok_or("runtime activation zero point")?;
+            if t.len() != 1 {
+                return Err("per-row activation zero point".into());
+            }
+            t.get_i64(0) as i32
+        }
+    };
+    if let Some(v) = op.operand(3) {
+        let t = cx.konst(v).ok_or("runtime weight zero point")?;
+        if t.to_i64_vec().iter().any(|&z| z != 0) {
+            return Err("non-zero weight zero point".into());
+        }
+    }
+    let (k, n) = (wt.shape[0] as u64, wt.shape[1] as u64);
+    let m = cx.shape(x)?.iter().product::<u64>() / k.max(1);
+    if m == 0 || k == 0 || n == 0 {
+        return Err("empty matmul".into());
+    }
+    let wv = wt.to_i64_vec();
+    // Wᵀ: one output channel per row, so a weight tile is one strided load.
+    let wt_bytes: Vec<u8> = (0..(n * k) as usize)
+        .map(|i| {
+            let (j, kk) = (i / k as usize, i % k as usize);
+            wv[kk * n as usize + j] as i8 as u8
+        })
+        .collect();
+    Ok(Kernel::Gemm(GemmSpec {
+        m,
+        k,
+        n,
+        a: a.value(x),
+        w: a.image((w, 0), &wt_bytes),
+        c: a.value(op.results[0]),
+        a_zero_point: zp,
+    }))
+}

@@ -1,0 +1,274 @@
+//! The quantization scheme of the accel target, written as Tessera IR so the
+//! reference interpreter runs the very graph the accelerator implements.
+//!
+//! Every float matmul with a constant weight (`MatMul`, `Gemm`, and
+//! `com.microsoft.MatMulNBits`, whose block-dequantized weights are
+//! re-quantized) becomes:
+//!
+//! ```text
+//! amax = max(ReduceMax(Abs(x), axes=[-1]), 2^-100)     per row (token)
+//! xs   = amax * (1/127)                                activation scale
+//! xq   = Cast<i8>(Clip(Round(x * Reciprocal(xs)), -127, 127))
+//! acc  = MatMulInteger(xq, Wq)                         i32, exact
+//! y    = Cast<f32>(acc) * xs * ws                      ws: per output channel
+//! ```
+//!
+//! `Wq = clamp(round_half_even(W / ws), -127, 127)` with
+//! `ws[n] = max_k |W[k, n]| / 127`. Every float step is a single IEEE operation
+//! the vector unit performs with the same rounding (x·(1/s), not x/s), so the
+//! accelerator's result is bit-identical to the interpreter's on the same input.
+
+use crate::OpAttrs;
+use std::sync::Arc;
+use tessera_ir::ops::AttrAccess;
+use tessera_ir::{
+    Attr, Attrs, Builder, DType, Diagnostic, Graph, Loc, Op, OpKind, Tensor, ValueId,
+};
+
+/// What the rewrite did, for the compile report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QuantStats {
+    /// Node names of the matmuls that were quantized.
+    pub quantized: Vec<String>,
+}
+
+/// Per-output-channel symmetric int8 quantization of a `[K, N]` weight.
+/// Returns (`Wq` as `[K, N]` i8, `ws` as `[N]` f32).
+pub fn quantize_weight(w: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut scales = vec![0f32; n];
+    for (j, s) in scales.iter_mut().enumerate() {
+        let amax = (0..k).map(|i| w[i * n + j].abs()).fold(0f32, f32::max);
+        // An all-zero column quantizes to zeros under any scale.
+        *s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    }
+    let q = (0..k * n)
+        .map(|i| {
+            let v = (w[i] / scales[i % n]).round_ties_even();
+            v.clamp(-127.0, 127.0) as i8
+        })
+        .collect();
+    (q, scales)
+}
+
+struct Rewriter<'g> {
+    b: Builder<'g>,
+    node: String,
+}
+
+impl Rewriter<'_> {
+    fn loc(&self, step: &str) -> Option<Loc> {
+        Some(Loc {
+            name: format!("{}/accel_quant/{step}", self.node),
+            op_type: step.to_string(),
+        })
+    }
+
+    fn op(
+        &mut self,
+        step: &str,
+        kind: OpKind,
+        operands: Vec<ValueId>,
+        attrs: Attrs,
+    ) -> Result<ValueId, Diagnostic> {
+        let loc = self.loc(step);
+        let r = self
+            .b
+            .op(kind, operands.into_iter().map(Some).collect(), attrs, 1, loc)
+            .map_err(|e| Diagnostic::new(format!("{}: quantizing: {e}", self.node)))?;
+        Ok(r[0])
+    }
+
+    fn constant(&mut self, step: &str, t: Tensor) -> ValueId {
+        let name = format!("{}/accel_quant/{step}", self.node);
+        let loc = self.loc(step);
+        self.b.constant(&name, Arc::new(t), loc)
+    }
+
+    /// Emits the scheme for `x @ w` (`w` float `[K, N]`) and returns `y`.
+    fn quantized_matmul(
+        &mut self,
+        x: ValueId,
+        w: &[f32],
+        k: usize,
+        n: usize,
+    ) -> Result<ValueId, Diagnostic> {
+        let (wq, ws) = quantize_weight(w, k, n);
+        let ax = self.op("abs", OpKind::Abs, vec![x], Attrs::new())?;
+        let axes = self.constant("axes", Tensor::i64(vec![1], vec![-1]));
+        let mut keep = Attrs::new();
+        keep.insert("keepdims".into(), Attr::Int(1));
+        let amax = self.op("reduce_max", OpKind::ReduceMax, vec![ax, axes], keep)?;
+        let floor = self.constant("floor", Tensor::f32(vec![], vec![2f32.powi(-100)]));
+        let amax = self.op("max", OpKind::Max, vec![amax, floor], Attrs::new())?;
+        let inv127 = self.constant("inv127", Tensor::f32(vec![], vec![1.0 / 127.0]));
+        let xs = self.op("scale", OpKind::Mul, vec![amax, inv127], Attrs::new())?;
+        let inv = self.op("inv_scale", OpKind::Reciprocal, vec![xs], Attrs::new())?;
+        let t = self.op("scaled", OpKind::Mul, vec![x, inv], Attrs::new())?;
+        let r = self.op("round", OpKind::Round, vec![t], Attrs::new())?;
+        let lo = self.constant("lo", Tensor::f32(vec![], vec![-127.0]));
+        let hi = self.constant("hi", Tensor::f32(vec![], vec![127.0]));
+        let c = self.op("clip", OpKind::Clip, vec![r, lo, hi], Attrs::new())?;
+        let mut to_i8 = Attrs::new();
+        to_i8.insert("to".into(), Attr::Type(DType::I8));
+        let xq = self.op("cast_i8", OpKind::Cast, vec![c], to_i8)?;
+        let wq_t = Tensor::new(DType::I8, vec![k, n], tessera_ir::Data::I8(wq))
+            .map_err(Diagnostic::new)?;
+        let wq = self.constant("wq", wq_t);
+        let acc = self.op("matmul_integer", OpKind::MatMulInteger, vec![xq, wq], Attrs::new())?;
+        let mut to_f32 = Attrs::new();
+        to_f32.insert("to".into(), Attr::Type(DType::F32));
+        let accf = self.op("cast_f32", OpKind::Cast, vec![acc], to_f32)?;
+        let y = self.op("dequant_x", OpKind::Mul, vec![accf, xs], Attrs::new())?;
+        let ws = self.constant("ws", Tensor::f32(vec![n], ws));
+        self.op("dequant_w", OpKind::Mul, vec![y, ws], Attrs::new())
+    }
+}
+
+/// A float weight `[K, N]` the op multiplies by, when it is a constant.
+fn constant_weight(
+    g: &Graph,
+    op: &Op,
+    producers: &[Option<usize>],
+) -> Result<Option<(Vec<f32>, usize, usize)>, String> {
+    let f32_operand = |i: usize| {
+        op.operand(i)
+            .is_some_and(|v| g.ty(v).dtype() == DType::F32)
+    };
+    let konst = |i: usize| op.operand(i).and_then(|v| g.constant_value(v, producers));
+    match op.kind {
+        OpKind::MatMul if f32_operand(0) => {
+            let Some(w) = konst(1) else { return Ok(None) };
+            let a_rank = op.operand(0).map_or(0, |v| g.ty(v).rank());
+            if w.rank() != 2 || a_rank < 2 {
+                return Ok(None);
+            }
+            Ok(Some((w.to_f32_vec(), w.shape[0], w.shape[1])))
+        }
+        OpKind::Gemm if f32_operand(0) => {
+            let a = OpAttrs(op);
+            let (alpha, trans_a, trans_b) = (a.float("alpha")?, a.int("transA")?, a.int("transB")?);
+            let Some(w) = konst(1) else { return Ok(None) };
+            if alpha != 1.0 || trans_a != 0 || w.rank() != 2 {
+                return Ok(None);
+            }
+            let (r, c) = (w.shape[0], w.shape[1]);
+            let v = w.to_f32_vec();
+            if trans_b == 0 {
+                Ok(Some((v, r, c)))
+            } else {
+                let t = (0..r * c).map(|i| v[(i % r) * c + i / r]).collect();
+                Ok(Some((t, c, r)))
+            }
+        }
+        OpKind::MsMatMulNBits if f32_operand(0) => {
+            let a = OpAttrs(op);
+            let (k, n) = (a.int("K")? as usize, a.int("N")? as usize);
+            // Operands after A must all be constants to dequantize at compile time.
+            let mut consts = Vec::new();
+            for i in 1..op.operands.len() {
+                match op.operand(i) {
+                    Some(v) => match g.constant_value(v, producers) {
+                        Some(c) => consts.push(Some(c.clone())),
+                        None => return Ok(None),
+                    },
+                    None => consts.push(None),
+                }
+            }
+            if op.operand(5).is_some() {
+                return Ok(None); // bias: keep the op whole (host)
+            }
+            // The op's own semantics on an identity input give W exactly:
+            // every output element is one product with 1.0.
+            let mut eye = vec![0f32; k * k];
+            for i in 0..k {
+                eye[i * k + i] = 1.0;
+            }
+            let eye = Tensor::f32(vec![k, k], eye);
+            let mut inputs: Vec<Option<&Tensor>> = vec![Some(&eye)];
+            inputs.extend(consts.iter().map(|c| c.as_deref()));
+            let def = op.kind.def();
+            let eval = def.eval.ok_or("MatMulNBits has no reference semantics")?;
+            let out = eval(&tessera_ir::ops::EvalCtx {
+                def,
+                attrs: &op.attrs,
+                inputs,
+                num_results: 1,
+            })?;
+            Ok(Some((out[0].to_f32_vec(), k, n)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Rewrites every float matmul with a constant weight into the int8 scheme.
+pub fn quantize_graph(g: &mut Graph) -> Result<QuantStats, Diagnostic> {
+    let mut stats = QuantStats::default();
+    let old_ops = std::mem::take(&mut g.ops);
+    // The producers of the original graph decide which weights are constant.
+    let mut probe = g.clone();
+    probe.ops = old_ops.clone();
+    let producers = probe.producers();
+    let mut subst: Vec<Option<ValueId>> = vec![None; g.values.len()];
+    let resolve = |subst: &[Option<ValueId>], v: ValueId| {
+        subst.get(v.0 as usize).copied().flatten().unwrap_or(v)
+    };
+    for mut op in old_ops {
+        for o in op.operands.iter_mut().flatten() {
+            *o = resolve(&subst, *o);
+        }
+        let node = op
+            .loc
+            .as_ref()
+            .map_or_else(|| format!("tsr.{}", op.kind.def().mnemonic), |l| l.name.clone());
+        let weight = constant_weight(&probe, &op, &producers)
+            .map_err(|e| Diagnostic::new(e).at(op.loc.clone()))?;
+        let Some((w, k, n)) = weight else {
+            g.ops.push(op);
+            continue;
+        };
+        let x = op.operands[0].ok_or_else(|| Diagnostic::new("matmul without A"))?;
+        let mut rw = Rewriter {
+            b: Builder::new(g),
+            node: node.clone(),
+        };
+        let mut y = rw.quantized_matmul(x, &w, k, n)?;
+        if op.kind == OpKind::Gemm {
+            if let Some(c) = op.operand(2) {
+                let beta = OpAttrs(&op).float("beta").map_err(Diagnostic::new)?;
+                let c = if beta == 1.0 {
+                    c
+                } else {
+                    let bt = rw.constant("beta", Tensor::f32(vec![], vec![beta as f32]));
+                    rw.op("beta_c", OpKind::Mul, vec![c, bt], Attrs::new())?
+                };
+                y = rw.op("bias", OpKind::Add, vec![y, c], Attrs::new())?;
+            }
+        }
+        let old = op.results[0];
+        if g.ty(y) != g.ty(old) {
+            return Err(Diagnostic::new(format!(
+                "quantized result has type {}, the op had {}",
+                g.ty(y),
+                g.ty(old)
+            ))
+            .at(op.loc.clone()));
+        }
+        if subst.len() < g.values.len() {
+            subst.resize(g.values.len(), None);
+        }
+        subst[old.0 as usize] = Some(y);
+        stats.quantized.push(node);
+    }
+    for (_, v) in g.outputs.iter_mut() {
+        *v = resolve(&subst, *v);
+    }
+    // Keep the graph output names on the values they now point at.
+    let names: Vec<(ValueId, String)> = g.outputs.iter().map(|(n, v)| (*v, n.clone())).collect();
+    for (v, n) in names {
+        if g.values[v.0 as usize].name.is_none() {
+            g.values[v.0 as usize].name = Some(n);
+        }
+    }
+    g.remove_dead();
+    Ok(stats)
+}

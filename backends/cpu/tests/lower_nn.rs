@@ -1,0 +1,184 @@
+//! The nn lowerings (softmax, normalizations, rotary embedding, attention)
+//! against the reference interpreter: odd sizes, every axis, optional
+//! operands and outputs, 1 vs 2 threads bit-identical.
+
+mod common;
+
+/// `common::check`, first writing the emitted MLIR to `$TESSERA_DUMP_MLIR`
+/// when set (to debug a lowering with mlir-opt).
+fn check(text: &str) {
+    if let Ok(path) = std::env::var("TESSERA_DUMP_MLIR") {
+        let g = common::graph(text);
+        let env = std::collections::HashMap::new();
+        match tessera_cpu::emit_mlir(&g, &env, &tessera_cpu::CpuOptions::default()) {
+            Ok(e) => std::fs::write(path, e.mlir).expect("write the MLIR dump"),
+            Err(e) => eprintln!("emit failed: {e}"),
+        }
+    }
+    common::check(text)
+}
+
+/// A graph of one op `%y = tsr.<op_text>` over the inputs `ins` (name, type).
+fn one(ins: &[(&str, &str)], op_text: &str, outs: &[(&str, &str)]) -> String {
+    let params: Vec<String> = ins.iter().map(|(n, t)| format!("%{n}: tensor<{t}>")).collect();
+    let results: Vec<String> = outs.iter().map(|(n, t)| format!("\"{n}\": tensor<{t}>")).collect();
+    let names: Vec<String> = outs.iter().map(|(n, _)| format!("%{n}")).collect();
+    format!(
+        "tsr.graph @g({}) -> ({}) {{\n  {} = {op_text}\n  tsr.return {}\n}}\n",
+        params.join(", "),
+        results.join(", "),
+        names.join(", "),
+        names.join(", ")
+    )
+}
+
+#[test]
+fn softmax_every_axis() {
+    for axis in [-1, 0, 1, 2] {
+        for op in ["softmax", "log_softmax"] {
+            check(&one(
+                &[("x", "3x5x7xf32")],
+                &format!("tsr.{op} %x {{axis = {axis}}} : (tensor<3x5x7xf32>) -> tensor<3x5x7xf32>"),
+                &[("y", "3x5x7xf32")],
+            ));
+        }
+    }
+}
+
+#[test]
+fn softmax_half_and_f64() {
+    for t in ["f16", "f64"] {
+        check(&one(
+            &[("x", &format!("4x9x{t}"))],
+            &format!("tsr.softmax %x : (tensor<4x9x{t}>) -> tensor<4x9x{t}>"),
+            &[("y", &format!("4x9x{t}"))],
+        ));
+    }
+}
+
+#[test]
+fn layer_norm_with_stats_and_bias() {
+    check(&one(
+        &[("x", "2x3x10xf32"), ("s", "10xf32"), ("b", "10xf32")],
+        "tsr.layer_normalization %x, %s, %b {axis = -1, epsilon = 1e-5} : (tensor<2x3x10xf32>, tensor<10xf32>, tensor<10xf32>) -> (tensor<2x3x10xf32>, tensor<2x3x1xf32>, tensor<2x3x1xf32>)",
+        &[("y", "2x3x10xf32"), ("m", "2x3x1xf32"), ("r", "2x3x1xf32")],
+    ));
+}
+
+#[test]
+fn layer_norm_over_two_axes_without_bias() {
+    check(&one(
+        &[("x", "3x4x5xf32"), ("s", "4x5xf32")],
+        "tsr.layer_normalization %x, %s {axis = 1} : (tensor<3x4x5xf32>, tensor<4x5xf32>) -> tensor<3x4x5xf32>",
+        &[("y", "3x4x5xf32")],
+    ));
+}
+
+#[test]
+fn rms_norm() {
+    check(&one(
+        &[("x", "2x5x12xf32"), ("s", "12xf32")],
+        "tsr.rms_normalization %x, %s {epsilon = 1e-6} : (tensor<2x5x12xf32>, tensor<12xf32>) -> tensor<2x5x12xf32>",
+        &[("y", "2x5x12xf32")],
+    ));
+}
+
+/// One `tsr.attention` with the given operands, attributes and results.
+fn attention(ins: &[(&str, &str)], attrs: &str, outs: &[(&str, &str)]) -> String {
+    let names: Vec<String> = ins.iter().map(|(n, _)| if n.is_empty() { String::new() } else { format!("%{n}") }).collect();
+    let in_tys: Vec<String> = ins.iter().filter(|(n, _)| !n.is_empty()).map(|(_, t)| format!("tensor<{t}>")).collect();
+    let out_tys: Vec<String> = outs.iter().map(|(_, t)| format!("tensor<{t}>")).collect();
+    let real: Vec<(&str, &str)> = ins.iter().copied().filter(|(n, _)| !n.is_empty()).collect();
+    one(
+        &real,
+        &format!(
+            "tsr.attention {} {{{attrs}}} : ({}) -> ({})",
+            names.join(", ").replace(", ,", ", _,"),
+            in_tys.join(", "),
+            out_tys.join(", ")
+        ),
+        outs,
+    )
+}
+
+#[test]
+fn attention_4d_bool_mask_broadcast() {
+    check(&attention(
+        &[("q", "2x3x5x8xf32"), ("k", "2x3x7x8xf32"), ("v", "2x3x7x8xf32"), ("m", "2x1x5x7xi1")],
+        "is_causal = 0",
+        &[("y", "2x3x5x8xf32")],
+    ));
+}
+
+#[test]
+fn attention_3d_gqa_causal_float_mask_odd_heads() {
+    // 4 query heads share 2 KV heads; head size 5 takes the scalar path.
+    check(&attention(
+        &[("q", "2x6x20xf32"), ("k", "2x6x10xf32"), ("v", "2x6x6xf32"), ("m", "6x6xf32")],
+        "is_causal = 1, q_num_heads = 4, kv_num_heads = 2",
+        &[("y", "2x6x12xf32")],
+    ));
+}
+
+#[test]
+fn attention_kv_cache_gqa_with_present_outputs() {
+    check(&attention(
+        &[
+            ("q", "1x4x3x16xf32"),
+            ("k", "1x2x3x16xf32"),
+            ("v", "1x2x3x8xf32"),
+            ("", ""),
+            ("pk", "1x2x5x16xf32"),
+            ("pv", "1x2x5x8xf32"),
+        ],
+        "is_causal = 1",
+        &[("y", "1x4x3x8xf32"), ("ck", "1x2x8x16xf32"), ("cv", "1x2x8x8xf32")],
+    ));
+}
+
+#[test]
+fn attention_past_without_present_softcap_scale_short_mask() {
+    check(&attention(
+        &[
+            ("q", "2x2x4x8xf32"),
+            ("k", "2x2x4x8xf32"),
+            ("v", "2x2x4x8xf32"),
+            ("m", "4x6xf32"),
+            ("pk", "2x2x3x8xf32"),
+            ("pv", "2x2x3x8xf32"),
+        ],
+        "scale = 0.3, softcap = 2.0",
+        &[("y", "2x2x4x8xf32")],
+    ));
+}
+
+#[test]
+fn attention_sliding_window_f16() {
+    check(&attention(
+        &[("q", "1x2x6x4xf16"), ("k", "1x2x6x4xf16"), ("v", "1x2x6x4xf16")],
+        "is_causal = 1, left_window_size = 2",
+        &[("y", "1x2x6x4xf16")],
+    ));
+}
+
+#[test]
+fn rotary_4d_batch_caches_partial_rotation() {
+    check(&one(
+        &[("x", "2x3x4x10xf32"), ("c", "2x4x3xf32"), ("s", "2x4x3xf32")],
+        "tsr.rotary_embedding %x, %c, %s {rotary_embedding_dim = 6} : (tensor<2x3x4x10xf32>, tensor<2x4x3xf32>, tensor<2x4x3xf32>) -> tensor<2x3x4x10xf32>",
+        &[("y", "2x3x4x10xf32")],
+    ));
+}
+
+#[test]
+fn rotary_3d_position_ids_interleaved() {
+    for inter in [0, 1] {
+        check(&format!(
+            "tsr.graph @g(%x: tensor<2x3x16xf32>, %c: tensor<7x4xf32>, %s: tensor<7x4xf32>) -> (\"y\": tensor<2x3x16xf32>) {{\n\
+               %p = tsr.constant {{value = @pos}} : () -> tensor<2x3xi64>\n\
+               %y = tsr.rotary_embedding %x, %c, %s, %p {{num_heads = 2, interleaved = {inter}}} : (tensor<2x3x16xf32>, tensor<7x4xf32>, tensor<7x4xf32>, tensor<2x3xi64>) -> tensor<2x3x16xf32>\n\
+               tsr.return %y\n}}\n\
+             tsr.constants {{\n  @pos = dense<[0, 1, 2, 6, 3, 5]> : tensor<2x3xi64>\n}}\n"
+        ));
+    }
+}
