@@ -122,6 +122,10 @@ demo: build
 	$(TESSERA) compile $(DEMO_MODEL) --target ref --op-stats --timing
 	echo "==> run on the reference backend, checked against onnxruntime's outputs"
 	$(TESSERA) run $(DEMO_MODEL) --target ref --inputs $(DEMO_DIR)test_data_set_0 --check $(DEMO_DIR)test_data_set_0 -o target/demo-out
+	echo "==> compile for cpu (MLIR -> LLVM -> native): a shared library + C header, with its static memory plan"
+	$(TESSERA) compile $(DEMO_MODEL) --target cpu --emit lib --dim batch=2 --dim seq=16 -o target/demo-lib --timing
+	echo "==> run on cpu (in-process JIT, 2 threads), checked against onnxruntime's outputs"
+	$(TESSERA) run $(DEMO_MODEL) --target cpu --threads 2 --inputs $(DEMO_DIR)test_data_set_0 --check $(DEMO_DIR)test_data_set_0
 
 # ----------------------------------------------------------------------- bench
 

@@ -124,11 +124,14 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     let g = &compiled.optimized;
     let inputs = runner::read_inputs(g, &a.inputs)?;
     let start = std::time::Instant::now();
-    let outputs = runner::run(backend.as_ref(), g, &inputs)?;
+    let (outputs, rows) = runner::run(backend.as_ref(), g, &inputs)?;
     let elapsed = start.elapsed();
     if a.opts.timing {
         let mut t = compiled.timings;
-        t.add(format!("run on {}", a.opts.target.name()), elapsed, "");
+        t.add(format!("run on {}", a.opts.target.name()), elapsed, "first run: includes compilation");
+        for (name, secs, note) in rows {
+            t.add(name, std::time::Duration::from_secs_f64(secs), note);
+        }
         eprint!("{}", t.report());
     }
     if let Some(dir) = &a.output {

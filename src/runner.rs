@@ -71,10 +71,15 @@ pub fn read_inputs(g: &Graph, paths: &[PathBuf]) -> Result<Vec<Tensor>, String> 
     }
 }
 
-/// Runs `g` on `target` and returns its outputs.
-pub fn run(backend: &dyn Backend, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+/// Runs `g` on `target` and returns its outputs and the target's timing rows.
+pub fn run(
+    backend: &dyn Backend,
+    g: &Graph,
+    inputs: &[Tensor],
+) -> Result<(Vec<Tensor>, Vec<(String, f64, String)>), String> {
     let mut exe = backend.prepare(g).map_err(|e| e.to_string())?;
-    exe.run(inputs).map_err(|e| e.to_string())
+    let out = exe.run(inputs).map_err(|e| e.to_string())?;
+    Ok((out, exe.timing_rows()))
 }
 
 pub fn write_outputs(g: &Graph, outputs: &[Tensor], dir: &Path) -> Result<(), String> {

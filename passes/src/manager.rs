@@ -102,11 +102,15 @@ fn split_pipeline(p: &str) -> Result<Vec<&str>, Diagnostic> {
             _ => {}
         }
         if depth < 0 {
-            return Err(Diagnostic::new(format!("unbalanced '}}' in pipeline '{p}'")));
+            return Err(Diagnostic::new(format!(
+                "unbalanced '}}' in pipeline '{p}'"
+            )));
         }
     }
     if depth != 0 {
-        return Err(Diagnostic::new(format!("unbalanced '{{' in pipeline '{p}'")));
+        return Err(Diagnostic::new(format!(
+            "unbalanced '{{' in pipeline '{p}'"
+        )));
     }
     out.push(p[start..].trim());
     out.retain(|s| !s.is_empty());

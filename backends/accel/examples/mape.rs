@@ -16,7 +16,9 @@ fn main() -> Result<(), String> {
     ];
     for cfg in [HwConfig::edge(), HwConfig::server()] {
         println!("## preset {}\n", cfg.name);
-        println!("| model | op | shape | predicted | simulated | error | array util (busy / total) |");
+        println!(
+            "| model | op | shape | predicted | simulated | error | array util (busy / total) |"
+        );
         println!("|---|---|---|---:|---:|---:|---:|");
         let (mut op_pairs, mut model_pairs) = (vec![], vec![]);
         for (model, ops) in &models {
@@ -27,7 +29,11 @@ fn main() -> Result<(), String> {
                     OpShape::Vec { rows, len, .. } => format!("{rows}x{len}"),
                 };
                 let util = if rep.macs > 0 {
-                    format!("{:.1}% / {:.1}%", 100.0 * rep.array_utilization, 100.0 * rep.array_utilization_total)
+                    format!(
+                        "{:.1}% / {:.1}%",
+                        100.0 * rep.array_utilization,
+                        100.0 * rep.array_utilization_total
+                    )
                 } else {
                     "-".into()
                 };

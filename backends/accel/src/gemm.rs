@@ -37,7 +37,7 @@
 //! deterministic).
 
 use tessera_accel_isa::{
-    Config, Finish, Gemm, HwConfig, Insn, Load, Op, Store, Vector, VecOp, GRANULE,
+    Config, Finish, Gemm, HwConfig, Insn, Load, Op, Store, VecOp, Vector, GRANULE,
 };
 use tessera_cost_model::accel::{AccelParams, Estimate, Schedule, Step};
 
@@ -67,13 +67,20 @@ pub struct Requant {
 impl Requant {
     /// Encodes a real scale as `mult / 2^shift` with the largest shift that
     /// keeps `mult` below 2^16 (the rule in `docs/accel-isa.md`).
-    pub fn from_scale(scale: f64, zero_point: i32, clamp_lo: i8, clamp_hi: i8) -> Result<Requant, String> {
+    pub fn from_scale(
+        scale: f64,
+        zero_point: i32,
+        clamp_lo: i8,
+        clamp_hi: i8,
+    ) -> Result<Requant, String> {
         if !(scale.is_finite() && scale > 0.0) {
-            return Err(format!("requantization scale {scale} is not a positive finite number"));
+            return Err(format!(
+                "requantization scale {scale} is not a positive finite number"
+            ));
         }
         for shift in (0..=31u8).rev() {
             let mult = (scale * 2f64.powi(shift as i32)).round();
-            if mult >= 1.0 && mult < 65536.0 {
+            if (1.0..65536.0).contains(&mult) {
                 return Ok(Requant {
                     mult: mult as u16,
                     shift,
@@ -83,7 +90,9 @@ impl Requant {
                 });
             }
         }
-        Err(format!("requantization scale {scale} is outside [2^-32, 2^16)"))
+        Err(format!(
+            "requantization scale {scale} is outside [2^-32, 2^16)"
+        ))
     }
 }
 
@@ -179,7 +188,10 @@ pub fn weight_row_bytes(k: u64, mode: GemmMode) -> u64 {
 /// in its low bits first, unused high bits zero.
 pub fn pack_weights(w: &[i8], n: u64, k: u64, mode: GemmMode) -> Result<Vec<u8>, String> {
     if w.len() as u64 != n * k {
-        return Err(format!("pack_weights: {} values for a {n}x{k} weight", w.len()));
+        return Err(format!(
+            "pack_weights: {} values for a {n}x{k} weight",
+            w.len()
+        ));
     }
     let bits = mode.weight_bits() as usize;
     let (lo, hi) = (-(1i32 << (bits - 1)), (1i32 << (bits - 1)) - 1);
@@ -187,7 +199,9 @@ pub fn pack_weights(w: &[i8], n: u64, k: u64, mode: GemmMode) -> Result<Vec<u8>,
     let mut out = vec![0u8; n as usize * rb];
     for (i, &v) in w.iter().enumerate() {
         if (v as i32) < lo || (v as i32) > hi {
-            return Err(format!("pack_weights: weight {v} does not fit in {bits} bits"));
+            return Err(format!(
+                "pack_weights: weight {v} does not fit in {bits} bits"
+            ));
         }
         let (row, kk) = (i / k as usize, i % k as usize);
         let bit = kk * bits;
@@ -357,12 +371,16 @@ impl<'a> Geometry<'a> {
         let lut = spec.mode == GemmMode::Bf16xI2;
         match spec.out {
             GemmOutput::Int8(r) if lut => {
-                return err(format!("int8 requantization needs an integer mode, not LUT ({r:?})"))
+                return err(format!(
+                    "int8 requantization needs an integer mode, not LUT ({r:?})"
+                ))
             }
             GemmOutput::Int8(r) if r.shift > 31 || r.clamp_lo > r.clamp_hi => {
                 return err(format!("bad requantization {r:?}"))
             }
-            GemmOutput::Bf16 if !lut => return err("bf16 output needs the LUT mode (f32 accumulators)".into()),
+            GemmOutput::Bf16 if !lut => {
+                return err("bf16 output needs the LUT mode (f32 accumulators)".into())
+            }
             _ => {}
         }
         if lut && spec.a_zero_point != 0 {
@@ -371,7 +389,14 @@ impl<'a> Geometry<'a> {
         let act_bytes = spec.mode.act_bytes();
         let checks = [
             ("A", spec.a, k, m, act_bytes, k),
-            ("W", spec.w, weight_row_bytes(k, spec.mode), n, 1, weight_row_bytes(k, spec.mode)),
+            (
+                "W",
+                spec.w,
+                weight_row_bytes(k, spec.mode),
+                n,
+                1,
+                weight_row_bytes(k, spec.mode),
+            ),
             ("C", spec.c, n, m, spec.out.bytes(), n),
         ];
         for (what, mat, min_stride, rows, eb, row_elems) in checks {
@@ -459,8 +484,14 @@ impl<'a> Geometry<'a> {
         if t.m_tile == 0 || t.m_tile > MAX_ROWS {
             return bad("m_tile must be in 1..=1023".into());
         }
-        if t.n_tile == 0 || !t.n_tile.is_multiple_of(d) || t.n_tile / d > MAX_ITER || t.n_tile > MAX_ROWS {
-            return bad(format!("n_tile must be a multiple of {d}, at most 31 array widths and 1023 rows"));
+        if t.n_tile == 0
+            || !t.n_tile.is_multiple_of(d)
+            || t.n_tile / d > MAX_ITER
+            || t.n_tile > MAX_ROWS
+        {
+            return bad(format!(
+                "n_tile must be a multiple of {d}, at most 31 array widths and 1023 rows"
+            ));
         }
         if t.k_tile == 0 || !t.k_tile.is_multiple_of(d) {
             return bad(format!("k_tile must be a multiple of {d}"));
@@ -499,14 +530,24 @@ impl<'a> Geometry<'a> {
             ceil_div(spec.k, kt),
         );
         let mut steps: Vec<StepPlan> = vec![];
-        let (mut a_cur, mut w_cur): (Option<(u64, u64)>, Option<(u64, u64)>) = (None, None);
+        // The (m-tile or n-tile, k-tile) whose A and W tiles are resident.
+        let mut a_cur: Option<(u64, u64)> = None;
+        let mut w_cur: Option<(u64, u64)> = None;
         let (mut a_slot_i, mut w_slot_i) = (1usize, 1usize);
         // Last compute step that read each buffer slot: [A, W, bias] x 2.
         let mut last_reader = [[None::<usize>; 2]; 3];
         let mut waited: Option<usize> = None;
         let mut tile = 0usize;
-        for outer in 0..(if t.order == LoopOrder::Mnk { mtiles } else { ntiles }) {
-            for inner in 0..(if t.order == LoopOrder::Mnk { ntiles } else { mtiles }) {
+        for outer in 0..(if t.order == LoopOrder::Mnk {
+            mtiles
+        } else {
+            ntiles
+        }) {
+            for inner in 0..(if t.order == LoopOrder::Mnk {
+                ntiles
+            } else {
+                mtiles
+            }) {
                 let (mi, ni) = if t.order == LoopOrder::Mnk {
                     (outer, inner)
                 } else {
@@ -639,7 +680,11 @@ impl<'a> Geometry<'a> {
                 let loads = self.load_bytes(st);
                 dram += loads.iter().sum::<u64>();
                 let folds = ceil_div(st.k, d) * ceil_div(st.n, d);
-                let conflict = if conflicts { st.k * ceil_div(st.n, d) } else { 0 };
+                let conflict = if conflicts {
+                    st.k * ceil_div(st.n, d)
+                } else {
+                    0
+                };
                 let mut compute = folds * p.fold_cycles(st.m) + conflict;
                 if st.load_bias {
                     compute += (0..ceil_div(st.n, d))
@@ -745,7 +790,8 @@ impl<'a> Geometry<'a> {
                 out.push(Insn::new(Op::Load(Load {
                     mem: 0,
                     elem_bytes: eb_index,
-                    dram: (spec.a.addr + (st.m0 * spec.a.row_stride + k_abs) * self.act_bytes) as u32,
+                    dram: (spec.a.addr + (st.m0 * spec.a.row_stride + k_abs) * self.act_bytes)
+                        as u32,
                     sram: (self.a_base(plan, st) + f * self.a_tile(st.m, d)) as u32,
                     y_size: st.m as u32,
                     x_size: kf as u32,
@@ -796,7 +842,11 @@ impl<'a> Geometry<'a> {
         let st = &plan.steps[s];
         let first = out.len();
         let (m, nd) = (st.m, ceil_div(st.n, d));
-        let (a0, w0, c0) = (self.a_base(plan, st), self.w_base(plan, st), self.c_base(plan, st));
+        let (a0, w0, c0) = (
+            self.a_base(plan, st),
+            self.w_base(plan, st),
+            self.c_base(plan, st),
+        );
         if st.load_bias {
             for j in 0..nd {
                 let nj = d.min(st.n - j * d);
@@ -836,8 +886,16 @@ impl<'a> Geometry<'a> {
         let emit_full_folds = |n: u64, cols: u64, w_col: u64, c_col: u64, out: &mut Vec<Insn>| {
             // Folds 0..k_full of `cols` sub-tiles (stepped by iter_out) of width n.
             let w_tile = self.w_tile(n, d);
-            let w_in = if slab.is_multiple_of(w_tile) { slab / w_tile } else { 0 };
-            let chunk = if (1..=MAX_ITER).contains(&w_in) { MAX_ITER } else { 1 };
+            let w_in = if slab.is_multiple_of(w_tile) {
+                slab / w_tile
+            } else {
+                0
+            };
+            let chunk = if (1..=MAX_ITER).contains(&w_in) {
+                MAX_ITER
+            } else {
+                1
+            };
             let mut f = 0;
             while f < k_full {
                 let len = chunk.min(k_full - f);
@@ -878,7 +936,13 @@ impl<'a> Geometry<'a> {
                 out.push(Insn::new(Op::Gemm(g)));
             }
             if n_last > 0 {
-                let mut g = gemm(k_last, n_last, a, w + n_full * self.w_tile(d, k_last), c0 + n_full * m * d);
+                let mut g = gemm(
+                    k_last,
+                    n_last,
+                    a,
+                    w + n_full * self.w_tile(d, k_last),
+                    c0 + n_full * m * d,
+                );
                 g.acc_mode = acc_mode;
                 out.push(Insn::new(Op::Gemm(g)));
             }
@@ -962,11 +1026,15 @@ mod tests {
 
     /// Runs the case on the simulator; returns the output bytes and the
     /// expected bytes from a plain matmul following the ISA's arithmetic.
-    fn run(case: &Case, cfg: &HwConfig, tiling: Option<Tiling>, seed: u64) -> (Vec<u8>, Vec<u8>, GemmPlan) {
+    fn run(
+        case: &Case,
+        cfg: &HwConfig,
+        tiling: Option<Tiling>,
+        seed: u64,
+    ) -> (Vec<u8>, Vec<u8>, GemmPlan) {
         let mut rng = Rng(seed | 1);
         let (m, k, n) = (case.m, case.k, case.n);
         let lut = case.mode == GemmMode::Bf16xI2;
-        let ab = case.mode.act_bytes();
         let bits = case.mode.weight_bits() as i64;
         let (wlo, whi) = (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1);
         let a_stride = k + case.pad;
@@ -983,7 +1051,13 @@ mod tests {
         let bias: Vec<i32> = (0..n).map(|_| rng.range(-5000, 5000) as i32).collect();
         let bias_words: Vec<u32> = bias
             .iter()
-            .map(|&b| if lut { (b as f32 / 8.0).to_bits() } else { b as u32 })
+            .map(|&b| {
+                if lut {
+                    (b as f32 / 8.0).to_bits()
+                } else {
+                    b as u32
+                }
+            })
             .collect();
         let a_bytes: Vec<u8> = a_vals
             .iter()
@@ -1009,10 +1083,19 @@ mod tests {
             k,
             n,
             mode: case.mode,
-            a: DramMat { addr: a_addr, row_stride: a_stride },
-            w: DramMat { addr: w_addr, row_stride: weight_row_bytes(k, case.mode) },
+            a: DramMat {
+                addr: a_addr,
+                row_stride: a_stride,
+            },
+            w: DramMat {
+                addr: w_addr,
+                row_stride: weight_row_bytes(k, case.mode),
+            },
             bias: case.bias.then_some(bias_addr),
-            c: DramMat { addr: c_addr, row_stride: c_stride },
+            c: DramMat {
+                addr: c_addr,
+                row_stride: c_stride,
+            },
             a_zero_point: case.a_zero_point,
             out: case.out,
         };
@@ -1031,8 +1114,20 @@ mod tests {
             config_hash: cfg.hash(),
             dram_size: c_addr + c_len,
             buffers: vec![
-                Buffer { name: "a".into(), role: Role::Input, dtype: DType::U8, shape: vec![a_bytes.len() as u64], addr: a_addr },
-                Buffer { name: "c".into(), role: Role::Output, dtype: DType::U8, shape: vec![c_len], addr: c_addr },
+                Buffer {
+                    name: "a".into(),
+                    role: Role::Input,
+                    dtype: DType::U8,
+                    shape: vec![a_bytes.len() as u64],
+                    addr: a_addr,
+                },
+                Buffer {
+                    name: "c".into(),
+                    role: Role::Output,
+                    dtype: DType::U8,
+                    shape: vec![c_len],
+                    addr: c_addr,
+                },
             ],
             insns,
             image_base: w_addr,
@@ -1053,7 +1148,11 @@ mod tests {
                 let a_row = &a_vals[(r * a_stride) as usize..][..k as usize];
                 let w_row = &w[(j * k) as usize..][..k as usize];
                 let word: u32 = if lut {
-                    let mut acc = if case.bias { f32::from_bits(bias_words[j as usize]) } else { 0.0 };
+                    let mut acc = if case.bias {
+                        f32::from_bits(bias_words[j as usize])
+                    } else {
+                        0.0
+                    };
                     for g in (0..k as usize).step_by(4) {
                         let mut p: Option<f32> = None;
                         for kk in g..(g + 4).min(k as usize) {
@@ -1081,8 +1180,13 @@ mod tests {
                         // Round half to even by hand, as the ISA states it.
                         let fl = prod.div_euclid(div);
                         let rem = prod.rem_euclid(div);
-                        let rounded = if 2 * rem > div || (2 * rem == div && fl % 2 != 0) { fl + 1 } else { fl };
-                        let v = (rounded + q.zero_point as i128).clamp(q.clamp_lo as i128, q.clamp_hi as i128);
+                        let rounded = if 2 * rem > div || (2 * rem == div && fl % 2 != 0) {
+                            fl + 1
+                        } else {
+                            fl
+                        };
+                        let v = (rounded + q.zero_point as i128)
+                            .clamp(q.clamp_lo as i128, q.clamp_hi as i128);
                         expect[at] = v as i8 as u8;
                     }
                 }
@@ -1107,7 +1211,12 @@ mod tests {
     #[test]
     fn random_gemms_are_bit_exact_on_both_presets() {
         let mut rng = Rng(0x9e3779b97f4a7c15);
-        let modes = [GemmMode::I8xI8, GemmMode::I8xI4, GemmMode::I8xI2, GemmMode::Bf16xI2];
+        let modes = [
+            GemmMode::I8xI8,
+            GemmMode::I8xI4,
+            GemmMode::I8xI2,
+            GemmMode::Bf16xI2,
+        ];
         for (cfg, kmax) in [(HwConfig::edge(), 300), (HwConfig::server(), 400)] {
             for i in 0..16 {
                 let mode = modes[i % 4];
@@ -1130,7 +1239,12 @@ mod tests {
                 assert!(
                     got == want,
                     "{} {}x{}x{} {:?} {:?}: output differs",
-                    cfg.name, case.m, case.k, case.n, mode, plan.tiling
+                    cfg.name,
+                    case.m,
+                    case.k,
+                    case.n,
+                    mode,
+                    plan.tiling
                 );
             }
         }
@@ -1160,7 +1274,12 @@ mod tests {
         ];
         for (mt, nt, kt) in spec_tilings {
             for order in [LoopOrder::Mnk, LoopOrder::Nmk] {
-                let t = Tiling { m_tile: mt, n_tile: nt, k_tile: kt, order };
+                let t = Tiling {
+                    m_tile: mt,
+                    n_tile: nt,
+                    k_tile: kt,
+                    order,
+                };
                 let (got, want, _) = run(&case, &cfg, Some(t), 7);
                 assert!(got == want, "{t:?}: output differs");
             }
@@ -1181,14 +1300,48 @@ mod tests {
         let q = Requant::from_scale(0.002, 0, -128, 127).unwrap();
         let (a_at, w1_at, w2_at, c1_at, c2_at) = (0u64, 4096u64, 8192u64, 16384u64, 24576u64);
         let spec1 = GemmSpec {
-            name: "g1".into(), m, k, n: n1, mode: GemmMode::I8xI8,
-            a: DramMat { addr: a_at, row_stride: k }, w: DramMat { addr: w1_at, row_stride: k },
-            bias: None, c: DramMat { addr: c1_at, row_stride: n1 }, a_zero_point: 0, out: GemmOutput::Int8(q),
+            name: "g1".into(),
+            m,
+            k,
+            n: n1,
+            mode: GemmMode::I8xI8,
+            a: DramMat {
+                addr: a_at,
+                row_stride: k,
+            },
+            w: DramMat {
+                addr: w1_at,
+                row_stride: k,
+            },
+            bias: None,
+            c: DramMat {
+                addr: c1_at,
+                row_stride: n1,
+            },
+            a_zero_point: 0,
+            out: GemmOutput::Int8(q),
         };
         let spec2 = GemmSpec {
-            name: "g2".into(), m, k: n1, n: n2, mode: GemmMode::I8xI8,
-            a: DramMat { addr: c1_at, row_stride: n1 }, w: DramMat { addr: w2_at, row_stride: n1 },
-            bias: None, c: DramMat { addr: c2_at, row_stride: n2 }, a_zero_point: 0, out: GemmOutput::Word32,
+            name: "g2".into(),
+            m,
+            k: n1,
+            n: n2,
+            mode: GemmMode::I8xI8,
+            a: DramMat {
+                addr: c1_at,
+                row_stride: n1,
+            },
+            w: DramMat {
+                addr: w2_at,
+                row_stride: n1,
+            },
+            bias: None,
+            c: DramMat {
+                addr: c2_at,
+                row_stride: n2,
+            },
+            a_zero_point: 0,
+            out: GemmOutput::Word32,
         };
         let mut insns = vec![];
         let mut chain = Chain::default();
@@ -1197,13 +1350,26 @@ mod tests {
         finish(&mut insns, &mut chain);
         let mut image = vec![0u8; (c1_at - w1_at) as usize];
         image[..w1.len()].copy_from_slice(&pack_weights(&w1, n1, k, GemmMode::I8xI8).unwrap());
-        image[(w2_at - w1_at) as usize..][..w2.len()].copy_from_slice(&pack_weights(&w2, n2, n1, GemmMode::I8xI8).unwrap());
+        image[(w2_at - w1_at) as usize..][..w2.len()]
+            .copy_from_slice(&pack_weights(&w2, n2, n1, GemmMode::I8xI8).unwrap());
         let stream = Stream {
             config_hash: cfg.hash(),
             dram_size: c2_at + m * n2 * 4,
             buffers: vec![
-                Buffer { name: "a".into(), role: Role::Input, dtype: DType::I8, shape: vec![m, k], addr: a_at },
-                Buffer { name: "c".into(), role: Role::Output, dtype: DType::I32, shape: vec![m, n2], addr: c2_at },
+                Buffer {
+                    name: "a".into(),
+                    role: Role::Input,
+                    dtype: DType::I8,
+                    shape: vec![m, k],
+                    addr: a_at,
+                },
+                Buffer {
+                    name: "c".into(),
+                    role: Role::Output,
+                    dtype: DType::I32,
+                    shape: vec![m, n2],
+                    addr: c2_at,
+                },
             ],
             insns,
             image_base: w1_at,
@@ -1215,18 +1381,26 @@ mod tests {
         let c1: Vec<i32> = (0..m * n1)
             .map(|i| {
                 let (r, j) = (i / n1, i % n1);
-                let acc: i32 = (0..k).map(|kk| a[(r * k + kk) as usize] as i32 * w1[(j * k + kk) as usize] as i32).sum();
+                let acc: i32 = (0..k)
+                    .map(|kk| a[(r * k + kk) as usize] as i32 * w1[(j * k + kk) as usize] as i32)
+                    .sum();
                 let p = acc as i64 * q.mult as i64;
                 let d = 1i64 << q.shift;
                 let (fl, rem) = (p.div_euclid(d), p.rem_euclid(d));
-                let r = if 2 * rem > d || (2 * rem == d && fl % 2 != 0) { fl + 1 } else { fl };
+                let r = if 2 * rem > d || (2 * rem == d && fl % 2 != 0) {
+                    fl + 1
+                } else {
+                    fl
+                };
                 r.clamp(-128, 127) as i32
             })
             .collect();
         let c2: Vec<u8> = (0..m * n2)
             .flat_map(|i| {
                 let (r, j) = (i / n2, i % n2);
-                let acc: i32 = (0..n1).map(|kk| c1[(r * n1 + kk) as usize] * w2[(j * n1 + kk) as usize] as i32).sum();
+                let acc: i32 = (0..n1)
+                    .map(|kk| c1[(r * n1 + kk) as usize] * w2[(j * n1 + kk) as usize] as i32)
+                    .sum();
                 acc.to_le_bytes()
             })
             .collect();
@@ -1237,9 +1411,25 @@ mod tests {
     fn the_planner_is_deterministic_and_prefers_reuse() {
         let cfg = HwConfig::edge();
         let spec = GemmSpec {
-            name: "ffn1".into(), m: 128, k: 768, n: 3072, mode: GemmMode::I8xI8,
-            a: DramMat { addr: 0, row_stride: 768 }, w: DramMat { addr: 1 << 20, row_stride: 768 },
-            bias: Some(8 << 20), c: DramMat { addr: 16 << 20, row_stride: 3072 }, a_zero_point: 0,
+            name: "ffn1".into(),
+            m: 128,
+            k: 768,
+            n: 3072,
+            mode: GemmMode::I8xI8,
+            a: DramMat {
+                addr: 0,
+                row_stride: 768,
+            },
+            w: DramMat {
+                addr: 1 << 20,
+                row_stride: 768,
+            },
+            bias: Some(8 << 20),
+            c: DramMat {
+                addr: 16 << 20,
+                row_stride: 3072,
+            },
+            a_zero_point: 0,
             out: requant(),
         };
         let p1 = plan_gemm(&spec, &cfg).unwrap();
@@ -1259,9 +1449,26 @@ mod tests {
     fn bad_specs_are_errors_naming_the_op() {
         let cfg = HwConfig::edge();
         let mut spec = GemmSpec {
-            name: "node7".into(), m: 4, k: 8, n: 4, mode: GemmMode::I8xI8,
-            a: DramMat { addr: 0, row_stride: 4 }, w: DramMat { addr: 64, row_stride: 8 },
-            bias: None, c: DramMat { addr: 128, row_stride: 4 }, a_zero_point: 0, out: GemmOutput::Word32,
+            name: "node7".into(),
+            m: 4,
+            k: 8,
+            n: 4,
+            mode: GemmMode::I8xI8,
+            a: DramMat {
+                addr: 0,
+                row_stride: 4,
+            },
+            w: DramMat {
+                addr: 64,
+                row_stride: 8,
+            },
+            bias: None,
+            c: DramMat {
+                addr: 128,
+                row_stride: 4,
+            },
+            a_zero_point: 0,
+            out: GemmOutput::Word32,
         };
         let e = plan_gemm(&spec, &cfg).unwrap_err();
         assert!(e.contains("node7") && e.contains("A row stride"), "{e}");

@@ -15,7 +15,10 @@ use tessera_ir::{DType, Graph, Op, OpKind, Tensor, ValueId};
 
 /// Ops the host may run, by design or until the accelerator lowers them.
 pub const HOST_OPS: &[(OpKind, &str)] = &[
-    (OpKind::Gather, "indexing with runtime indices (embedding lookup)"),
+    (
+        OpKind::Gather,
+        "indexing with runtime indices (embedding lookup)",
+    ),
     (OpKind::GatherNd, "indexing with runtime indices"),
     (OpKind::Shape, "shape arithmetic"),
     (OpKind::Dims, "shape arithmetic"),
@@ -40,26 +43,66 @@ pub const HOST_OPS: &[(OpKind, &str)] = &[
     (OpKind::And, "mask construction (logic)"),
     (OpKind::Or, "mask construction (logic)"),
     (OpKind::Not, "mask construction (logic)"),
-    (OpKind::Cast, "type conversion outside the quantized pattern"),
-    (OpKind::MatMul, "activation x activation matmul (attention) is not quantized yet"),
+    (
+        OpKind::Cast,
+        "type conversion outside the quantized pattern",
+    ),
+    (
+        OpKind::MatMul,
+        "activation x activation matmul (attention) is not quantized yet",
+    ),
+    (OpKind::Linear, "fused activation x activation matmul (attention) is not quantized yet"),
+    (OpKind::Gelu, "non-f32 operand"),
+    (OpKind::Sigmoid, "non-f32 operand"),
+    (OpKind::Tanh, "non-f32 operand"),
     (OpKind::Attention, "fused attention is not lowered yet"),
-    (OpKind::RotaryEmbedding, "rotary embedding op is not lowered yet"),
-    (OpKind::Conv, "convolution is not lowered yet (im2col GEMM pending)"),
+    (
+        OpKind::RotaryEmbedding,
+        "rotary embedding op is not lowered yet",
+    ),
+    (
+        OpKind::Conv,
+        "convolution is not lowered yet (im2col GEMM pending)",
+    ),
     (OpKind::Erf, "the vector unit has no erf"),
     (OpKind::Pow, "the vector unit has no pow"),
-    (OpKind::Div, "the vector unit divides only through recip (not bit-exact)"),
+    (
+        OpKind::Div,
+        "the vector unit divides only through recip (not bit-exact)",
+    ),
     (OpKind::Cos, "the vector unit has no cos"),
     (OpKind::Sin, "the vector unit has no sin"),
-    (OpKind::DynamicQuantizeLinear, "runtime zero point (the array takes a static one)"),
-    (OpKind::DequantizeLinear, "int8 embedding table read through a runtime gather"),
-    (OpKind::MatMulInteger, "u8 activations with a runtime zero point"),
+    (
+        OpKind::DynamicQuantizeLinear,
+        "runtime zero point (the array takes a static one)",
+    ),
+    (
+        OpKind::DequantizeLinear,
+        "int8 embedding table read through a runtime gather",
+    ),
+    (
+        OpKind::MatMulInteger,
+        "u8 activations with a runtime zero point",
+    ),
     (OpKind::MsMatMulNBits, "4-bit weights with a bias operand"),
     (OpKind::Gemm, "Gemm with a runtime weight"),
-    (OpKind::Add, "broadcast pattern the vector unit cannot stride"),
-    (OpKind::Sub, "broadcast pattern the vector unit cannot stride"),
-    (OpKind::Mul, "broadcast pattern the vector unit cannot stride"),
+    (
+        OpKind::Add,
+        "broadcast pattern the vector unit cannot stride",
+    ),
+    (
+        OpKind::Sub,
+        "broadcast pattern the vector unit cannot stride",
+    ),
+    (
+        OpKind::Mul,
+        "broadcast pattern the vector unit cannot stride",
+    ),
     (OpKind::Softmax, "softmax over a non-last axis"),
-    (OpKind::LayerNormalization, "layer norm over several axes or with stats outputs"),
+    (
+        OpKind::LayerNormalization,
+        "layer norm over several axes or with stats outputs",
+    ),
     (OpKind::RmsNormalization, "RMS norm over several axes"),
     (OpKind::ReduceMean, "reduction over a non-last axis"),
     (OpKind::ReduceMax, "reduction over a non-last axis"),
@@ -341,7 +384,11 @@ pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
         K::Gelu if f32_in => {
             let w = b.wide_input(x);
             let approx = OpAttrs(op).string("approximate")?;
-            let v = if approx == "tanh" { VecOp::GeluTanh } else { VecOp::Gelu };
+            let v = if approx == "tanh" {
+                VecOp::GeluTanh
+            } else {
+                VecOp::Gelu
+            };
             b.istep(v, w, w);
             b.out(w, y, word);
         }
@@ -422,7 +469,11 @@ pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
             let w = b.wide_input(x);
             let n = b.narrow_temp();
             let ns = Slot::Narrow(n);
-            let red = if op.kind == K::ReduceMax { VecOp::ReduceMax } else { VecOp::ReduceSum };
+            let red = if op.kind == K::ReduceMax {
+                VecOp::ReduceMax
+            } else {
+                VecOp::ReduceSum
+            };
             b.istep(red, ns, w);
             if op.kind == K::ReduceMean {
                 let c = b.const_words((y, 1), &[1.0 / ilen as f32]);

@@ -87,7 +87,12 @@ pub fn choose_tiles(cfg: &HwConfig, s: &GemmSpec) -> Result<Tiles, String> {
     let mut m_t = s.m.min(511);
     while m_t >= 1 {
         for group in 1..=s.n.div_ceil(n_t).min(64) {
-            let t = Tiles { m_t, k_t, n_t, group };
+            let t = Tiles {
+                m_t,
+                k_t,
+                n_t,
+                group,
+            };
             if t.fits(cfg, s.k) {
                 let c = t.cost(cfg, s);
                 if best.is_none_or(|(bc, _)| c < bc) {
@@ -132,7 +137,15 @@ pub fn emit_matmul(em: &mut Emitter, s: &GemmSpec) -> Result<Tiles, String> {
                 let k0 = ki * t.k_t;
                 let kk = t.k_t.min(s.k - k0);
                 let dram = s.a + m0 * s.k + k0;
-                loads.push(load(MEM_SP, B1, dram, (a_base + ki * a_tile) as u32, mt, kk, s.k));
+                loads.push(load(
+                    MEM_SP,
+                    B1,
+                    dram,
+                    (a_base + ki * a_tile) as u32,
+                    mt,
+                    kk,
+                    s.k,
+                ));
             }
             let mut compute = zp_pending.take().unwrap_or_default();
             let mut stores = Vec::new();
@@ -145,11 +158,29 @@ pub fn emit_matmul(em: &mut Emitter, s: &GemmSpec) -> Result<Tiles, String> {
                     let k0 = ki * t.k_t;
                     let kk = t.k_t.min(s.k - k0);
                     let dram = s.w + n0 * s.k + k0;
-                    loads.push(load(MEM_SP, B1, dram, (w0 + ki * w_tile) as u32, nt, kk, s.k));
+                    loads.push(load(
+                        MEM_SP,
+                        B1,
+                        dram,
+                        (w0 + ki * w_tile) as u32,
+                        nt,
+                        kk,
+                        s.k,
+                    ));
                 }
                 let c = c_base + tile * t.m_t * t.n_t;
-                compute.extend(gemm_insns(s.k, t.k_t, mt, nt, a_base, w0, c, a_tile, w_tile));
-                stores.push(store(FMT_I32, s.c + (m0 * s.n + n0) * 4, c as u32, mt, nt, s.n, (0, 0)));
+                compute.extend(gemm_insns(
+                    s.k, t.k_t, mt, nt, a_base, w0, c, a_tile, w_tile,
+                ));
+                stores.push(store(
+                    FMT_I32,
+                    s.c + (m0 * s.n + n0) * 4,
+                    c as u32,
+                    mt,
+                    nt,
+                    s.n,
+                    (0, 0),
+                ));
                 n0 += nt;
                 tile += 1;
             }

@@ -49,9 +49,10 @@ pub struct Program {
 }
 
 pub fn node_name(op: &Op) -> String {
-    op.loc
-        .as_ref()
-        .map_or_else(|| format!("tsr.{}", op.kind.def().mnemonic), |l| l.name.clone())
+    op.loc.as_ref().map_or_else(
+        || format!("tsr.{}", op.kind.def().mnemonic),
+        |l| l.name.clone(),
+    )
 }
 
 fn buf_name(v: ValueId) -> String {
@@ -120,7 +121,10 @@ fn types_fit(g: &Graph, op: &Op, producers: &[Option<usize>]) -> Result<(), Stri
             continue;
         }
         if isa_dtype(ty.dtype()).is_none() {
-            return Err(format!("{} values do not live on the accelerator", ty.dtype()));
+            return Err(format!(
+                "{} values do not live on the accelerator",
+                ty.dtype()
+            ));
         }
         if ty.static_shape().is_none() {
             return Err(format!("shape {ty} is not static"));
@@ -131,7 +135,11 @@ fn types_fit(g: &Graph, op: &Op, producers: &[Option<usize>]) -> Result<(), Stri
 
 impl Program {
     /// Quantizes, specializes and partitions `graph`, then emits every segment.
-    pub fn compile(graph: &Graph, cfg: &HwConfig, bindings: &Bindings) -> Result<Program, Diagnostic> {
+    pub fn compile(
+        graph: &Graph,
+        cfg: &HwConfig,
+        bindings: &Bindings,
+    ) -> Result<Program, Diagnostic> {
         let mut g = graph.clone();
         let quant = quantize_graph(&mut g)?;
         specialize(&mut g, bindings);
@@ -169,7 +177,11 @@ impl Program {
                         .op(format!("tsr.{}", op.kind.def().mnemonic)));
                     };
                     if !run.is_empty() {
-                        steps.push(Step::Accel(emit_segment(&cx, cfg, std::mem::take(&mut run))?));
+                        steps.push(Step::Accel(emit_segment(
+                            &cx,
+                            cfg,
+                            std::mem::take(&mut run),
+                        )?));
                     }
                     steps.push(Step::Host(HostOp {
                         op: i,
@@ -214,8 +226,19 @@ impl Program {
             self.cfg.name,
             self.cfg.hash()
         );
-        let binds: Vec<String> = self.bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        s += &format!("# shapes specialized to: {}\n", if binds.is_empty() { "(static)".into() } else { binds.join(",") });
+        let binds: Vec<String> = self
+            .bindings
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        s += &format!(
+            "# shapes specialized to: {}\n",
+            if binds.is_empty() {
+                "(static)".into()
+            } else {
+                binds.join(",")
+            }
+        );
         s += &format!(
             "# quantized matmuls (int8 per-channel weights, per-token dynamic int8 activations): {}\n",
             self.quant.quantized.len()
@@ -313,7 +336,8 @@ impl Program {
                         let b = out.outputs.get(&buf_name(*v)).ok_or_else(|| {
                             Diagnostic::new(format!("segment output %{} missing", v.0))
                         })?;
-                        let t = Tensor::from_bytes(ty.dtype(), shape, b).map_err(Diagnostic::new)?;
+                        let t =
+                            Tensor::from_bytes(ty.dtype(), shape, b).map_err(Diagnostic::new)?;
                         vals[v.0 as usize] = Some(Arc::new(t));
                     }
                     reports.push(rep);
@@ -343,7 +367,9 @@ fn eval_host(g: &Graph, op: &Op, vals: &mut [Option<Arc<Tensor>>]) -> Result<(),
             .at(op.loc.clone())
             .op(format!("tsr.{}", def.mnemonic))
     };
-    let eval = def.eval.ok_or_else(|| fail("has no reference semantics".into()))?;
+    let eval = def
+        .eval
+        .ok_or_else(|| fail("has no reference semantics".into()))?;
     let mut inputs = Vec::with_capacity(op.operands.len());
     for o in &op.operands {
         inputs.push(match o {
@@ -392,9 +418,15 @@ fn emit_segment(cx: &Ctx, cfg: &HwConfig, ops: Vec<usize>) -> Result<Segment, Di
     for (role, vs) in [(Role::Input, &inputs), (Role::Output, &produced)] {
         for v in vs {
             let ty = g.ty(*v);
-            let shape: Vec<u64> = ty.static_shape().unwrap_or_default().into_iter().map(|d| d as u64).collect();
-            let dtype = isa_dtype(ty.dtype())
-                .ok_or_else(|| Diagnostic::new(format!("{} value on the accelerator", ty.dtype())))?;
+            let shape: Vec<u64> = ty
+                .static_shape()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d as u64)
+                .collect();
+            let dtype = isa_dtype(ty.dtype()).ok_or_else(|| {
+                Diagnostic::new(format!("{} value on the accelerator", ty.dtype()))
+            })?;
             let b = Buffer {
                 name: buf_name(*v),
                 role,
@@ -492,7 +524,11 @@ fn ulp_distance(a: f32, b: f32) -> u64 {
     }
     let key = |x: f32| {
         let i = x.to_bits() as i32;
-        if i < 0 { i64::from(i32::MIN) - i64::from(i) } else { i64::from(i) }
+        if i < 0 {
+            i64::from(i32::MIN) - i64::from(i)
+        } else {
+            i64::from(i)
+        }
     };
     key(a).abs_diff(key(b))
 }
@@ -555,7 +591,8 @@ impl Program {
                 }
                 checks.push(ValueCheck {
                     node: op.map(node_name).unwrap_or_default(),
-                    mnemonic: op.map_or(String::new(), |o| format!("tsr.{}", o.kind.def().mnemonic)),
+                    mnemonic: op
+                        .map_or(String::new(), |o| format!("tsr.{}", o.kind.def().mnemonic)),
                     dtype: want.dtype,
                     elements: want.len(),
                     mismatches,

@@ -73,7 +73,13 @@ impl Rewriter<'_> {
         let loc = self.loc(step);
         let r = self
             .b
-            .op(kind, operands.into_iter().map(Some).collect(), attrs, 1, loc)
+            .op(
+                kind,
+                operands.into_iter().map(Some).collect(),
+                attrs,
+                1,
+                loc,
+            )
             .map_err(|e| Diagnostic::new(format!("{}: quantizing: {e}", self.node)))?;
         Ok(r[0])
     }
@@ -114,7 +120,12 @@ impl Rewriter<'_> {
         let wq_t = Tensor::new(DType::I8, vec![k, n], tessera_ir::Data::I8(wq))
             .map_err(Diagnostic::new)?;
         let wq = self.constant("wq", wq_t);
-        let acc = self.op("matmul_integer", OpKind::MatMulInteger, vec![xq, wq], Attrs::new())?;
+        let acc = self.op(
+            "matmul_integer",
+            OpKind::MatMulInteger,
+            vec![xq, wq],
+            Attrs::new(),
+        )?;
         let mut to_f32 = Attrs::new();
         to_f32.insert("to".into(), Attr::Type(DType::F32));
         let accf = self.op("cast_f32", OpKind::Cast, vec![acc], to_f32)?;
@@ -124,19 +135,59 @@ impl Rewriter<'_> {
     }
 }
 
+impl Rewriter<'_> {
+    /// `act(y + bias) + residual` of a fused `tsr.linear`, as separate ops.
+    fn linear_epilogue(&mut self, op: &Op, mut y: ValueId) -> Result<ValueId, Diagnostic> {
+        if let Some(b) = op.operand(2) {
+            y = self.op("bias", OpKind::Add, vec![y, b], Attrs::new())?;
+        }
+        let act = OpAttrs(op).string("activation").map_err(Diagnostic::new)?;
+        let mut gelu = Attrs::new();
+        y = match act.as_str() {
+            "none" => y,
+            "relu" => self.op("relu", OpKind::Relu, vec![y], Attrs::new())?,
+            "gelu" => self.op("gelu", OpKind::Gelu, vec![y], gelu)?,
+            "gelu_tanh" => {
+                gelu.insert("approximate".into(), Attr::Str("tanh".into()));
+                self.op("gelu", OpKind::Gelu, vec![y], gelu)?
+            }
+            "sigmoid" => self.op("sigmoid", OpKind::Sigmoid, vec![y], Attrs::new())?,
+            "tanh" => self.op("tanh", OpKind::Tanh, vec![y], Attrs::new())?,
+            "silu" => {
+                let s = self.op("sigmoid", OpKind::Sigmoid, vec![y], Attrs::new())?;
+                self.op("silu", OpKind::Mul, vec![y, s], Attrs::new())?
+            }
+            other => {
+                return Err(Diagnostic::new(format!("linear activation '{other}'")).at(op.loc.clone()))
+            }
+        };
+        if let Some(r) = op.operand(3) {
+            y = self.op("residual", OpKind::Add, vec![y, r], Attrs::new())?;
+        }
+        Ok(y)
+    }
+}
+
 /// A float weight `[K, N]` the op multiplies by, when it is a constant.
 fn constant_weight(
     g: &Graph,
+    probe: &Graph,
     op: &Op,
     producers: &[Option<usize>],
 ) -> Result<Option<(Vec<f32>, usize, usize)>, String> {
-    let f32_operand = |i: usize| {
-        op.operand(i)
-            .is_some_and(|v| g.ty(v).dtype() == DType::F32)
+    // `g` is being rebuilt: types come from it, constants from the original
+    // graph (values the rewrite added are never constants).
+    let constant = |v: tessera_ir::ValueId| {
+        if (v.0 as usize) < producers.len() {
+            probe.constant_value(v, producers)
+        } else {
+            None
+        }
     };
-    let konst = |i: usize| op.operand(i).and_then(|v| g.constant_value(v, producers));
+    let f32_operand = |i: usize| op.operand(i).is_some_and(|v| g.ty(v).dtype() == DType::F32);
+    let konst = |i: usize| op.operand(i).and_then(constant);
     match op.kind {
-        OpKind::MatMul if f32_operand(0) => {
+        OpKind::MatMul | OpKind::Linear if f32_operand(0) => {
             let Some(w) = konst(1) else { return Ok(None) };
             let a_rank = op.operand(0).map_or(0, |v| g.ty(v).rank());
             if w.rank() != 2 || a_rank < 2 {
@@ -167,7 +218,7 @@ fn constant_weight(
             let mut consts = Vec::new();
             for i in 1..op.operands.len() {
                 match op.operand(i) {
-                    Some(v) => match g.constant_value(v, producers) {
+                    Some(v) => match constant(v) {
                         Some(c) => consts.push(Some(c.clone())),
                         None => return Ok(None),
                     },
@@ -216,11 +267,11 @@ pub fn quantize_graph(g: &mut Graph) -> Result<QuantStats, Diagnostic> {
         for o in op.operands.iter_mut().flatten() {
             *o = resolve(&subst, *o);
         }
-        let node = op
-            .loc
-            .as_ref()
-            .map_or_else(|| format!("tsr.{}", op.kind.def().mnemonic), |l| l.name.clone());
-        let weight = constant_weight(&probe, &op, &producers)
+        let node = op.loc.as_ref().map_or_else(
+            || format!("tsr.{}", op.kind.def().mnemonic),
+            |l| l.name.clone(),
+        );
+        let weight = constant_weight(g, &probe, &op, &producers)
             .map_err(|e| Diagnostic::new(e).at(op.loc.clone()))?;
         let Some((w, k, n)) = weight else {
             g.ops.push(op);
@@ -243,6 +294,9 @@ pub fn quantize_graph(g: &mut Graph) -> Result<QuantStats, Diagnostic> {
                 };
                 y = rw.op("bias", OpKind::Add, vec![y, c], Attrs::new())?;
             }
+        }
+        if op.kind == OpKind::Linear {
+            y = rw.linear_epilogue(&op, y)?;
         }
         let old = op.results[0];
         if g.ty(y) != g.ty(old) {

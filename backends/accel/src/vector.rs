@@ -3,7 +3,7 @@
 //! accumulator, with a short program of `vec` instructions per chunk.
 
 use crate::emit::{load_acc_flat, store_flat, vec_insn, Emitter, FMT_I32, FMT_I8};
-use tessera_accel_isa::{f32_to_bf16, bf16_to_f32, VecOp};
+use tessera_accel_isa::{bf16_to_f32, f32_to_bf16, VecOp};
 
 /// A per-chunk accumulator slot: `Wide` holds `len` words per row, `Narrow`
 /// one word per row.
@@ -126,10 +126,15 @@ impl RowKernel {
 
     fn fits_rows(&self, acc_words: u64) -> Result<u64, String> {
         if self.len == 0 || self.len > 4095 {
-            return Err(format!("rows of {} elements exceed the vector unit's 4095", self.len));
+            return Err(format!(
+                "rows of {} elements exceed the vector unit's 4095",
+                self.len
+            ));
         }
         let half = acc_words.saturating_sub(self.const_words()) / 2;
-        let r = (half / self.words_per_row().max(1)).min(4095).min(self.rows.max(1));
+        let r = (half / self.words_per_row().max(1))
+            .min(4095)
+            .min(self.rows.max(1));
         if r == 0 {
             return Err(format!(
                 "one row of {} words does not fit half the accumulator ({half} words)",
@@ -196,7 +201,9 @@ impl RowKernel {
                 };
                 stores.extend(match fmt {
                     OutFmt::Word => store_flat(FMT_I32, dram + elem * 4, addr(slot), words, (0, 0)),
-                    OutFmt::I8 { lo, hi } => store_flat(FMT_I8, dram + elem, addr(slot), words, (lo, hi)),
+                    OutFmt::I8 { lo, hi } => {
+                        store_flat(FMT_I8, dram + elem, addr(slot), words, (lo, hi))
+                    }
                 });
             }
             em.chunk(loads, compute, stores);
@@ -218,7 +225,11 @@ impl RowKernel {
         let len = self.len;
         let wide_src = matches!(st.src0, Slot::Wide(_));
         let (n, stride) = if wide_src { (len, len) } else { (1, 1) };
-        let dst_stride = if matches!(st.dst, Slot::Wide(_)) { len } else { 1 };
+        let dst_stride = if matches!(st.dst, Slot::Wide(_)) {
+            len
+        } else {
+            1
+        };
         if matches!(st.dst, Slot::Wide(_)) && !wide_src {
             return Err("a wide result needs a wide first source".into());
         }
@@ -227,7 +238,11 @@ impl RowKernel {
         }
         let dtype = st.int as u8;
         let (dst, src0) = (addr(st.dst), addr(st.src0));
-        let one = |mode: u8, src1: u32| vec_insn(st.op, dtype, mode, dst, src0, src1, n, rc, stride, dst_stride);
+        let one = |mode: u8, src1: u32| {
+            vec_insn(
+                st.op, dtype, mode, dst, src0, src1, n, rc, stride, dst_stride,
+            )
+        };
         match st.src1 {
             Src1::None => out.push(one(0, 0)),
             Src1::Tensor(s) => {

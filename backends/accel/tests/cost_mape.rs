@@ -29,7 +29,13 @@ fn per_op_and_per_model_error_are_within_targets() {
             let (pred, rep) = run_op(&cfg, &op).unwrap();
             let err = (pred as f64 - rep.total_cycles as f64).abs() / rep.total_cycles as f64;
             // No single op may be far off either, or the mean hides it.
-            assert!(err < 0.25, "{} on {}: predicted {pred}, simulated {}", op.name(), cfg.name, rep.total_cycles);
+            assert!(
+                err < 0.25,
+                "{} on {}: predicted {pred}, simulated {}",
+                op.name(),
+                cfg.name,
+                rep.total_cycles
+            );
             pairs.push((pred as f64, rep.total_cycles as f64));
         }
         let per_op = mape(&pairs);
@@ -37,6 +43,11 @@ fn per_op_and_per_model_error_are_within_targets() {
 
         let (pred, rep) = run_model(&cfg, &bert_base()).unwrap();
         let per_model = mape(&[(pred as f64, rep.total_cycles as f64)]);
-        assert!(per_model < 5.0, "{}: BERT layer predicted {pred}, simulated {} ({per_model:.2}%)", cfg.name, rep.total_cycles);
+        assert!(
+            per_model < 5.0,
+            "{}: BERT layer predicted {pred}, simulated {} ({per_model:.2}%)",
+            cfg.name,
+            rep.total_cycles
+        );
     }
 }

@@ -18,7 +18,12 @@ fn sets(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("test_data_set_"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("test_data_set_")
+        })
         .collect();
     v.sort();
     v
@@ -39,7 +44,11 @@ fn within_quant_tolerance(got: &Tensor, want: &Tensor) -> Result<f64, String> {
         return Err(format!("shape {:?} vs {:?}", got.shape, want.shape));
     }
     if want.dtype != DType::F32 {
-        return if got.to_i64_vec() == want.to_i64_vec() { Ok(0.0) } else { Err("integers differ".into()) };
+        return if got.to_i64_vec() == want.to_i64_vec() {
+            Ok(0.0)
+        } else {
+            Err("integers differ".into())
+        };
     }
     let (g, w) = (got.to_f32_vec(), want.to_f32_vec());
     let range = w.iter().fold(0f32, |m, x| m.max(x.abs())).max(1.0) as f64;
@@ -49,7 +58,9 @@ fn within_quant_tolerance(got: &Tensor, want: &Tensor) -> Result<f64, String> {
         .map(|(a, b)| (*a as f64 - *b as f64).abs())
         .fold(0f64, f64::max);
     if worst.is_nan() || worst > 0.05 * range {
-        return Err(format!("max |diff| {worst} exceeds 5% of the range {range}"));
+        return Err(format!(
+            "max |diff| {worst} exceeds 5% of the range {range}"
+        ));
     }
     Ok(worst / range)
 }
@@ -73,7 +84,11 @@ fn check_model(name: &str, cfg: &HwConfig) {
         }
         let ints: Vec<_> = checks.iter().filter(|c| c.dtype != DType::F32).collect();
         for c in &ints {
-            assert_eq!(c.mismatches, 0, "{name}: {} {} differs from the reference", c.mnemonic, c.node);
+            assert_eq!(
+                c.mismatches, 0,
+                "{name}: {} {} differs from the reference",
+                c.mnemonic, c.node
+            );
         }
         // The whole program on the simulator vs the reference interpreter on
         // the same quantized graph, and vs onnxruntime.
@@ -81,10 +96,15 @@ fn check_model(name: &str, cfg: &HwConfig) {
         let reference = tessera_reference::run(&p.graph, &inputs).unwrap();
         for ((o, r), e) in outs.iter().zip(&reference).zip(&expected) {
             if std::env::var("ACCEL_DEBUG").is_ok() {
-                eprintln!("ref vs ort: {:?}; accel vs ort: {:?}", within_quant_tolerance(r, e), within_quant_tolerance(o, e));
+                eprintln!(
+                    "ref vs ort: {:?}; accel vs ort: {:?}",
+                    within_quant_tolerance(r, e),
+                    within_quant_tolerance(o, e)
+                );
             }
             within_quant_tolerance(o, r).unwrap_or_else(|m| panic!("{name}: vs reference: {m}"));
-            let rel = within_quant_tolerance(o, e).unwrap_or_else(|m| panic!("{name}: vs onnxruntime: {m}"));
+            let rel = within_quant_tolerance(o, e)
+                .unwrap_or_else(|m| panic!("{name}: vs onnxruntime: {m}"));
             let s = RunSummary::of(cfg, &reports, p.host_ops().count());
             eprintln!(
                 "{name} {}: {} cycles, {} segments, {} host ops, {} integer values bit-exact, max err vs ORT {:.4} of range, util {:.1}%",
@@ -97,7 +117,10 @@ fn check_model(name: &str, cfg: &HwConfig) {
                 100.0 * s.array_utilization
             );
         }
-        assert!(p.segments().count() > 0, "{name}: nothing ran on the accelerator");
+        assert!(
+            p.segments().count() > 0,
+            "{name}: nothing ran on the accelerator"
+        );
     }
 }
 

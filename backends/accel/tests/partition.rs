@@ -15,16 +15,26 @@ fn loc(name: &str) -> Option<Loc> {
 }
 
 fn op(b: &mut Builder, kind: OpKind, xs: &[ValueId], attrs: Attrs, name: &str) -> ValueId {
-    b.op(kind, xs.iter().map(|&v| Some(v)).collect(), attrs, 1, loc(name))
-        .unwrap()[0]
+    b.op(
+        kind,
+        xs.iter().map(|&v| Some(v)).collect(),
+        attrs,
+        1,
+        loc(name),
+    )
+    .unwrap()[0]
 }
 
 /// Deterministic pseudo-random weights in [-0.05, 0.05).
 fn weights(k: usize, n: usize, seed: u64) -> Tensor {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let v = (0..k * n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
         })
         .collect();
@@ -82,8 +92,16 @@ fn bert_base_layer() -> Graph {
         op(b, OpKind::MatMul, &[x, w], Attrs::new(), name)
     };
     let ln = |b: &mut Builder, x: ValueId, name: &str| {
-        let sc = b.constant(&format!("{name}.s"), Arc::new(Tensor::f32(vec![h], vec![1.0; h])), None);
-        let bi = b.constant(&format!("{name}.b"), Arc::new(Tensor::f32(vec![h], vec![0.0; h])), None);
+        let sc = b.constant(
+            &format!("{name}.s"),
+            Arc::new(Tensor::f32(vec![h], vec![1.0; h])),
+            None,
+        );
+        let bi = b.constant(
+            &format!("{name}.b"),
+            Arc::new(Tensor::f32(vec![h], vec![0.0; h])),
+            None,
+        );
         let mut a = Attrs::new();
         a.insert("epsilon".into(), Attr::Float(1e-12));
         op(b, OpKind::LayerNormalization, &[x, sc, bi], a, name)

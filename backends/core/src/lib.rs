@@ -118,4 +118,10 @@ pub trait Executable {
         let _ = inputs;
         Ok(())
     }
+
+    /// What the target wants to say under `--timing` (compile phases,
+    /// memory plan, cycles), as rows of (phase, seconds, note).
+    fn timing_rows(&self) -> Vec<(String, f64, String)> {
+        Vec::new()
+    }
 }

@@ -264,6 +264,33 @@ impl Executable for CpuExecutable {
         self.compile_for(inputs).map(|_| ())
     }
 
+    fn timing_rows(&self) -> Vec<(String, f64, String)> {
+        let Some(s) = &self.last_stats else {
+            return Vec::new();
+        };
+        let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+        let mut rows: Vec<(String, f64, String)> = s
+            .phases
+            .iter()
+            .map(|(n, d)| (format!("cpu: {n}"), d.as_secs_f64(), String::new()))
+            .collect();
+        rows.push((
+            "cpu: memory plan".into(),
+            0.0,
+            format!(
+                "{} kernels; arena {:.2} MiB (without reuse {:.2} MiB), weights {:.2} MiB, \
+                 inputs+outputs {:.2} MiB; peak {:.2} MiB",
+                s.kernels,
+                mib(s.arena_bytes),
+                mib(s.unshared_bytes),
+                mib(s.weights_bytes),
+                mib(s.io_bytes),
+                mib(s.peak_bytes())
+            ),
+        ));
+        rows
+    }
+
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Diagnostic> {
         self.compile_for(inputs)?;
         let key = self.key(inputs);

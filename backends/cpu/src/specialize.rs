@@ -19,11 +19,54 @@ pub fn specialize(g: &Graph, env: &HashMap<String, i64>) -> Result<Graph, Diagno
             }
         }
     }
+    fold_dims(&mut g, env)?;
     tessera_ir::symbolic::simplify_shapes(&mut g);
     let pm = PassManager::parse("fold-constants,canonicalize,dce", PassOptions::default())?;
     pm.run(&mut g, &mut |_, _| {})?;
     check_static(&g)?;
     Ok(g)
+}
+
+/// Replaces each `tsr.dims` (a shape vector computed from symbolic dims) by
+/// the constant it is once the symbols are bound.
+fn fold_dims(g: &mut Graph, env: &HashMap<String, i64>) -> Result<(), Diagnostic> {
+    use tessera_ir::{AttrAccess, OpKind};
+    for i in 0..g.ops.len() {
+        if g.ops[i].kind != OpKind::Dims {
+            continue;
+        }
+        let op = &g.ops[i];
+        let exprs = op.attr("exprs");
+        let Some(tessera_ir::Attr::Strs(exprs)) = exprs else {
+            continue;
+        };
+        let mut vals = Vec::new();
+        for e in &exprs {
+            let p = tessera_ir::dim::parse_poly(e).map_err(Diagnostic::new)?;
+            match p.eval(&|s| env.get(s).copied()) {
+                Some(v) => vals.push(v),
+                None => break,
+            }
+        }
+        if vals.len() != exprs.len() {
+            continue;
+        }
+        let r = op.results[0];
+        let dtype = g.ty(r).dtype();
+        let t = tessera_ir::Tensor::from_i64(dtype, vec![vals.len()], &vals);
+        let c = g.add_constant(&format!("dims_{i}"), std::sync::Arc::new(t));
+        let mut attrs = tessera_ir::Attrs::new();
+        attrs.insert("value".into(), tessera_ir::Attr::Const(c));
+        let loc = g.ops[i].loc.clone();
+        g.ops[i] = tessera_ir::Op {
+            kind: OpKind::Constant,
+            operands: vec![],
+            results: vec![r],
+            attrs,
+            loc,
+        };
+    }
+    Ok(())
 }
 
 /// Every value has a fully known shape.

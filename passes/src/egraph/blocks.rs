@@ -162,11 +162,7 @@ enum Wire {
 }
 
 /// The wiring of one copy, and where each of its values sits.
-fn wiring(
-    g: &Graph,
-    ops: &[usize],
-    producers: &[Option<usize>],
-) -> Vec<Vec<Wire>> {
+fn wiring(g: &Graph, ops: &[usize], producers: &[Option<usize>]) -> Vec<Vec<Wire>> {
     let local: HashMap<usize, usize> = ops.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     let mut outer: HashMap<ValueId, usize> = HashMap::new();
     ops.iter()
@@ -178,7 +174,10 @@ fn wiring(
                     let Some(v) = o else { return Wire::Absent };
                     if let Some(c) = const_of(g, producers, *v).filter(|&c| is_small(g, c)) {
                         let t = &g.constant(c).value;
-                        return Wire::SmallConst(t.to_bytes(), format!("{}{:?}", t.dtype.name(), t.shape));
+                        return Wire::SmallConst(
+                            t.to_bytes(),
+                            format!("{}{:?}", t.dtype.name(), t.shape),
+                        );
                     }
                     match producers[v.0 as usize].and_then(|p| local.get(&p)) {
                         Some(&k) => {
@@ -200,10 +199,15 @@ fn wiring(
 /// none worth reusing or uses what segments cannot carry (quantized types,
 /// constant-valued attributes on computing ops).
 pub fn find_blocks(g: &Graph) -> Option<Blocks> {
-    if g.values.iter().any(|v| matches!(v.ty.elem, ElemType::Quant(_))) {
+    if g.values
+        .iter()
+        .any(|v| matches!(v.ty.elem, ElemType::Quant(_)))
+    {
         return None;
     }
-    let seq: Vec<usize> = (0..g.ops.len()).filter(|&i| !is_constant_op(g, i)).collect();
+    let seq: Vec<usize> = (0..g.ops.len())
+        .filter(|&i| !is_constant_op(g, i))
+        .collect();
     if seq
         .iter()
         .any(|&i| g.ops[i].attrs.values().any(|a| matches!(a, Attr::Const(_))))
@@ -258,10 +262,14 @@ struct Segment {
 /// A tensor of `like`'s type with values from a small LCG: never a splat,
 /// different for different seeds.
 fn placeholder(like: &tessera_ir::Tensor, seed: u64) -> tessera_ir::Tensor {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let v: Vec<f64> = (0..like.len())
         .map(|i| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             // Small integers: exact in every element type, and distinct neighbours.
             ((x >> 33) % 7) as f64 + 2.0 + (i % 2) as f64
         })
@@ -307,7 +315,11 @@ fn segment(
                 (Some(c), Weights::Placeholders(seed)) if !is_small(g, c) => {
                     let value = placeholder(&g.constant(c).value, seed + weights.len() as u64);
                     weights.push(v);
-                    s.push_constant(&format!("{WEIGHT}{}", weights.len() - 1), value.into(), loc())
+                    s.push_constant(
+                        &format!("{WEIGHT}{}", weights.len() - 1),
+                        value.into(),
+                        loc(),
+                    )
                 }
                 (Some(c), Weights::Named) if !is_small(g, c) => {
                     weights.push(v);
@@ -347,7 +359,12 @@ fn segment(
 }
 
 /// The (local op, result) pairs of `ops` whose values are read outside it.
-fn exports(g: &Graph, ops: &[usize], readers: &[Vec<usize>], outputs: &[bool]) -> Vec<(usize, usize)> {
+fn exports(
+    g: &Graph,
+    ops: &[usize],
+    readers: &[Vec<usize>],
+    outputs: &[bool],
+) -> Vec<(usize, usize)> {
     let inside: std::collections::HashSet<usize> = ops.iter().copied().collect();
     let mut out = Vec::new();
     for (k, &i) in ops.iter().enumerate() {
@@ -361,18 +378,18 @@ fn exports(g: &Graph, ops: &[usize], readers: &[Vec<usize>], outputs: &[bool]) -
     out
 }
 
-/// Appends an optimized segment to `out`: its inputs read `map`ped outside
-/// values, its outputs define the segment's exports in `map`.
+/// Appends `seg_graph`, the optimized graph of `seg`, to `out`: its inputs
+/// read `map`ped outside values, its outputs define the segment's exports
+/// in `map`.
 fn stitch(
     out: &mut Graph,
     seg_graph: &Graph,
-    inputs: &[ValueId],
-    exported: &[ValueId],
+    seg: &Segment,
     map: &mut HashMap<ValueId, ValueId>,
     consts: &mut HashMap<ConstId, ConstId>,
     locs: &HashMap<Loc, Loc>,
-    weights: &[ValueId],
 ) -> Result<(), String> {
+    let (inputs, exported, weights) = (&seg.inputs, &seg.outputs, &seg.weights);
     let mut local: HashMap<ValueId, ValueId> = HashMap::new();
     for (k, &v) in seg_graph.inputs.iter().enumerate() {
         let outer = map
@@ -406,12 +423,12 @@ fn stitch(
                 *a = Attr::Const(nc);
             }
         }
-        let operands = op
-            .operands
+        let operands = op.operands.iter().map(|o| o.map(|v| local[&v])).collect();
+        let types = op
+            .results
             .iter()
-            .map(|o| o.map(|v| local[&v]))
+            .map(|r| seg_graph.ty(*r).clone())
             .collect();
-        let types = op.results.iter().map(|r| seg_graph.ty(*r).clone()).collect();
         // A copy's ops keep their own source locations.
         let loc = op.loc.as_ref().map(|l| locs.get(l).unwrap_or(l).clone());
         let rs = out.push_op(op.kind, operands, types, attrs, loc);
@@ -445,7 +462,9 @@ pub fn optimize_blocks(
     for (_, v) in &g.outputs {
         is_output[v.0 as usize] = true;
     }
-    let seq: Vec<usize> = (0..g.ops.len()).filter(|&i| !is_constant_op(g, i)).collect();
+    let seq: Vec<usize> = (0..g.ops.len())
+        .filter(|&i| !is_constant_op(g, i))
+        .collect();
     let end = b.start + b.count * b.period;
     let copy = |j: usize| &seq[b.start + j * b.period..b.start + (j + 1) * b.period];
 
@@ -461,8 +480,16 @@ pub fn optimize_blocks(
     // take it with its own weights. Otherwise weights become inputs.
     let mut report = Report::default();
     let (a, b2) = (Weights::Placeholders(1), Weights::Placeholders(1 << 20));
-    let (opt_a, report_a) = optimize_with(&segment(g, copy(0), &producers, &shared, a).graph, cfg, stages)?;
-    let (opt_b, _) = optimize_with(&segment(g, copy(0), &producers, &shared, b2).graph, cfg, stages)?;
+    let (opt_a, report_a) = optimize_with(
+        &segment(g, copy(0), &producers, &shared, a).graph,
+        cfg,
+        stages,
+    )?;
+    let (opt_b, _) = optimize_with(
+        &segment(g, copy(0), &producers, &shared, b2).graph,
+        cfg,
+        stages,
+    )?;
     let (mode, rep_opt, rep_report) = if same_modulo_weights(&opt_a, &opt_b) {
         (a, opt_a, report_a)
     } else {
@@ -485,7 +512,11 @@ pub fn optimize_blocks(
         (
             s.graph.inputs.len(),
             s.weights.len(),
-            s.graph.ops.iter().map(|o| o.operands.clone()).collect::<Vec<_>>(),
+            s.graph
+                .ops
+                .iter()
+                .map(|o| o.operands.clone())
+                .collect::<Vec<_>>(),
         )
     };
     if copies.iter().any(|c| shape_of(c) != shape_of(&rep)) {
@@ -510,20 +541,36 @@ pub fn optimize_blocks(
             });
             let mut attrs = op.attrs.clone();
             attrs.insert("value".into(), Attr::Const(nc));
-            let r = out.push_op(OpKind::Constant, vec![], vec![g.ty(op.results[0]).clone()], attrs, op.loc.clone());
+            let r = out.push_op(
+                OpKind::Constant,
+                vec![],
+                vec![g.ty(op.results[0]).clone()],
+                attrs,
+                op.loc.clone(),
+            );
             map.insert(g.ops[i].results[0], r[0]);
         }
     }
 
     let mut rep_consts: HashMap<ConstId, ConstId> = HashMap::new();
-    let optimize_piece = |ops: &[usize], out: &mut Graph, map: &mut HashMap<ValueId, ValueId>, report: &mut Report| -> Result<(), String> {
+    let optimize_piece = |ops: &[usize],
+                          out: &mut Graph,
+                          map: &mut HashMap<ValueId, ValueId>,
+                          report: &mut Report|
+     -> Result<(), String> {
         if ops.is_empty() {
             return Ok(());
         }
-        let seg = segment(g, ops, &producers, &exports(g, ops, &readers, &is_output), Weights::Own);
+        let seg = segment(
+            g,
+            ops,
+            &producers,
+            &exports(g, ops, &readers, &is_output),
+            Weights::Own,
+        );
         let (opt, r) = optimize_with(&seg.graph, cfg, stages)?;
         report.absorb(&r, 1);
-        stitch(out, &opt, &seg.inputs, &seg.outputs, map, &mut HashMap::new(), &HashMap::new(), &[])
+        stitch(out, &opt, &seg, map, &mut HashMap::new(), &HashMap::new())
     };
     optimize_piece(&seq[..b.start], &mut out, &mut map, &mut report)?;
     for (j, inst) in copies.iter().enumerate() {
@@ -532,7 +579,7 @@ pub fn optimize_blocks(
             .zip(copy(j))
             .filter_map(|(&a, &b)| Some((g.ops[a].loc.clone()?, g.ops[b].loc.clone()?)))
             .collect();
-        stitch(&mut out, &rep_opt, &inst.inputs, &inst.outputs, &mut map, &mut rep_consts, &locs, &inst.weights)?;
+        stitch(&mut out, &rep_opt, inst, &mut map, &mut rep_consts, &locs)?;
     }
     optimize_piece(&seq[end..], &mut out, &mut map, &mut report)?;
 

@@ -31,8 +31,8 @@ use super::lang::TsrLang;
 use egg::{Id, Language};
 use good_lp::solvers::microlp::microlp;
 use good_lp::{
-    variable, Expression, ProblemVariables, ResolutionError, Solution, SolutionStatus,
-    SolverModel, Variable, WithInitialSolution, WithTimeLimit,
+    variable, Expression, ProblemVariables, ResolutionError, Solution, SolutionStatus, SolverModel,
+    Variable, WithInitialSolution, WithTimeLimit,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -115,8 +115,11 @@ fn build_problem(
         .map(|(ci, &id)| {
             let mut best: BTreeMap<Vec<usize>, Candidate> = BTreeMap::new();
             for (ni, node) in eg[id].nodes.iter().enumerate() {
-                let mut kids: Vec<usize> =
-                    node.children().iter().map(|&c| dense[&eg.find(c)]).collect();
+                let mut kids: Vec<usize> = node
+                    .children()
+                    .iter()
+                    .map(|&c| dense[&eg.find(c)])
+                    .collect();
                 kids.sort_unstable();
                 kids.dedup();
                 if kids.contains(&ci) {
@@ -264,7 +267,11 @@ pub fn extract_ilp(
         .filter_map(|(id, node)| {
             let ci = *p.dense.get(&eg.find(*id))?;
             let ni = eg[p.ids[ci]].nodes.iter().position(|n| n == node)?;
-            let mut kids: Vec<usize> = node.children().iter().map(|&c| p.dense[&eg.find(c)]).collect();
+            let mut kids: Vec<usize> = node
+                .children()
+                .iter()
+                .map(|&c| p.dense[&eg.find(c)])
+                .collect();
             kids.sort_unstable();
             kids.dedup();
             // The kept candidate with the same children stands in for it.
@@ -383,7 +390,11 @@ pub fn extract_ilp(
         choice.insert(p.ids[c], node);
     }
     if let Err(e) = check_acyclic(eg, roots, &choice) {
-        return Ok(fall_back(seed, size, format!("the solution is invalid: {e}")));
+        return Ok(fall_back(
+            seed,
+            size,
+            format!("the solution is invalid: {e}"),
+        ));
     }
     // A time-limited incumbent can only be worse when the seed was refused.
     if cost > seed.cost * (1.0 + 1e-9) {

@@ -198,7 +198,11 @@ fn compile_stages(cfg: &Config) -> Result<Vec<stages::Stage>, String> {
     }
     groups.retain(|s| !s.rewrites.is_empty());
     if !cfg.staged && groups.len() > 1 {
-        let name = groups.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("+");
+        let name = groups
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
         let rewrites = groups.into_iter().flat_map(|s| s.rewrites).collect();
         groups = vec![stages::Stage { name, rewrites }];
     }
@@ -275,7 +279,11 @@ pub(crate) fn optimize_with(
     let start = Instant::now();
     let (eg, stage_reports) = stages::saturate(egraph, stages, &cfg.limits, &mut report.rules);
     report.saturate_time = start.elapsed();
-    report.iterations = stage_reports.iter().map(|s| s.iterations).max().unwrap_or(0);
+    report.iterations = stage_reports
+        .iter()
+        .map(|s| s.iterations)
+        .max()
+        .unwrap_or(0);
     report.stop_reason = stage_reports
         .iter()
         .map(|s| format!("{}: {}", s.name, s.stop_reason))

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 /// What one rule did over a whole optimization.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RuleStats {
-    /// Substitutions its left-hand side matched (before the guard).
+    /// Substitutions its left-hand side matched (before the guard), summed
+    /// over searches: a match still present next iteration counts again.
     pub matches: usize,
     /// Matches that changed the e-graph.
     pub applied: usize,

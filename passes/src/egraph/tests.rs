@@ -482,7 +482,9 @@ fn the_pass_reports_per_rule_counters() {
         .unwrap();
     let counters = &stats[0].stats.counters;
     assert!(
-        counters.iter().any(|(k, v)| k == "rule neg-neg applied" && *v == 1),
+        counters
+            .iter()
+            .any(|(k, v)| k == "rule neg-neg applied" && *v == 1),
         "{counters:?}"
     );
     assert_eq!(compute_ops(&g), 0);

@@ -11,7 +11,11 @@ use std::time::Duration;
 use tessera_ir::{DType, OpKind, TensorType};
 
 fn op(m: &str, kids: &[Id]) -> TsrLang {
-    TsrLang::op(OpKind::from_mnemonic(m).unwrap(), AttrSet::empty(), kids.to_vec())
+    TsrLang::op(
+        OpKind::from_mnemonic(m).unwrap(),
+        AttrSet::empty(),
+        kids.to_vec(),
+    )
 }
 
 fn egraph() -> TsrEGraph {
@@ -50,7 +54,13 @@ fn shared_subterm() -> (TsrEGraph, Id) {
     (eg, root)
 }
 
-const SHARED_COSTS: &[(&str, f64)] = &[("exp", 4.0), ("neg", 5.0), ("abs", 2.0), ("sqrt", 1.0), ("add", 1.0)];
+const SHARED_COSTS: &[(&str, f64)] = &[
+    ("exp", 4.0),
+    ("neg", 5.0),
+    ("abs", 2.0),
+    ("sqrt", 1.0),
+    ("add", 1.0),
+];
 
 #[test]
 fn ilp_finds_the_sharing_greedy_misses() {
@@ -62,8 +72,14 @@ fn ilp_finds_the_sharing_greedy_misses() {
     assert_eq!(out.status, IlpStatus::Optimal);
     assert_eq!(out.extraction.cost, 8.0);
     check_acyclic(&eg, &[root], &out.extraction.choice).unwrap();
-    let a = eg.find(eg.lookup(op("neg", &[eg.lookup(TsrLang::Input(0)).unwrap()])).unwrap());
-    assert_eq!(out.extraction.choice[&a].as_op().unwrap().kind.mnemonic(), "abs");
+    let a = eg.find(
+        eg.lookup(op("neg", &[eg.lookup(TsrLang::Input(0)).unwrap()]))
+            .unwrap(),
+    );
+    assert_eq!(
+        out.extraction.choice[&a].as_op().unwrap().kind.mnemonic(),
+        "abs"
+    );
 }
 
 #[test]
@@ -107,7 +123,10 @@ fn ilp_never_returns_a_cycle() {
     assert_eq!(out.extraction.cost, 11.0);
     assert!(out.size.order_vars >= 2, "the cycle needs order variables");
     check_acyclic(&eg, &[root], &out.extraction.choice).unwrap();
-    assert!(matches!(out.extraction.choice[&eg.find(x)], TsrLang::Input(1)));
+    assert!(matches!(
+        out.extraction.choice[&eg.find(x)],
+        TsrLang::Input(1)
+    ));
 }
 
 #[test]
@@ -134,8 +153,14 @@ mod blocks {
 
     fn op(b: &mut Builder, m: &str, operands: &[ValueId]) -> ValueId {
         let kind = OpKind::from_mnemonic(m).unwrap();
-        b.op(kind, operands.iter().map(|&v| Some(v)).collect(), Attrs::new(), 1, None)
-            .expect("the test op is valid")[0]
+        b.op(
+            kind,
+            operands.iter().map(|&v| Some(v)).collect(),
+            Attrs::new(),
+            1,
+            None,
+        )
+        .expect("the test op is valid")[0]
     }
 
     fn konst(b: &mut Builder, name: &str, shape: &[usize], v: Vec<f32>) -> ValueId {
@@ -187,13 +212,14 @@ mod blocks {
     fn repeated_layers_are_found() {
         assert_eq!(
             find_blocks(&model(4, None)),
-            Some(Blocks { start: 1, period: 9, count: 4 })
+            Some(Blocks {
+                start: 1,
+                period: 9,
+                count: 4
+            })
         );
         // A copy wired differently ends the run: layers 0 and 1 stay a block.
-        assert_eq!(
-            find_blocks(&model(4, Some(2))).map(|b| b.count),
-            Some(2)
-        );
+        assert_eq!(find_blocks(&model(4, Some(2))).map(|b| b.count), Some(2));
         assert_eq!(find_blocks(&model(1, None)), None);
     }
 
@@ -201,7 +227,14 @@ mod blocks {
     fn block_reuse_optimizes_every_copy_and_keeps_semantics() {
         let g = model(4, None);
         let (with, r) = optimize(&g, &Config::default()).unwrap();
-        let (without, _) = optimize(&g, &Config { reuse_blocks: false, ..Default::default() }).unwrap();
+        let (without, _) = optimize(
+            &g,
+            &Config {
+                reuse_blocks: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         verify(&with).unwrap();
         let b = r.blocks.expect("blocks were used");
         assert_eq!((b.block_ops, b.instances), (9, 4));
@@ -210,5 +243,53 @@ mod blocks {
         assert!(compute_ops(&with) <= 2 + 4 * 6, "{}", compute_ops(&with));
         let d = max_difference(&g, &with, 3, &Default::default()).unwrap();
         assert!(d <= 1e-5, "outputs differ by {d}");
+    }
+}
+
+mod options {
+    use crate::{PassManager, PassOptions};
+    use tessera_ir::{Attrs, Builder, DType, Graph, OpKind, TensorType};
+
+    #[test]
+    fn pipeline_options_reach_the_egraph_pass() {
+        let pm = PassManager::parse(
+            "canonicalize, egraph{extractor=ilp reuse-blocks=false groups=algebra,fusion ilp-ms=500},dce",
+            PassOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(pm.names(), ["canonicalize", "egraph", "dce"]);
+        for bad in [
+            "egraph{extractor=simplex}",
+            "egraph{colour=red}",
+            "egraph{groups=nope}",
+            "egraph{extractor=ilp",
+            "dce{x=1}",
+            "egraph{reuse-blocks}",
+        ] {
+            assert!(
+                PassManager::parse(bad, PassOptions::default()).is_err(),
+                "{bad}"
+            );
+        }
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", TensorType::fixed(&[2], DType::F32));
+        let mut b = Builder::new(&mut g);
+        let neg = OpKind::from_mnemonic("neg").unwrap();
+        let n = b.op(neg, vec![Some(x)], Attrs::new(), 1, None).unwrap()[0];
+        let y = b.op(neg, vec![Some(n)], Attrs::new(), 1, None).unwrap()[0];
+        g.add_output("y", y);
+        let stats = PassManager::parse("egraph{extractor=ilp}", PassOptions::default())
+            .unwrap()
+            .run(&mut g, &mut |_, _| {})
+            .unwrap();
+        let c = &stats[0].stats.counters;
+        let get = |k: &str| c.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        // Matches are counted per search: the one match is found again after it applied.
+        assert!(get("rule neg-neg matches").is_some_and(|m| m >= 1), "{c:?}");
+        assert_eq!(get("rule neg-neg applied"), Some(1), "{c:?}");
+        assert_eq!(get("ilp optimal"), Some(1), "{c:?}");
+        assert_eq!(get("ilp fallbacks"), Some(0), "{c:?}");
+        assert!(get("stage algebra us").is_some(), "{c:?}");
+        assert!(g.ops.iter().all(|o| o.kind != neg));
     }
 }

@@ -26,8 +26,19 @@ pub enum VecKernel {
 
 #[derive(Clone, Debug)]
 pub enum OpShape {
-    Gemm { name: String, m: u64, k: u64, n: u64, mode: GemmMode },
-    Vec { name: String, kernel: VecKernel, rows: u64, len: u64 },
+    Gemm {
+        name: String,
+        m: u64,
+        k: u64,
+        n: u64,
+        mode: GemmMode,
+    },
+    Vec {
+        name: String,
+        kernel: VecKernel,
+        rows: u64,
+        len: u64,
+    },
 }
 
 impl OpShape {
@@ -37,10 +48,21 @@ impl OpShape {
         }
     }
     pub fn gemm(name: &str, m: u64, k: u64, n: u64) -> OpShape {
-        OpShape::Gemm { name: name.into(), m, k, n, mode: GemmMode::I8xI8 }
+        OpShape::Gemm {
+            name: name.into(),
+            m,
+            k,
+            n,
+            mode: GemmMode::I8xI8,
+        }
     }
     pub fn vec(name: &str, kernel: VecKernel, rows: u64, len: u64) -> OpShape {
-        OpShape::Vec { name: name.into(), kernel, rows, len }
+        OpShape::Vec {
+            name: name.into(),
+            kernel,
+            rows,
+            len,
+        }
     }
 }
 
@@ -57,7 +79,12 @@ pub fn transformer_layer(
     let hd = d / heads;
     let mut ops = vec![OpShape::gemm("qkv", seq, d, d + 2 * kv_heads * hd)];
     ops.push(OpShape::gemm("scores(h0)", seq, hd, seq));
-    ops.push(OpShape::vec("softmax", VecKernel::Softmax, heads * seq, seq));
+    ops.push(OpShape::vec(
+        "softmax",
+        VecKernel::Softmax,
+        heads * seq,
+        seq,
+    ));
     ops.push(OpShape::gemm("pv(h0)", seq, seq, hd));
     ops.push(OpShape::gemm("out", seq, d, d));
     ops.push(OpShape::vec("norm1", VecKernel::LayerNorm, seq, d));
@@ -94,7 +121,13 @@ pub struct Builder {
 
 impl Builder {
     pub fn new(cfg: &HwConfig) -> Builder {
-        Builder { cfg: cfg.clone(), insns: vec![], chain: Chain::default(), dram_top: 0, predicted: 0 }
+        Builder {
+            cfg: cfg.clone(),
+            insns: vec![],
+            chain: Chain::default(),
+            dram_top: 0,
+            predicted: 0,
+        }
     }
 
     fn alloc(&mut self, bytes: u64) -> u64 {
@@ -106,7 +139,13 @@ impl Builder {
     /// Emits one op; returns the model's cycles for it.
     pub fn push(&mut self, op: &OpShape) -> Result<u64, String> {
         let cycles = match op {
-            OpShape::Gemm { name, m, k, n, mode } => {
+            OpShape::Gemm {
+                name,
+                m,
+                k,
+                n,
+                mode,
+            } => {
                 let (m, k, n) = (*m, *k, *n);
                 let a = self.alloc(m * k * mode.act_bytes());
                 let w = self.alloc(n * weight_row_bytes(k, *mode));
@@ -118,10 +157,19 @@ impl Builder {
                     k,
                     n,
                     mode: *mode,
-                    a: DramMat { addr: a, row_stride: k },
-                    w: DramMat { addr: w, row_stride: weight_row_bytes(k, *mode) },
+                    a: DramMat {
+                        addr: a,
+                        row_stride: k,
+                    },
+                    w: DramMat {
+                        addr: w,
+                        row_stride: weight_row_bytes(k, *mode),
+                    },
                     bias: Some(bias),
-                    c: DramMat { addr: c, row_stride: n },
+                    c: DramMat {
+                        addr: c,
+                        row_stride: n,
+                    },
                     a_zero_point: 0,
                     out: if *mode == GemmMode::Bf16xI2 {
                         GemmOutput::Bf16
@@ -129,9 +177,13 @@ impl Builder {
                         GemmOutput::Int8(Requant::from_scale(1.0 / 256.0, 0, -128, 127)?)
                     },
                 };
-                emit_gemm(&mut self.insns, &mut self.chain, &spec, &self.cfg)?.estimate.cycles
+                emit_gemm(&mut self.insns, &mut self.chain, &spec, &self.cfg)?
+                    .estimate
+                    .cycles
             }
-            OpShape::Vec { kernel, rows, len, .. } => {
+            OpShape::Vec {
+                kernel, rows, len, ..
+            } => {
                 let src = self.alloc(rows * len * 4);
                 let dst = self.alloc(rows * len * 4);
                 emit_vec_kernel(self, *kernel, *rows, *len, src, dst)?
@@ -148,7 +200,13 @@ impl Builder {
         let stream = Stream {
             config_hash: self.cfg.hash(),
             dram_size: size,
-            buffers: vec![Buffer { name: "dram".into(), role: Role::Output, dtype: DType::U8, shape: vec![size], addr: 0 }],
+            buffers: vec![Buffer {
+                name: "dram".into(),
+                role: Role::Output,
+                dtype: DType::U8,
+                shape: vec![size],
+                addr: 0,
+            }],
             insns: self.insns,
             ..Default::default()
         };
@@ -162,7 +220,15 @@ impl Builder {
 /// The vector instructions of one chunk of `rows` rows: input at `x`, output
 /// at `y`, a scratch block at `t` and one word per row at `s`.
 fn kernel_insns(k: VecKernel, rows: u64, len: u64, x: u64, y: u64, t: u64, s: u64) -> Vec<Vector> {
-    let v = |op: VecOp, dst: u64, src0: u64, src1_mode: u8, src1: u64, rows: u64, len: u64, stride: u64, dst_stride: u64| Vector {
+    let v = |op: VecOp,
+             dst: u64,
+             src0: u64,
+             src1_mode: u8,
+             src1: u64,
+             rows: u64,
+             len: u64,
+             stride: u64,
+             dst_stride: u64| Vector {
         op: op.index(),
         dtype: 0,
         src1_mode,
@@ -202,26 +268,45 @@ fn kernel_insns(k: VecKernel, rows: u64, len: u64, x: u64, y: u64, t: u64, s: u6
 /// A double-buffered row-chunked vector kernel (same token protocol as the
 /// GEMM emitter: compute→load frees an input buffer, store→compute an output
 /// buffer). Returns the model's cycles.
-pub fn emit_vec_kernel(b: &mut Builder, k: VecKernel, rows: u64, len: u64, src: u64, dst: u64) -> Result<u64, String> {
+pub fn emit_vec_kernel(
+    b: &mut Builder,
+    k: VecKernel,
+    rows: u64,
+    len: u64,
+    src: u64,
+    dst: u64,
+) -> Result<u64, String> {
     let p = AccelParams::from_config(&b.cfg);
     let elementwise = matches!(k, VecKernel::Gelu | VecKernel::Silu);
     // Elementwise kernels do not care where rows end: cut long rows.
-    let (rows, len) = match (1..=len).find(|q| len % q == 0 && len / q <= 1024) {
+    let (rows, len) = match (1..=len).find(|q| len.is_multiple_of(*q) && len / q <= 1024) {
         Some(q) if elementwise => (rows * q, len / q),
         _ => (rows, len),
     };
     // Per buffer: input, output, (scratch,) one word per row.
-    let per_row = if elementwise { 2 * len + 1 } else { 3 * len + 1 };
+    let per_row = if elementwise {
+        2 * len + 1
+    } else {
+        3 * len + 1
+    };
     // Store blocks of at most 511 words per row: split a row into equal parts.
-    let parts = (1..=len).find(|q| len % q == 0 && len / q <= 511).unwrap_or(len);
-    let chunk = (b.cfg.acc_words() / (2 * per_row)).min(rows).min(511 / parts);
+    let parts = (1..=len)
+        .find(|q| len.is_multiple_of(*q) && len / q <= 511)
+        .unwrap_or(len);
+    let chunk = (b.cfg.acc_words() / (2 * per_row))
+        .min(rows)
+        .min(511 / parts);
     if chunk == 0 {
-        return Err(format!("vector rows of {len} words do not fit the accumulator"));
+        return Err(format!(
+            "vector rows of {len} words do not fit the accumulator"
+        ));
     }
     let slot = chunk * per_row;
     let chunks = rows.div_ceil(chunk);
     let pop = std::mem::take(&mut b.chain.store_token_pending);
-    b.insns.push(Insn::new(Op::Config(Config { reg: 1, value: 0 })).with_deps(false, pop, true, false));
+    b.insns.push(
+        Insn::new(Op::Config(Config { reg: 1, value: 0 })).with_deps(false, pop, true, false),
+    );
     let mut steps = vec![];
     let load = |c: u64, r: u64| {
         let base = (c % 2) * slot;
@@ -235,34 +320,55 @@ pub fn emit_vec_kernel(b: &mut Builder, k: VecKernel, rows: u64, len: u64, src: 
             x_stride: len as u32,
             ..Default::default()
         }))
-        .with_deps(false, c < 2 && c == 0 || c >= 2, false, true)
+        .with_deps(false, c != 1, false, true)
     };
     let rows_of = |c: u64| chunk.min(rows - c * chunk);
     b.insns.push(load(0, rows_of(0)));
     for c in 0..chunks {
         let r = rows_of(c);
         let base = (c % 2) * slot;
-        let (x, y, t, s) = (base, base + chunk * len, base + 2 * chunk * len, base + 3 * chunk * len);
+        let (x, y, t, s) = (
+            base,
+            base + chunk * len,
+            base + 2 * chunk * len,
+            base + 3 * chunk * len,
+        );
         let vs = kernel_insns(k, r, len, x, y, t, s);
-        let compute: u64 = vs.iter().map(|v| p.vec_cycles(VecOp::from_index(v.op).unwrap_or(VecOp::Copy), v.rows as u64, v.len as u64)).sum();
+        let compute: u64 = vs
+            .iter()
+            .map(|v| {
+                p.vec_cycles(
+                    VecOp::from_index(v.op).unwrap_or(VecOp::Copy),
+                    v.rows as u64,
+                    v.len as u64,
+                )
+            })
+            .sum();
         let n = vs.len();
         for (i, v) in vs.into_iter().enumerate() {
-            b.insns.push(Insn::new(Op::Vector(v)).with_deps(i == 0, i == 0 && c >= 2, i + 1 == n && c + 2 < chunks, i + 1 == n));
+            b.insns.push(Insn::new(Op::Vector(v)).with_deps(
+                i == 0,
+                i == 0 && c >= 2,
+                i + 1 == n && c + 2 < chunks,
+                i + 1 == n,
+            ));
         }
         if c + 1 < chunks {
             b.insns.push(load(c + 1, rows_of(c + 1)));
         }
         let bytes = r * len * 4;
-        b.insns.push(Insn::new(Op::Store(Store {
-            fmt: 1,
-            dram: (dst + c * chunk * len * 4) as u32,
-            sram: y as u32,
-            y_size: (r * parts) as u32,
-            x_size: (len / parts) as u32,
-            x_stride: (len / parts) as u32,
-            ..Default::default()
-        }))
-        .with_deps(true, false, c + 2 < chunks || c + 1 == chunks, false));
+        b.insns.push(
+            Insn::new(Op::Store(Store {
+                fmt: 1,
+                dram: (dst + c * chunk * len * 4) as u32,
+                sram: y as u32,
+                y_size: (r * parts) as u32,
+                x_size: (len / parts) as u32,
+                x_stride: (len / parts) as u32,
+                ..Default::default()
+            }))
+            .with_deps(true, false, c + 2 < chunks || c + 1 == chunks, false),
+        );
         steps.push(Step {
             load_cycles: p.dma_cycles(bytes),
             load_after: c.checked_sub(2).map(|x| x as usize),
@@ -272,7 +378,13 @@ pub fn emit_vec_kernel(b: &mut Builder, k: VecKernel, rows: u64, len: u64, src: 
         });
     }
     b.chain.store_token_pending = true;
-    Ok(Schedule { steps, out_buffers: 2, prologue_cycles: 1 }.estimate().cycles)
+    Ok(Schedule {
+        steps,
+        out_buffers: 2,
+        prologue_cycles: 1,
+    }
+    .estimate()
+    .cycles)
 }
 
 /// Simulates one op on its own: (predicted, simulated report).

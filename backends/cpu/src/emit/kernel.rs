@@ -229,15 +229,33 @@ impl<'a> KernelCtx<'a> {
         }
     }
 
-    /// The kernel's arguments in call order: present operands, derived
-    /// constants, results.
-    pub fn args(&self) -> Vec<&Buf> {
+    /// Whether the body reads `name` (an SSA name followed by a non-name
+    /// character, so `%in1` does not match `%in10`).
+    fn mentions(&self, name: &str) -> bool {
+        self.body.match_indices(name).any(|(i, _)| {
+            !self.body[i + name.len()..]
+                .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        })
+    }
+
+    /// Operands the body reads. A lowering that replaced a constant operand
+    /// by a derived one (packed weights) never reads the original, which then
+    /// is neither passed nor stored.
+    pub fn used_operands(&self) -> Vec<&Buf> {
         self.operands
             .iter()
             .flatten()
-            .chain(self.derived.iter().map(|d| &d.buf))
-            .chain(self.results.iter())
+            .filter(|b| self.mentions(&b.name))
             .collect()
+    }
+
+    /// The kernel's arguments in call order: used operands, derived
+    /// constants, results.
+    pub fn args(&self) -> Vec<&Buf> {
+        let mut v = self.used_operands();
+        v.extend(self.derived.iter().map(|d| &d.buf));
+        v.extend(self.results.iter());
+        v
     }
 
     /// The finished `func.func`.

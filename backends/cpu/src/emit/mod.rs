@@ -15,7 +15,7 @@ use kernel::{memref_type, Helpers, KernelCtx};
 use std::collections::HashMap;
 use std::fmt::Write;
 use tessera_ir::tensor::SharedTensor;
-use tessera_ir::{DType, Diagnostic, Graph, OpKind, ValueId};
+use tessera_ir::{DType, Diagnostic, Graph, OpKind, Tensor, ValueId};
 
 /// One graph input or output as the ABI sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,28 +71,10 @@ pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic>
     let producers = g.producers();
     let consts = |v: ValueId| -> Option<SharedTensor> { g.constant_value(v, &producers).cloned() };
 
-    // Constants go into the weights blob once each.
-    let mut weights: Vec<u8> = Vec::new();
-    let mut const_offset: HashMap<ValueId, usize> = HashMap::new();
-    for op in &g.ops {
-        if op.kind != OpKind::Constant {
-            continue;
-        }
-        for r in &op.results {
-            if let Some(t) = consts(*r) {
-                if t.dtype == DType::Str {
-                    return Err(op_error(op, "string tensors are not supported by the cpu target".into()));
-                }
-                align_blob(&mut weights);
-                const_offset.insert(*r, weights.len());
-                weights.extend_from_slice(&t.to_bytes());
-            }
-        }
-    }
-
     // Kernels, in graph order. Views need none: the plan aliases them.
     let mut helpers = Helpers::default();
     let mut kernels: Vec<(usize, String, Vec<KernelArg>)> = Vec::new();
+    let mut derived: Vec<Vec<Tensor>> = Vec::new();
     for (i, op) in g.ops.iter().enumerate() {
         if op.kind == OpKind::Constant || crate::plan::is_view(op.kind) {
             continue;
@@ -102,21 +84,76 @@ pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic>
             .map_err(|e| op_error(op, e))?;
         lower::lower(&mut k).map_err(|e| op_error(op, e))?;
         let mut args = Vec::new();
-        for b in k.operands.iter().flatten() {
+        for b in k.used_operands() {
             args.push(KernelArg::Value(b.value.expect("operands are graph values"), b.ty.clone()));
         }
-        for d in &k.derived {
-            align_blob(&mut weights);
-            let off = weights.len();
-            weights.extend_from_slice(&d.tensor.to_bytes());
-            args.push(KernelArg::Weights(off, d.buf.ty.clone()));
+        for (j, d) in k.derived.iter().enumerate() {
+            args.push(KernelArg::Derived(derived.len(), j, d.buf.ty.clone()));
         }
+        derived.push(k.derived.iter().map(|d| d.tensor.clone()).collect());
         for b in &k.results {
             args.push(KernelArg::Value(b.value.expect("results are graph values"), b.ty.clone()));
         }
         kernels.push((i, k.finish(), args));
     }
+
+    // The weights blob: the constants something reads at run time (through
+    // views too), then the derived constants.
+    let mut root: HashMap<ValueId, ValueId> = HashMap::new();
+    for op in &g.ops {
+        if crate::plan::is_view(op.kind) {
+            if let (Some(src), [r]) = (op.operand(0), &op.results[..]) {
+                let base = *root.get(&src).unwrap_or(&src);
+                root.insert(*r, base);
+            }
+        }
+    }
+    let mut needed: Vec<ValueId> = Vec::new();
+    let mut need = |v: ValueId| {
+        let r = *root.get(&v).unwrap_or(&v);
+        if !needed.contains(&r) {
+            needed.push(r);
+        }
+    };
+    for (_, _, args) in &kernels {
+        for a in args {
+            if let KernelArg::Value(v, _) = a {
+                need(*v);
+            }
+        }
+    }
+    for (_, v) in &g.outputs {
+        need(*v);
+    }
+    let mut weights: Vec<u8> = Vec::new();
+    let mut const_offset: HashMap<ValueId, usize> = HashMap::new();
+    for v in needed {
+        let Some(t) = consts(v) else { continue };
+        if t.dtype == DType::Str {
+            return Err(Diagnostic::new("string tensors are not supported by the cpu target"));
+        }
+        align_blob(&mut weights);
+        const_offset.insert(v, weights.len());
+        weights.extend_from_slice(&t.to_bytes());
+    }
+    let mut derived_offset: Vec<Vec<usize>> = Vec::new();
+    for ts in &derived {
+        let mut offs = Vec::new();
+        for t in ts {
+            align_blob(&mut weights);
+            offs.push(weights.len());
+            weights.extend_from_slice(&t.to_bytes());
+        }
+        derived_offset.push(offs);
+    }
     align_blob(&mut weights);
+    for (_, _, args) in &mut kernels {
+        for a in args.iter_mut() {
+            if let KernelArg::Derived(k, j, ty) = a {
+                *a = KernelArg::Weights(derived_offset[*k][*j], std::mem::take(ty));
+            }
+        }
+    }
 
     let plan = plan(g, &|v| const_offset.get(&v).copied());
     let inputs: Vec<IoDesc> = g
@@ -149,6 +186,8 @@ pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic>
 /// A kernel call argument.
 enum KernelArg {
     Value(ValueId, String),
+    /// Derived constant `j` of kernel `k`, before the blob is laid out.
+    Derived(usize, usize, String),
     /// A derived constant at this weights offset.
     Weights(usize, String),
 }
@@ -242,6 +281,7 @@ impl<'a> Entry<'a> {
                         names.push(self.value_view(g, *v, ty)?);
                         tys.push(ty.clone());
                     }
+                    KernelArg::Derived(..) => unreachable!("laid out before the entry"),
                     KernelArg::Weights(off, ty) => {
                         names.push(self.view(
                             Place {

@@ -35,7 +35,7 @@ pub fn fconst(r: &mut Region, v: f64, t: &str) -> String {
 /// An integer literal of MLIR type `t` (`i1` takes 0/1).
 pub fn iconst(r: &mut Region, v: i64, t: &str) -> String {
     if t == "i1" {
-        return r.op(format!("arith.constant {} : i1", v & 1 != 0));
+        return r.op(format!("arith.constant {}", v & 1 != 0));
     }
     r.op(format!("arith.constant {v} : {t}"))
 }

@@ -44,6 +44,12 @@ impl Region<'_, '_> {
     }
 }
 
+/// `affine_map<(d0, ..., d{rank-1}) -> (exprs...)>`.
+pub fn affine_map(rank: usize, exprs: &[String]) -> String {
+    let dims: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
+    format!("affine_map<({}) -> ({})>", dims.join(", "), exprs.join(", "))
+}
+
 /// `out[i] = body(ins[i]...)` with numpy broadcasting of every input to the
 /// output's shape. `body` gets the scalar names of the inputs (in order) and
 /// returns the scalar to store.
@@ -53,11 +59,26 @@ pub fn elementwise(
     out: &Buf,
     body: impl FnOnce(&mut Region, &[String]) -> Result<String, String>,
 ) -> Result<(), String> {
+    let maps: Vec<String> = ins.iter().map(|b| broadcast_map(&b.shape, &out.shape)).collect();
+    generic(k, ins, &maps, out, body)
+}
+
+/// One parallel `linalg.generic` over `out`'s index space: input `i` is read
+/// through `maps[i]` (any affine map from the output's dims: permutations,
+/// strided windows, `mod` for tiling), the result is stored in order. The
+/// body may use `linalg.index` and load from other buffers (gathers).
+pub fn generic(
+    k: &mut KernelCtx,
+    ins: &[Buf],
+    maps: &[String],
+    out: &Buf,
+    body: impl FnOnce(&mut Region, &[String]) -> Result<String, String>,
+) -> Result<(), String> {
     if out.is_empty() {
         return Ok(());
     }
     let rank = out.rank();
-    let mut maps: Vec<String> = ins.iter().map(|b| broadcast_map(&b.shape, &out.shape)).collect();
+    let mut maps = maps.to_vec();
     maps.push(broadcast_map(&out.shape, &out.shape));
     let iters = vec!["\"parallel\""; rank].join(", ");
     let args: Vec<String> = (0..ins.len()).map(|i| format!("%e{i}")).collect();

@@ -8,15 +8,18 @@
 
 pub mod elementwise;
 pub mod generic;
+pub mod shape;
 pub mod matmul;
 pub mod nn;
+pub mod quant;
+pub mod reduce;
 
 use crate::emit::kernel::KernelCtx;
 
 pub type LowerFn = fn(&mut KernelCtx) -> Result<(), String>;
 
 /// Every family's table, in lookup order.
-const FAMILIES: &[&[(&str, LowerFn)]] = &[elementwise::LOWERINGS, nn::LOWERINGS, matmul::LOWERINGS];
+const FAMILIES: &[&[(&str, LowerFn)]] = &[elementwise::LOWERINGS, shape::LOWERINGS, nn::LOWERINGS, reduce::LOWERINGS, quant::LOWERINGS, matmul::LOWERINGS];
 
 pub fn find(mnemonic: &str) -> Option<LowerFn> {
     FAMILIES

@@ -124,7 +124,7 @@ fn gemm_linear(eg: &TsrEGraph, class: Id, v: &Vars) -> Vec<Template> {
     };
     ops(eg, class, "gemm")
         .filter(|n| plain(n) && same(eg, n.children[0], a) && same(eg, n.children[1], b))
-        .filter_map(|n| {
+        .map(|n| {
             let c = n.children.get(2).copied().filter(|&c| !is_absent(eg, c));
             // A bias that is not a constant vector is a residual: it may
             // be a full [M, N] matrix.
@@ -133,14 +133,14 @@ fn gemm_linear(eg: &TsrEGraph, class: Id, v: &Vars) -> Vec<Template> {
                 Some(c) => operands(eg, a, b, None, Some(c)),
                 None => operands(eg, a, b, None, None),
             };
-            Some(op_over("linear", AttrSet::empty(), &kids))
+            op_over("linear", AttrSet::empty(), &kids)
         })
         .take(1)
         .collect()
 }
 
 /// The `linear` e-nodes of `class` with first two operands `a`, `b`.
-fn linears<'a>(eg: &'a TsrEGraph, class: Id, a: Id, b: Id) -> impl Iterator<Item = &'a OpNode> {
+fn linears(eg: &TsrEGraph, class: Id, a: Id, b: Id) -> impl Iterator<Item = &OpNode> {
     ops(eg, class, "linear")
         .filter(move |n| same(eg, n.children[0], a) && same(eg, n.children[1], b))
 }
