@@ -126,6 +126,12 @@ demo: build
 	$(TESSERA) compile $(DEMO_MODEL) --target cpu --emit lib --dim batch=2 --dim seq=16 -o target/demo-lib --timing
 	echo "==> run on cpu (in-process JIT, 2 threads), checked against onnxruntime's outputs"
 	$(TESSERA) run $(DEMO_MODEL) --target cpu --threads 2 --inputs $(DEMO_DIR)test_data_set_0 --check $(DEMO_DIR)test_data_set_0
+	echo "==> compile for the Tessera accelerator (int8, edge preset): partition + instruction stream"
+	$(TESSERA) compile $(DEMO_MODEL) --target accel --emit asm --dim batch=2 --dim seq=16 -o target/demo-accel.tsa
+	head -n 12 target/demo-accel.tsa
+	echo "==> simulate it cycle by cycle, checked against onnxruntime within the int8 tolerance (docs/accel-backend.md)"
+	$(TESSERA) run $(DEMO_MODEL) --target accel --inputs $(DEMO_DIR)test_data_set_0 --check $(DEMO_DIR)test_data_set_0 \
+	  --atol 0.05 --rtol 0.05 --timing
 
 # ----------------------------------------------------------------------- bench
 

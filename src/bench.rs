@@ -17,7 +17,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, String> {
     } else {
         runner::read_inputs(g, &a.inputs)?
     };
-    let backend = driver::backend(&a.opts);
+    let backend = driver::backend(&a.opts)?;
     let mut exe = backend.prepare(g).map_err(|e| e.to_string())?;
     exe.prepare_for(&inputs).map_err(|e| e.to_string())?;
     let compile_s = t.elapsed().as_secs_f64();

@@ -94,6 +94,9 @@ pub struct CompileOptions {
     /// Target features, e.g. `+avx512f,+fma` (cpu; default: this host's).
     #[arg(long)]
     pub mattr: Option<String>,
+    /// Accelerator hardware: a preset name (edge, server) or a TOML file (accel).
+    #[arg(long, default_value = "edge")]
+    pub accel_config: String,
 }
 
 fn parse_dim(s: &str) -> Result<(String, i64), String> {

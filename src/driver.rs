@@ -168,21 +168,15 @@ pub fn cpu_options(opts: &CompileOptions) -> tessera_cpu::CpuOptions {
     }
 }
 
-pub fn backend(opts: &CompileOptions) -> Box<dyn Backend> {
-    match opts.target {
+pub fn backend(opts: &CompileOptions) -> Result<Box<dyn Backend>, String> {
+    Ok(match opts.target {
         Target::Ref => Box::new(tessera_reference::Reference),
         Target::Cpu => Box::new(tessera_cpu::Cpu {
             opts: cpu_options(opts),
         }),
-        Target::Accel => match tessera_accel::Accel::from_env() {
-            Ok(a) => Box::new(a),
-            Err(e) => {
-                eprintln!("error: accel target: {e}");
-                Box::new(Pending("accel"))
-            }
-        },
+        Target::Accel => Box::new(tessera_accel::Accel::from_options(&opts.accel_config, &opts.dims)?),
         t => Box::new(Pending(t.name())),
-    }
+    })
 }
 
 /// The cpu target's static memory plan for `g` at the `--dim` sizes.

@@ -52,7 +52,7 @@ fn compile(a: CompileArgs) -> Result<ExitCode, String> {
         let names: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
         format!("unknown stage '{}' (stages: {})", a.emit, names.join(", "))
     })?;
-    let backend = driver::backend(&a.opts);
+    let backend = driver::backend(&a.opts)?;
     let compiled = driver::compile(&a.opts, stage != Stage::Ir)?;
     let graph = if stage == Stage::Ir {
         &compiled.imported
@@ -119,7 +119,7 @@ fn compile(a: CompileArgs) -> Result<ExitCode, String> {
 }
 
 fn run(a: RunArgs) -> Result<ExitCode, String> {
-    let backend = driver::backend(&a.opts);
+    let backend = driver::backend(&a.opts)?;
     let compiled = driver::compile(&a.opts, true)?;
     let g = &compiled.optimized;
     let inputs = runner::read_inputs(g, &a.inputs)?;

@@ -29,8 +29,8 @@ const BERT: &str = "tests/models/bert_legacy_op17";
 fn emit_asm_lists_host_ops_and_segments() {
     let model = path(&format!("{BERT}/model.onnx"));
     let o = tessera(
-        &["compile", &model, "--target", "accel", "--emit", "asm"],
-        &[("TESSERA_ACCEL_DIMS", "batch=1,seq=16")],
+        &["compile", &model, "--target", "accel", "--emit", "asm", "--dim", "batch=1", "--dim", "seq=16"],
+        &[],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     let asm = text(&o.stdout);
@@ -59,7 +59,7 @@ fn emit_needs_bound_dims() {
     );
     assert!(!o.status.success());
     let err = text(&o.stderr);
-    assert!(err.contains("TESSERA_ACCEL_DIMS"), "{err}");
+    assert!(err.contains("--dim"), "{err}");
 }
 
 #[test]
@@ -76,8 +76,12 @@ fn emit_stream_writes_a_bundle() {
             "stream",
             "-o",
             out.to_str().unwrap(),
+            "--dim",
+            "batch=1",
+            "--dim",
+            "seq=16",
         ],
-        &[("TESSERA_ACCEL_DIMS", "batch=1,seq=16")],
+        &[],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     let bytes = std::fs::read(&out).unwrap();
@@ -92,9 +96,9 @@ fn run_checks_against_onnxruntime_within_quant_tolerance() {
     let o = tessera(
         &[
             "run", &model, "--target", "accel", "--inputs", &set, "--check", &set, "--atol",
-            "0.05", "--rtol", "0.05",
+            "0.05", "--rtol", "0.05", "--timing",
         ],
-        &[("TESSERA_ACCEL_REPORT", "1")],
+        &[],
     );
     assert!(
         o.status.success(),

@@ -58,6 +58,11 @@ pub static REGISTRY: &[PassInfo] = &[
         create: |a| plain("dce", a, Box::new(Dce)),
     },
     PassInfo {
+        name: "merge-projections",
+        summary: "Products of one input with constant weights of the same K (Q/K/V projections) become one product on the concatenated weights and biases, then a split; options: min=N (group size, default 3)",
+        create: |a| Ok(Box::new(crate::transforms::merge_projections::MergeProjections::from_args(a)?)),
+    },
+    PassInfo {
         name: "egraph",
         summary: "Equality saturation of each repeated block once, rule groups in stages (algebra, recognize, fusion, ...), then DAG-cost extraction; options: extractor=greedy|ilp target=cpu|cuda|accel|ref reuse-blocks=true|false staged=true|false groups=a,b ilp-ms=N iterations=N nodes=N time-ms=N",
         create: |a| Ok(Box::new(crate::egraph::EgraphPass::from_args(a)?)),
@@ -74,6 +79,6 @@ pub fn pipeline_for_level(level: u8) -> &'static str {
         0 => "",
         1 => "canonicalize,fold-constants,canonicalize,dce",
         // The e-graph pass never returns a costlier program than its input.
-        _ => "canonicalize,fold-constants,egraph,canonicalize,dce",
+        _ => "canonicalize,fold-constants,merge-projections,egraph,canonicalize,dce",
     }
 }

@@ -47,11 +47,6 @@ pub struct Accel {
     pub report: bool,
 }
 
-/// Environment variables read by [`Accel::from_env`].
-pub const ENV_CONFIG: &str = "TESSERA_ACCEL_CONFIG";
-pub const ENV_DIMS: &str = "TESSERA_ACCEL_DIMS";
-pub const ENV_REPORT: &str = "TESSERA_ACCEL_REPORT";
-
 impl Accel {
     pub fn new(cfg: HwConfig) -> Accel {
         Accel {
@@ -61,23 +56,20 @@ impl Accel {
         }
     }
 
-    /// The CLI's configuration: `TESSERA_ACCEL_CONFIG` (a preset name or a
-    /// TOML file; default `edge`), `TESSERA_ACCEL_DIMS` (`batch=1,seq=16`),
-    /// `TESSERA_ACCEL_REPORT=1` (print the run report).
-    pub fn from_env() -> Result<Accel, String> {
-        let spec = std::env::var(ENV_CONFIG).unwrap_or_else(|_| "edge".into());
-        let cfg = if std::path::Path::new(&spec).exists() {
-            let text = std::fs::read_to_string(&spec).map_err(|e| format!("{spec}: {e}"))?;
-            HwConfig::from_toml(&text).map_err(|e| format!("{spec}: {e}"))?
+    /// The CLI's configuration: `--accel-config` (a preset name or a TOML
+    /// file) and the `--dim` sizes for ahead-of-time stages.
+    pub fn from_options(config: &str, dims: &[(String, i64)]) -> Result<Accel, String> {
+        let cfg = if std::path::Path::new(config).exists() {
+            let text = std::fs::read_to_string(config).map_err(|e| format!("{config}: {e}"))?;
+            HwConfig::from_toml(&text).map_err(|e| format!("{config}: {e}"))?
         } else {
-            HwConfig::preset(&spec)?
+            HwConfig::preset(config)?
         };
-        let dims = match std::env::var(ENV_DIMS) {
-            Ok(s) => specialize::parse_bindings(&s).map_err(|e| format!("{ENV_DIMS}: {e}"))?,
-            Err(_) => Bindings::new(),
-        };
-        let report = std::env::var(ENV_REPORT).is_ok_and(|v| v != "0" && !v.is_empty());
-        Ok(Accel { cfg, dims, report })
+        Ok(Accel {
+            cfg,
+            dims: dims.iter().cloned().collect(),
+            report: false,
+        })
     }
 
     pub fn compile(&self, graph: &Graph) -> Result<Program, Diagnostic> {
@@ -190,6 +182,17 @@ pub struct AccelExecutable {
 }
 
 impl Executable for AccelExecutable {
+    fn timing_rows(&self) -> Vec<(String, f64, String)> {
+        match &self.last {
+            Some(s) => vec![(
+                "accel: simulated run".into(),
+                s.total_cycles as f64 / (self.cfg.clock_mhz * 1e6),
+                s.to_text(&self.cfg).trim_end().to_string(),
+            )],
+            None => Vec::new(),
+        }
+    }
+
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Diagnostic> {
         let env = tessera_reference::bind_inputs(&self.graph, inputs)?;
         let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();

@@ -51,7 +51,14 @@ pub const HOST_OPS: &[(OpKind, &str)] = &[
         OpKind::MatMul,
         "activation x activation matmul (attention) is not quantized yet",
     ),
-    (OpKind::Linear, "fused activation x activation matmul (attention) is not quantized yet"),
+    (
+        OpKind::Linear,
+        "fused activation x activation matmul (attention) is not quantized yet",
+    ),
+    (
+        OpKind::SwiGlu,
+        "fused SwiGLU is not lowered yet (sigmoid, mul on the vector unit)",
+    ),
     (OpKind::Gelu, "non-f32 operand"),
     (OpKind::Sigmoid, "non-f32 operand"),
     (OpKind::Tanh, "non-f32 operand"),
@@ -165,7 +172,7 @@ impl Ctx<'_> {
 fn rows_len(shape: &[u64]) -> (u64, u64) {
     let len = shape.last().copied().unwrap_or(1);
     let n: u64 = shape.iter().product();
-    (if len == 0 { 0 } else { n / len }, len)
+    (n.checked_div(len).unwrap_or(0), len)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -96,7 +96,7 @@ impl Addrs for SegAddrs {
         if let Some(&a) = self.placed.get(&key) {
             return a;
         }
-        while self.image.len() % 64 != 0 {
+        while !self.image.len().is_multiple_of(64) {
             self.image.push(0);
         }
         let a = self.image_base + self.image.len() as u64;

@@ -158,7 +158,9 @@ impl Rewriter<'_> {
                 self.op("silu", OpKind::Mul, vec![y, s], Attrs::new())?
             }
             other => {
-                return Err(Diagnostic::new(format!("linear activation '{other}'")).at(op.loc.clone()))
+                return Err(
+                    Diagnostic::new(format!("linear activation '{other}'")).at(op.loc.clone())
+                )
             }
         };
         if let Some(r) = op.operand(3) {

@@ -77,7 +77,7 @@ pub fn require_bound(g: &Graph, bind: &Bindings) -> Result<(), Diagnostic> {
     }
     Err(Diagnostic::new(format!(
         "the accel target compiles static shapes; the inputs have symbolic dims {} \
-         (bind them, e.g. TESSERA_ACCEL_DIMS={})",
+         (bind them with --dim NAME=N, e.g. {})",
         open.join(", "),
         open.iter()
             .map(|s| format!("{s}=1"))

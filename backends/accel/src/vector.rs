@@ -106,7 +106,7 @@ impl RowKernel {
             return self.fits_rows(acc_words).map(|_| self.clone());
         }
         let total = self.rows * self.len;
-        for l in (1..self.len).rev().filter(|l| self.len % l == 0) {
+        for l in (1..self.len).rev().filter(|l| self.len.is_multiple_of(*l)) {
             let k = RowKernel {
                 rows: total / l,
                 len: l,

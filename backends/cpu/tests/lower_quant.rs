@@ -16,6 +16,8 @@ fn graph(ins: &[(&str, &str)], consts: &[(&str, &str, &str)], op_text: &str, out
     let mut table = String::new();
     for (n, t, v) in consts {
         body.push_str(&format!("  %{n} = tsr.constant {{value = @{n}}} : () -> tensor<{t}>\n"));
+        // Scalars are written as one-element lists.
+        let v = if v.starts_with('[') { v.to_string() } else { format!("[{v}]") };
         table.push_str(&format!("  @{n} = dense<{v}> : tensor<{t}>\n"));
     }
     let table = if consts.is_empty() { String::new() } else { format!("tsr.constants {{\n{table}}}\n") };

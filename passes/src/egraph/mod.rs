@@ -165,7 +165,17 @@ impl Report {
         for (k, v) in &o.rules {
             self.rules.entry(k.clone()).or_default().add(v);
         }
-        self.stages.extend(o.stages.iter().cloned());
+        // Stages of the same name (one per optimized piece) add up.
+        for st in &o.stages {
+            match self.stages.iter_mut().find(|s| s.name == st.name) {
+                Some(s) => {
+                    s.iterations = s.iterations.max(st.iterations);
+                    s.nodes_after += st.nodes_after;
+                    s.time += st.time;
+                }
+                None => self.stages.push(st.clone()),
+            }
+        }
         self.build_time += o.build_time;
         self.saturate_time += o.saturate_time;
         self.extract_time += o.extract_time;

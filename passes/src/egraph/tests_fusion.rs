@@ -28,6 +28,7 @@ pub(super) const TESTED: &[&str] = &[
     "softmax",
     "sdpa",
     "attention-3d",
+    "rotary-half",
     "matmul-add",
     "add-matmul",
     "gemm-linear",
@@ -592,6 +593,110 @@ fn attention_3d() {
             assert_eq!(count(&out, "reshape"), usize::from(flat));
         }
     }
+}
+
+/// How the test builds the cos/sin caches of rotate_half RoPE.
+#[derive(Clone, Copy, PartialEq)]
+enum Caches {
+    /// cos(concat(f, f)) and sin(concat(f, f)), as HF's Llama exports them.
+    CosOfDoubled,
+    /// concat(c, c) and concat(s, s) of given half caches.
+    Doubled,
+    /// concat(c, c2) with two different halves: not RoPE.
+    Unequal,
+}
+
+/// x * unsqueeze(cos, 1) + rotate_half(x) * unsqueeze(sin, 1) on [B, H, S, D]
+/// x; `swapped` writes the operands of each product and of the sum the
+/// other way round and the slice ends past the axis (INT64_MAX).
+fn rotate_half_graph(s: &[i64; 4], caches: Caches, swapped: bool) -> Graph {
+    let [bsz, _, seq, d] = *s;
+    let half = [bsz, seq, d / 2];
+    graph(&[s, &half, &half], |b, x| {
+        let last = |b: &mut Builder, i: i64| ints(b, &[i]);
+        let (zero, h, end) = (
+            last(b, 0),
+            last(b, d / 2),
+            last(b, if swapped { i64::MAX } else { d }),
+        );
+        let axis = last(b, if swapped { 3 } else { -1 });
+        let cat = |b: &mut Builder, l: ValueId, r: ValueId| {
+            op(b, "concat", &[l, r], with(&[("axis", Attr::Int(-1))]))
+        };
+        let (cos2, sin2) = match caches {
+            Caches::CosOfDoubled => {
+                let f = cat(b, x[1], x[1]);
+                (un(b, "cos", f), un(b, "sin", f))
+            }
+            Caches::Doubled => (cat(b, x[1], x[1]), cat(b, x[2], x[2])),
+            Caches::Unequal => (cat(b, x[1], x[2]), cat(b, x[2], x[1])),
+        };
+        let one = last(b, 1);
+        let cos = op(b, "unsqueeze", &[cos2, one], Attrs::new());
+        let sin = op(b, "unsqueeze", &[sin2, one], Attrs::new());
+        let x1 = op(b, "slice", &[x[0], zero, h, axis], Attrs::new());
+        let x2 = op(b, "slice", &[x[0], h, end, axis], Attrs::new());
+        let n = un(b, "neg", x2);
+        let rot = cat(b, n, x1);
+        let (xc, rs) = if swapped {
+            (bin(b, "mul", cos, x[0]), bin(b, "mul", sin, rot))
+        } else {
+            (bin(b, "mul", x[0], cos), bin(b, "mul", rot, sin))
+        };
+        vec![if swapped {
+            bin(b, "add", rs, xc)
+        } else {
+            bin(b, "add", xc, rs)
+        }]
+    })
+}
+
+#[test]
+fn rotary_half() {
+    for seed in SEEDS {
+        let mut rng = Rng::new(seed);
+        let s = [
+            dim(&mut rng, 1, 2),
+            dim(&mut rng, 1, 3),
+            dim(&mut rng, 1, 5),
+            2 * dim(&mut rng, 1, 4),
+        ];
+        for caches in [Caches::CosOfDoubled, Caches::Doubled] {
+            for swapped in [false, true] {
+                let g = rotate_half_graph(&s, caches, swapped);
+                let out = check("rotary-half", &g, seed, ("rotary_embedding", 1), 1e-5);
+                assert_eq!(
+                    count(&out, "concat") + count(&out, "slice") + count(&out, "neg"),
+                    0,
+                    "{}",
+                    tessera_ir::print_graph(&out)
+                );
+            }
+        }
+    }
+    // Different halves are not one rotation angle per pair.
+    refuses(
+        "rotary-half",
+        &rotate_half_graph(&[1, 2, 3, 4], Caches::Unequal, false),
+    );
+    // concat(x1, -x2) rotates the other way.
+    let g = graph(&[&[1, 2, 3, 4], &[1, 3, 2]], |b, x| {
+        let (zero, h, end, axis) = (ints(b, &[0]), ints(b, &[2]), ints(b, &[4]), ints(b, &[-1]));
+        let f = op(b, "concat", &[x[1], x[1]], with(&[("axis", Attr::Int(-1))]));
+        let one = ints(b, &[1]);
+        let c = un(b, "cos", f);
+        let cos = op(b, "unsqueeze", &[c, one], Attrs::new());
+        let sn = un(b, "sin", f);
+        let sin = op(b, "unsqueeze", &[sn, one], Attrs::new());
+        let x1 = op(b, "slice", &[x[0], zero, h, axis], Attrs::new());
+        let x2 = op(b, "slice", &[x[0], h, end, axis], Attrs::new());
+        let n = un(b, "neg", x2);
+        let rot = op(b, "concat", &[x1, n], with(&[("axis", Attr::Int(-1))]));
+        let xc = bin(b, "mul", x[0], cos);
+        let rs = bin(b, "mul", rot, sin);
+        vec![bin(b, "add", xc, rs)]
+    });
+    refuses("rotary-half", &g);
 }
 
 // ---------------------------------------------------------------------------

@@ -3,3 +3,4 @@
 pub mod canonicalize;
 pub mod dce;
 pub mod fold;
+pub mod merge_projections;

@@ -241,12 +241,21 @@ impl<'a> KernelCtx<'a> {
     /// Operands the body reads. A lowering that replaced a constant operand
     /// by a derived one (packed weights) never reads the original, which then
     /// is neither passed nor stored.
+    ///
+    /// Zero-element buffers are not passed either (the bare-pointer calling
+    /// convention has no representation for them); the kernel declares them
+    /// locally, and no code can touch their (absent) elements.
     pub fn used_operands(&self) -> Vec<&Buf> {
         self.operands
             .iter()
             .flatten()
-            .filter(|b| self.mentions(&b.name))
+            .filter(|b| !b.is_empty() && self.mentions(&b.name))
             .collect()
+    }
+
+    /// Results the caller passes (all but zero-element ones).
+    pub fn passed_results(&self) -> Vec<&Buf> {
+        self.results.iter().filter(|b| !b.is_empty()).collect()
     }
 
     /// The kernel's arguments in call order: used operands, derived
@@ -254,7 +263,7 @@ impl<'a> KernelCtx<'a> {
     pub fn args(&self) -> Vec<&Buf> {
         let mut v = self.used_operands();
         v.extend(self.derived.iter().map(|d| &d.buf));
-        v.extend(self.results.iter());
+        v.extend(self.passed_results());
         v
     }
 
@@ -272,6 +281,11 @@ impl<'a> KernelCtx<'a> {
         );
         for (v, name) in &self.index_consts {
             writeln!(s, "    {name} = arith.constant {v} : index").unwrap();
+        }
+        for b in self.operands.iter().flatten().chain(&self.results) {
+            if b.is_empty() && self.mentions(&b.name) {
+                writeln!(s, "    {} = memref.alloca() : {}", b.name, b.ty).unwrap();
+            }
         }
         s.push_str(&self.body);
         s.push_str("    return\n  }\n");

@@ -91,7 +91,7 @@ pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic>
             args.push(KernelArg::Derived(derived.len(), j, d.buf.ty.clone()));
         }
         derived.push(k.derived.iter().map(|d| d.tensor.clone()).collect());
-        for b in &k.results {
+        for b in k.passed_results() {
             args.push(KernelArg::Value(b.value.expect("results are graph values"), b.ty.clone()));
         }
         kernels.push((i, k.finish(), args));
@@ -212,10 +212,10 @@ impl<'a> Entry<'a> {
     ) -> Entry<'a> {
         let mut bases = Vec::new();
         for (i, d) in inputs.iter().enumerate() {
-            bases.push((Base::Input(i), format!("%in{i}"), format!("memref<{}xi8>", d.bytes)));
+            bases.push((Base::Input(i), format!("%in{i}"), format!("memref<{}xi8>", d.bytes.max(1))));
         }
         for (i, d) in outputs.iter().enumerate() {
-            bases.push((Base::Output(i), format!("%out{i}"), format!("memref<{}xi8>", d.bytes)));
+            bases.push((Base::Output(i), format!("%out{i}"), format!("memref<{}xi8>", d.bytes.max(1))));
         }
         bases.push((Base::Arena, "%arena".into(), format!("memref<{}xi8>", plan.arena_bytes.max(1))));
         bases.push((Base::Weights, "%weights".into(), format!("memref<{}xi8>", weights.max(1))));

@@ -154,9 +154,15 @@ fn mlir_int(bits: usize) -> &'static str {
 /// truncate into integers (out of range and NaN: the intermediate's minimum,
 /// as x86 C casts), bool is `!= 0` (NaN is true).
 pub fn cast_scalar(r: &mut Region, x: &str, from: DType, to: DType) -> Result<String, String> {
-    let supported = |d: DType| d == DType::Bool || matches!(d, DType::F64 | DType::F32 | DType::F16 | DType::BF16) || (d.is_int() && d.bits() >= 8);
+    let supported = |d: DType| {
+        d == DType::Bool
+            || matches!(d, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
+            || (d.is_int() && d.bits() >= 8)
+    };
     if !supported(from) || !supported(to) {
-        return Err(format!("cast from {from} to {to} is not supported by the cpu target"));
+        return Err(format!(
+            "cast from {from} to {to} is not supported by the cpu target"
+        ));
     }
     if from == to {
         return Ok(x.to_string());
@@ -186,15 +192,23 @@ pub fn cast_scalar(r: &mut Region, x: &str, from: DType, to: DType) -> Result<St
         return Ok(match from.bits().cmp(&to.bits()) {
             std::cmp::Ordering::Equal => x.to_string(),
             std::cmp::Ordering::Greater => r.op(format!("arith.trunci {x} : {tf} to {tt}")),
-            std::cmp::Ordering::Less if from.is_signed_int() => r.op(format!("arith.extsi {x} : {tf} to {tt}")),
+            std::cmp::Ordering::Less if from.is_signed_int() => {
+                r.op(format!("arith.extsi {x} : {tf} to {tt}"))
+            }
             std::cmp::Ordering::Less => r.op(format!("arith.extui {x} : {tf} to {tt}")),
         });
     }
     if from.is_int() {
         let tf = mlir_int(from.bits());
-        let conv = if from.is_signed_int() { "sitofp" } else { "uitofp" };
+        let conv = if from.is_signed_int() {
+            "sitofp"
+        } else {
+            "uitofp"
+        };
         return Ok(match to {
-            DType::F32 | DType::F64 => r.op(format!("arith.{conv} {x} : {tf} to {}", compute_type(to))),
+            DType::F32 | DType::F64 => {
+                r.op(format!("arith.{conv} {x} : {tf} to {}", compute_type(to)))
+            }
             // Integers of up to 16 bits are exact in f32; wider ones go
             // through f64 (exact to 53 bits) rounded to odd, then once to
             // the half type.
@@ -269,7 +283,8 @@ fn float_to_int(r: &mut Region, x: &str, from: DType, to: DType) -> String {
 
 fn lower_cast(k: &mut KernelCtx) -> Result<(), String> {
     let (x, out) = (k.operand(0)?.clone(), k.result(0).clone());
-    elementwise(k, &[x.clone()], &out, |r, a| cast_scalar(r, &a[0], x.dtype, out.dtype))
+    let (from, to) = (x.dtype, out.dtype);
+    elementwise(k, &[x], &out, |r, a| cast_scalar(r, &a[0], from, to))
 }
 
 fn lower_bit_cast(k: &mut KernelCtx) -> Result<(), String> {
@@ -279,7 +294,11 @@ fn lower_bit_cast(k: &mut KernelCtx) -> Result<(), String> {
     }
     let (from, to) = (x.elem(), out.elem());
     elementwise(k, &[x], &out, |r, a| {
-        Ok(if from == to { a[0].clone() } else { r.op(format!("arith.bitcast {} : {from} to {to}", a[0])) })
+        Ok(if from == to {
+            a[0].clone()
+        } else {
+            r.op(format!("arith.bitcast {} : {from} to {to}", a[0]))
+        })
     })
 }
 
@@ -302,7 +321,13 @@ struct Attrs {
 
 fn read_attrs(k: &KernelCtx) -> Result<Attrs, String> {
     let op = k.op;
-    let f = |n: &str| if op.attr(n).is_some() { op.float(n) } else { Ok(0.0) };
+    let f = |n: &str| {
+        if op.attr(n).is_some() {
+            op.float(n)
+        } else {
+            Ok(0.0)
+        }
+    };
     Ok(Attrs {
         alpha: f("alpha")?,
         beta: f("beta")?,
@@ -314,7 +339,11 @@ fn read_attrs(k: &KernelCtx) -> Result<Attrs, String> {
             Some(_) => match op.string("approximate")?.as_str() {
                 "none" => false,
                 "tanh" => true,
-                a => return Err(format!("approximate must be \"none\" or \"tanh\", got \"{a}\"")),
+                a => {
+                    return Err(format!(
+                        "approximate must be \"none\" or \"tanh\", got \"{a}\""
+                    ))
+                }
             },
         },
     })
@@ -425,7 +454,9 @@ const FLOAT_UNARY: &[(&str, FloatBody)] = &[
         arith2(r, "mulf", x, &s, t)
     }),
     ("gelu", |r, x, t, a| gelu(r, x, t, a.tanh)),
-    ("hard_sigmoid", |r, x, t, a| hard_sigmoid(r, x, t, a.alpha, a.beta)),
+    ("hard_sigmoid", |r, x, t, a| {
+        hard_sigmoid(r, x, t, a.alpha, a.beta)
+    }),
     ("hard_swish", |r, x, t, _| {
         let h = hard_sigmoid(r, x, t, 1.0 / 6.0, 0.5);
         arith2(r, "mulf", x, &h, t)
@@ -468,7 +499,11 @@ const FLOAT_UNARY: &[(&str, FloatBody)] = &[
         select(r, &gt, x, &z, t)
     }),
     ("shrink", |r, x, t, a| {
-        let (l, nl, b) = (fconst(r, a.lambd, t), fconst(r, -a.lambd, t), fconst(r, a.bias, t));
+        let (l, nl, b) = (
+            fconst(r, a.lambd, t),
+            fconst(r, -a.lambd, t),
+            fconst(r, a.bias, t),
+        );
         let below = cmpf(r, "olt", x, &nl, t);
         let above = cmpf(r, "ogt", x, &l, t);
         let plus = arith2(r, "addf", x, &b, t);
@@ -481,7 +516,11 @@ const FLOAT_UNARY: &[(&str, FloatBody)] = &[
 
 fn lower_float_unary(k: &mut KernelCtx) -> Result<(), String> {
     let m = k.op.kind.mnemonic();
-    let body = FLOAT_UNARY.iter().find(|(n, _)| *n == m).map(|(_, f)| *f).ok_or_else(|| format!("tsr.{m} is not a float unary op"))?;
+    let body = FLOAT_UNARY
+        .iter()
+        .find(|(n, _)| *n == m)
+        .map(|(_, f)| *f)
+        .ok_or_else(|| format!("tsr.{m} is not a float unary op"))?;
     let (x, out) = (k.operand(0)?.clone(), k.result(0).clone());
     let d = x.dtype;
     if !d.is_float() {
@@ -568,7 +607,10 @@ fn lower_is_nan(k: &mut KernelCtx) -> Result<(), String> {
 fn lower_is_inf(k: &mut KernelCtx) -> Result<(), String> {
     let (x, out) = (k.operand(0)?.clone(), k.result(0).clone());
     let d = x.dtype;
-    let (neg, pos) = (k.op.int("detect_negative")? != 0, k.op.int("detect_positive")? != 0);
+    let (neg, pos) = (
+        k.op.int("detect_negative")? != 0,
+        k.op.int("detect_positive")? != 0,
+    );
     elementwise(k, &[x], &out, |r, a| {
         let t = compute_type(d);
         let v = widen(r, &a[0], d);
@@ -632,7 +674,14 @@ fn int_rem(r: &mut Region, a: &str, b: &str, t: &str, signed: bool) -> String {
 
 /// The scalar body of a binary op on operands of element type `d` (already
 /// widened to the compute type for floats).
-fn binary_scalar(r: &mut Region, m: &str, a: &str, b: &str, d: DType, fmod: bool) -> Result<String, String> {
+fn binary_scalar(
+    r: &mut Region,
+    m: &str,
+    a: &str,
+    b: &str,
+    d: DType,
+    fmod: bool,
+) -> Result<String, String> {
     if d.is_float() {
         let t = compute_type(d);
         let op = match m {
@@ -672,7 +721,11 @@ fn binary_scalar(r: &mut Region, m: &str, a: &str, b: &str, d: DType, fmod: bool
             "and" => "andi",
             "or" => "ori",
             "xor" => "xori",
-            _ => return Err(format!("tsr.{m} on bool is not supported by the cpu target")),
+            _ => {
+                return Err(format!(
+                    "tsr.{m} on bool is not supported by the cpu target"
+                ))
+            }
         };
         return Ok(arith2(r, op, a, b, "i1"));
     }
@@ -728,7 +781,10 @@ fn lower_nary(k: &mut KernelCtx) -> Result<(), String> {
     let m = k.op.kind.mnemonic();
     let ins: Vec<Buf> = k.operands.iter().flatten().cloned().collect();
     let out = k.result(0).clone();
-    let d = ins.first().ok_or_else(|| format!("tsr.{m} has no operands"))?.dtype;
+    let d = ins
+        .first()
+        .ok_or_else(|| format!("tsr.{m} has no operands"))?
+        .dtype;
     let fmod = m == "mod" && k.op.int("fmod")? == 1;
     if m == "mean" && !d.is_float() {
         return Err(format!("tsr.mean on {d} is not supported"));
@@ -758,7 +814,11 @@ fn lower_nary(k: &mut KernelCtx) -> Result<(), String> {
 
 fn lower_compare(k: &mut KernelCtx) -> Result<(), String> {
     let m = k.op.kind.mnemonic();
-    let (a, b, out) = (k.operand(0)?.clone(), k.operand(1)?.clone(), k.result(0).clone());
+    let (a, b, out) = (
+        k.operand(0)?.clone(),
+        k.operand(1)?.clone(),
+        k.result(0).clone(),
+    );
     let d = a.dtype;
     let (fp, sp, up) = match m {
         "equal" => ("oeq", "eq", "eq"),
@@ -782,15 +842,25 @@ fn lower_compare(k: &mut KernelCtx) -> Result<(), String> {
 }
 
 fn lower_bit_shift(k: &mut KernelCtx) -> Result<(), String> {
-    let (a, b, out) = (k.operand(0)?.clone(), k.operand(1)?.clone(), k.result(0).clone());
+    let (a, b, out) = (
+        k.operand(0)?.clone(),
+        k.operand(1)?.clone(),
+        k.result(0).clone(),
+    );
     let right = match k.op.string("direction")?.as_str() {
         "RIGHT" => true,
         "LEFT" => false,
-        d => return Err(format!("direction must be \"LEFT\" or \"RIGHT\", got \"{d}\"")),
+        d => {
+            return Err(format!(
+                "direction must be \"LEFT\" or \"RIGHT\", got \"{d}\""
+            ))
+        }
     };
     let d = a.dtype;
     if !d.is_int() || d.bits() < 8 {
-        return Err(format!("tsr.bit_shift on {d} is not supported by the cpu target"));
+        return Err(format!(
+            "tsr.bit_shift on {d} is not supported by the cpu target"
+        ));
     }
     let t = a.elem();
     let width = d.bits() as i64;
@@ -806,18 +876,30 @@ fn lower_bit_shift(k: &mut KernelCtx) -> Result<(), String> {
             return Ok(arith2(r, "shrsi", &x[0], &amt, t));
         } else {
             let amt = select(r, &oob, &z, &x[1], t);
-            (arith2(r, if right { "shrui" } else { "shli" }, &x[0], &amt, t), z)
+            (
+                arith2(r, if right { "shrui" } else { "shli" }, &x[0], &amt, t),
+                z,
+            )
         };
         Ok(select(r, &oob, &fill, &y, t))
     })
 }
 
 fn lower_pow(k: &mut KernelCtx) -> Result<(), String> {
-    let (x, e, out) = (k.operand(0)?.clone(), k.operand(1)?.clone(), k.result(0).clone());
+    let (x, e, out) = (
+        k.operand(0)?.clone(),
+        k.operand(1)?.clone(),
+        k.result(0).clone(),
+    );
     let (bd, ed) = (x.dtype, e.dtype);
-    let ok = |d: DType| matches!(d, DType::F64 | DType::F32 | DType::F16 | DType::BF16) || (d.is_int() && d.bits() >= 8);
+    let ok = |d: DType| {
+        matches!(d, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
+            || (d.is_int() && d.bits() >= 8)
+    };
     if !ok(bd) || !ok(ed) {
-        return Err(format!("tsr.pow of {bd} by {ed} is not supported by the cpu target"));
+        return Err(format!(
+            "tsr.pow of {bd} by {ed} is not supported by the cpu target"
+        ));
     }
     if bd.is_int() && ed.is_int() {
         k.helper("tsr_ipow", ipow_helper);
@@ -878,16 +960,28 @@ fn ipow_helper() -> String {
 }
 
 fn lower_where(k: &mut KernelCtx) -> Result<(), String> {
-    let (c, x, y, out) = (k.operand(0)?.clone(), k.operand(1)?.clone(), k.operand(2)?.clone(), k.result(0).clone());
+    let (c, x, y, out) = (
+        k.operand(0)?.clone(),
+        k.operand(1)?.clone(),
+        k.operand(2)?.clone(),
+        k.result(0).clone(),
+    );
     let t = x.elem();
-    elementwise(k, &[c, x, y], &out, |r, v| Ok(select(r, &v[0], &v[1], &v[2], t)))
+    elementwise(k, &[c, x, y], &out, |r, v| {
+        Ok(select(r, &v[0], &v[1], &v[2], t))
+    })
 }
 
 /// Loads the single element of a scalar-like buffer before the kernel loop.
 fn load_scalar(k: &mut KernelCtx, b: &Buf) -> String {
     let zeros: Vec<String> = (0..b.rank()).map(|_| k.idx(0)).collect();
     let v = k.fresh("sc");
-    k.line(format!("{v} = memref.load {}[{}] : {}", b.name, zeros.join(", "), b.ty));
+    k.line(format!(
+        "{v} = memref.load {}[{}] : {}",
+        b.name,
+        zeros.join(", "),
+        b.ty
+    ));
     v
 }
 
@@ -895,11 +989,16 @@ fn lower_clip(k: &mut KernelCtx) -> Result<(), String> {
     let (x, out) = (k.operand(0)?.clone(), k.result(0).clone());
     let d = x.dtype;
     if !(d.is_float() || (d.is_int() && d.bits() >= 8)) {
-        return Err(format!("tsr.clip on {d} is not supported by the cpu target"));
+        return Err(format!(
+            "tsr.clip on {d} is not supported by the cpu target"
+        ));
     }
     let mut bound = |i: usize| -> Result<Option<String>, String> {
         match k.opt_operand(i).cloned() {
-            Some(b) if b.len() != 1 => Err(format!("clip bounds must be scalars, got shape {:?}", b.shape)),
+            Some(b) if b.len() != 1 => Err(format!(
+                "clip bounds must be scalars, got shape {:?}",
+                b.shape
+            )),
             Some(b) => Ok(Some(load_scalar(k, &b))),
             None => Ok(None),
         }
@@ -932,7 +1031,64 @@ fn lower_clip(k: &mut KernelCtx) -> Result<(), String> {
     })
 }
 
+/// a * sigmoid(alpha a) * b (operands of one shape and float type).
+fn lower_swiglu(k: &mut KernelCtx) -> Result<(), String> {
+    let (a, b, out) = (
+        k.operand(0)?.clone(),
+        k.operand(1)?.clone(),
+        k.result(0).clone(),
+    );
+    let d = a.dtype;
+    if !matches!(d, DType::F64 | DType::F32 | DType::F16 | DType::BF16) {
+        return Err(format!(
+            "tsr.swiglu on {d} is not supported by the cpu target"
+        ));
+    }
+    let alpha = k.op.float("alpha")?;
+    let t = compute_type(d);
+    elementwise(k, &[a, b], &out, |r, v| {
+        let (x, y) = (widen(r, &v[0], d), widen(r, &v[1], d));
+        let al = fconst(r, alpha, t);
+        let ax = arith2(r, "mulf", &al, &x, t);
+        let s = sigmoid(r, &ax, t);
+        let g = arith2(r, "mulf", &x, &s, t);
+        let o = arith2(r, "mulf", &g, &y, t);
+        Ok(narrow(r, &o, d))
+    })
+}
+
+/// Dropout in inference: the data unchanged and an all-true mask. Training
+/// mode (a random mask) is rejected unless `training_mode` is a constant
+/// false.
+fn lower_dropout(k: &mut KernelCtx) -> Result<(), String> {
+    if let Some(t) = k.opt_operand(2) {
+        match &t.constant {
+            Some(v) if v.to_i64_vec().iter().all(|&b| b == 0) => {}
+            Some(_) => {
+                return Err(
+                    "tsr.dropout in training mode is not supported by the cpu target".into(),
+                )
+            }
+            None => {
+                return Err(
+                    "tsr.dropout with a runtime training_mode is not supported by the cpu target"
+                        .into(),
+                )
+            }
+        }
+    }
+    let (x, out) = (k.operand(0)?.clone(), k.result(0).clone());
+    elementwise(k, std::slice::from_ref(&x), &out, |_, v| Ok(v[0].clone()))?;
+    if k.results.len() == 2 {
+        let mask = k.result(1).clone();
+        elementwise(k, &[], &mask, |r, _| Ok(iconst(r, 1, "i1")))?;
+    }
+    Ok(())
+}
+
 pub const LOWERINGS: &[(&str, LowerFn)] = &[
+    ("swiglu", lower_swiglu),
+    ("dropout", lower_dropout),
     ("add", lower_nary),
     ("sub", lower_nary),
     ("mul", lower_nary),
@@ -1014,7 +1170,10 @@ mod tests {
     fn float_unary_table_is_dispatched() {
         for (m, _) in FLOAT_UNARY {
             let f = LOWERINGS.iter().find(|(n, _)| n == m);
-            assert!(f.is_some_and(|(_, f)| *f as usize == lower_float_unary as usize), "{m}");
+            assert!(
+                f.is_some_and(|(_, f)| *f as usize == lower_float_unary as usize),
+                "{m}"
+            );
         }
     }
 }

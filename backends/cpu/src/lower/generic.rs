@@ -23,7 +23,11 @@ pub fn broadcast_map(shape: &[usize], out: &[usize]) -> String {
             }
         })
         .collect();
-    format!("affine_map<({}) -> ({})>", dims.join(", "), exprs.join(", "))
+    format!(
+        "affine_map<({}) -> ({})>",
+        dims.join(", "),
+        exprs.join(", ")
+    )
 }
 
 /// The scalar region of a `linalg.generic`: block arguments and body lines.
@@ -47,7 +51,11 @@ impl Region<'_, '_> {
 /// `affine_map<(d0, ..., d{rank-1}) -> (exprs...)>`.
 pub fn affine_map(rank: usize, exprs: &[String]) -> String {
     let dims: Vec<String> = (0..rank).map(|d| format!("d{d}")).collect();
-    format!("affine_map<({}) -> ({})>", dims.join(", "), exprs.join(", "))
+    format!(
+        "affine_map<({}) -> ({})>",
+        dims.join(", "),
+        exprs.join(", ")
+    )
 }
 
 /// `out[i] = body(ins[i]...)` with numpy broadcasting of every input to the
@@ -59,7 +67,10 @@ pub fn elementwise(
     out: &Buf,
     body: impl FnOnce(&mut Region, &[String]) -> Result<String, String>,
 ) -> Result<(), String> {
-    let maps: Vec<String> = ins.iter().map(|b| broadcast_map(&b.shape, &out.shape)).collect();
+    let maps: Vec<String> = ins
+        .iter()
+        .map(|b| broadcast_map(&b.shape, &out.shape))
+        .collect();
     generic(k, ins, &maps, out, body)
 }
 
@@ -99,8 +110,14 @@ pub fn generic(
     } else {
         format!(
             "ins({} : {}) ",
-            ins.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(", "),
-            ins.iter().map(|b| b.ty.as_str()).collect::<Vec<_>>().join(", ")
+            ins.iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            ins.iter()
+                .map(|b| b.ty.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     };
     k.line(format!(

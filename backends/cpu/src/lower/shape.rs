@@ -1,5 +1,6 @@
 //! Data movement: transpose, concat, split, slice, expand, tile, pad, gather,
-//! gather_elements, trilu, range, shape and size.
+//! gather_elements, trilu, shape and size (range is folded before lowering:
+//! its operands are constants once shapes are specialized).
 //!
 //! Static layouts become affine maps read by one parallel `linalg.generic`
 //! (`d0*-2 + 9` for a reversed strided slice, `d1 mod 3` for a tile); concat
@@ -40,7 +41,9 @@ fn opt_const_ints(k: &KernelCtx, i: usize, what: &str) -> Result<Option<Vec<i64>
 /// dims.
 fn copy_mapped(k: &mut KernelCtx, src: &Buf, exprs: &[String], out: &Buf) -> Result<(), String> {
     let map = affine_map(out.rank(), exprs);
-    generic(k, std::slice::from_ref(src), &[map], out, |_, a| Ok(a[0].clone()))
+    generic(k, std::slice::from_ref(src), &[map], out, |_, a| {
+        Ok(a[0].clone())
+    })
 }
 
 fn dims(rank: usize) -> Vec<String> {
@@ -64,7 +67,9 @@ fn lower_transpose(k: &mut KernelCtx) -> Result<(), String> {
         if p.len() != rank {
             return Err(format!("perm {p:?} does not have {rank} entries"));
         }
-        p.iter().map(|&a| norm_axis(a, rank)).collect::<Result<_, _>>()?
+        p.iter()
+            .map(|&a| norm_axis(a, rank))
+            .collect::<Result<_, _>>()?
     } else {
         (0..rank).rev().collect()
     };
@@ -82,17 +87,36 @@ fn lower_transpose(k: &mut KernelCtx) -> Result<(), String> {
 /// A strided window of `b`: per dim an offset, a size and a (positive)
 /// step. Loop bounds of a `linalg.generic` are inferred from every operand,
 /// so a partial read must be a view of the right shape, not an offset map.
-fn subview(k: &mut KernelCtx, b: &Buf, offsets: &[usize], sizes: &[usize], steps: &[usize]) -> Result<Buf, String> {
+fn subview(
+    k: &mut KernelCtx,
+    b: &Buf,
+    offsets: &[usize],
+    sizes: &[usize],
+    steps: &[usize],
+) -> Result<Buf, String> {
     let rank = b.rank();
     let mut strides = vec![1usize; rank];
     for i in (0..rank.saturating_sub(1)).rev() {
         strides[i] = strides[i + 1] * b.shape[i + 1];
     }
     let offset: usize = offsets.iter().zip(&strides).map(|(o, s)| o * s).sum();
-    let layout: Vec<String> = strides.iter().zip(steps).map(|(s, t)| (s * t).to_string()).collect();
+    let layout: Vec<String> = strides
+        .iter()
+        .zip(steps)
+        .map(|(s, t)| (s * t).to_string())
+        .collect();
     let base = memref_type(sizes, b.dtype)?;
-    let ty = format!("{}, strided<[{}], offset: {offset}>>", base.trim_end_matches('>'), layout.join(", "));
-    let list = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
+    let ty = format!(
+        "{}, strided<[{}], offset: {offset}>>",
+        base.trim_end_matches('>'),
+        layout.join(", ")
+    );
+    let list = |v: &[usize]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let name = k.fresh("win");
     k.line(format!(
         "{name} = memref.subview {}[{}] [{}] [{}] : {} to {ty}",
@@ -113,7 +137,13 @@ fn subview(k: &mut KernelCtx, b: &Buf, offsets: &[usize], sizes: &[usize], steps
 }
 
 /// The window of `b` at `offset` along `axis` of `size` elements.
-fn axis_window(k: &mut KernelCtx, b: &Buf, axis: usize, offset: usize, size: usize) -> Result<Buf, String> {
+fn axis_window(
+    k: &mut KernelCtx,
+    b: &Buf,
+    axis: usize,
+    offset: usize,
+    size: usize,
+) -> Result<Buf, String> {
     let mut offsets = vec![0; b.rank()];
     offsets[axis] = offset;
     let mut sizes = b.shape.clone();
@@ -151,7 +181,10 @@ fn lower_split(k: &mut KernelCtx) -> Result<(), String> {
         offset += n as i64;
     }
     if offset != x.shape[axis] as i64 {
-        return Err(format!("split pieces cover {offset} of the axis of size {}", x.shape[axis]));
+        return Err(format!(
+            "split pieces cover {offset} of the axis of size {}",
+            x.shape[axis]
+        ));
     }
     Ok(())
 }
@@ -159,7 +192,11 @@ fn lower_split(k: &mut KernelCtx) -> Result<(), String> {
 /// ONNX Slice bounds on a dim of size `d`: the first index read (numpy
 /// clamping; negative bounds count from the end).
 fn slice_start(d: i64, start: i64, step: i64) -> i64 {
-    let s = if start < 0 { start.saturating_add(d) } else { start };
+    let s = if start < 0 {
+        start.saturating_add(d)
+    } else {
+        start
+    };
     if step > 0 {
         s.clamp(0, d)
     } else {
@@ -172,7 +209,10 @@ fn lower_slice(k: &mut KernelCtx) -> Result<(), String> {
     let starts = const_ints(k, 1, "starts")?;
     let rank = x.rank();
     let axes: Vec<usize> = match opt_const_ints(k, 3, "axes")? {
-        Some(a) => a.iter().map(|&v| norm_axis(v, rank)).collect::<Result<_, _>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&v| norm_axis(v, rank))
+            .collect::<Result<_, _>>()?,
         None => (0..starts.len()).collect(),
     };
     let steps = opt_const_ints(k, 4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
@@ -199,7 +239,10 @@ fn lower_slice(k: &mut KernelCtx) -> Result<(), String> {
     if out.is_empty() {
         return Ok(());
     }
-    let src = if offsets.iter().any(|&o| o != 0) || sizes != x.shape || view_steps.iter().any(|&t| t != 1) {
+    let src = if offsets.iter().any(|&o| o != 0)
+        || sizes != x.shape
+        || view_steps.iter().any(|&t| t != 1)
+    {
         subview(k, &x, &offsets, &sizes, &view_steps)?
     } else {
         x
@@ -219,7 +262,13 @@ fn lower_tile(k: &mut KernelCtx) -> Result<(), String> {
         .iter()
         .zip(&out.shape)
         .enumerate()
-        .map(|(i, (&n, &m))| if n == m { format!("d{i}") } else { format!("d{i} mod {n}") })
+        .map(|(i, (&n, &m))| {
+            if n == m {
+                format!("d{i}")
+            } else {
+                format!("d{i} mod {n}")
+            }
+        })
         .collect();
     copy_mapped(k, &x, &exprs, &out)
 }
@@ -238,8 +287,14 @@ fn wrap_clamp(r: &mut Region, i: &str, n: usize) -> String {
 /// Rejects constant indices outside `[-n, n)`, as the reference does.
 fn check_const_indices(b: &Buf, n: usize) -> Result<(), String> {
     if let Some(t) = &b.constant {
-        if let Some(bad) = t.to_i64_vec().into_iter().find(|&i| i < -(n as i64) || i >= n as i64) {
-            return Err(format!("index {bad} is out of range for an axis of size {n}"));
+        if let Some(bad) = t
+            .to_i64_vec()
+            .into_iter()
+            .find(|&i| i < -(n as i64) || i >= n as i64)
+        {
+            return Err(format!(
+                "index {bad} is out of range for an axis of size {n}"
+            ));
         }
     }
     Ok(())
@@ -253,7 +308,11 @@ fn index_of(r: &mut Region, v: &str, b: &Buf) -> Result<String, String> {
 }
 
 fn lower_gather(k: &mut KernelCtx) -> Result<(), String> {
-    let (x, ind, out) = (k.operand(0)?.clone(), k.operand(1)?.clone(), k.result(0).clone());
+    let (x, ind, out) = (
+        k.operand(0)?.clone(),
+        k.operand(1)?.clone(),
+        k.result(0).clone(),
+    );
     let axis = norm_axis(k.op.int("axis")?, x.rank())?;
     let n = x.shape[axis];
     check_const_indices(&ind, n)?;
@@ -274,17 +333,36 @@ fn lower_gather(k: &mut KernelCtx) -> Result<(), String> {
                 std::cmp::Ordering::Greater => r.op(format!("linalg.index {} : index", d - 1 + q)),
             });
         }
-        Ok(r.op(format!("memref.load {}[{}] : {}", x.name, at.join(", "), x.ty)))
+        Ok(r.op(format!(
+            "memref.load {}[{}] : {}",
+            x.name,
+            at.join(", "),
+            x.ty
+        )))
     })
 }
 
 fn lower_gather_elements(k: &mut KernelCtx) -> Result<(), String> {
-    let (x, ind, out) = (k.operand(0)?.clone(), k.operand(1)?.clone(), k.result(0).clone());
+    let (x, ind, out) = (
+        k.operand(0)?.clone(),
+        k.operand(1)?.clone(),
+        k.result(0).clone(),
+    );
     let axis = norm_axis(k.op.int("axis")?, x.rank())?;
     let n = x.shape[axis];
     check_const_indices(&ind, n)?;
-    if ind.rank() != x.rank() || ind.shape.iter().zip(&x.shape).enumerate().any(|(d, (&i, &s))| d != axis && i > s) {
-        return Err(format!("indices shape {:?} does not fit data shape {:?}", ind.shape, x.shape));
+    if ind.rank() != x.rank()
+        || ind
+            .shape
+            .iter()
+            .zip(&x.shape)
+            .enumerate()
+            .any(|(d, (&i, &s))| d != axis && i > s)
+    {
+        return Err(format!(
+            "indices shape {:?} does not fit data shape {:?}",
+            ind.shape, x.shape
+        ));
     }
     if n == 0 && !out.is_empty() {
         return Err("gather_elements from an empty axis".into());
@@ -295,9 +373,18 @@ fn lower_gather_elements(k: &mut KernelCtx) -> Result<(), String> {
         let i = wrap_clamp(r, &i, n);
         let mut at = Vec::new();
         for d in 0..x.rank() {
-            at.push(if d == axis { i.clone() } else { r.op(format!("linalg.index {d} : index")) });
+            at.push(if d == axis {
+                i.clone()
+            } else {
+                r.op(format!("linalg.index {d} : index"))
+            });
         }
-        Ok(r.op(format!("memref.load {}[{}] : {}", x.name, at.join(", "), x.ty)))
+        Ok(r.op(format!(
+            "memref.load {}[{}] : {}",
+            x.name,
+            at.join(", "),
+            x.ty
+        )))
     })
 }
 
@@ -308,7 +395,12 @@ fn load_scalar(k: &mut KernelCtx, b: &Buf) -> Result<String, String> {
     }
     let zeros: Vec<String> = (0..b.rank()).map(|_| k.idx(0)).collect();
     let v = k.fresh("sc");
-    k.line(format!("{v} = memref.load {}[{}] : {}", b.name, zeros.join(", "), b.ty));
+    k.line(format!(
+        "{v} = memref.load {}[{}] : {}",
+        b.name,
+        zeros.join(", "),
+        b.ty
+    ));
     Ok(v)
 }
 
@@ -333,63 +425,25 @@ fn lower_trilu(k: &mut KernelCtx) -> Result<(), String> {
         Some(b) => {
             let v = load_scalar(k, &b)?;
             let kk = k.fresh("k");
-            k.line(format!("{kk} = arith.index_cast {v} : {} to index", b.elem()));
+            k.line(format!(
+                "{kk} = arith.index_cast {v} : {} to index",
+                b.elem()
+            ));
             kk
         }
         None => k.idx(0),
     };
-    let ty = x.elem();
-    elementwise(k, &[x.clone()], &out, |r, a| {
+    let (ty, dt) = (x.elem(), x.dtype);
+    elementwise(k, &[x], &out, |r, a| {
         let row = r.op(format!("linalg.index {} : index", rank - 2));
         let col = r.op(format!("linalg.index {} : index", rank - 1));
         let d = r.op(format!("arith.subi {col}, {row} : index"));
-        let keep = r.op(format!("arith.cmpi {}, {d}, {diag} : index", if upper { "sge" } else { "sle" }));
-        let z = zero_of(r, x.dtype, ty);
+        let keep = r.op(format!(
+            "arith.cmpi {}, {d}, {diag} : index",
+            if upper { "sge" } else { "sle" }
+        ));
+        let z = zero_of(r, dt, ty);
         Ok(r.op(format!("arith.select {keep}, {}, {z} : {ty}", a[0])))
-    })
-}
-
-fn lower_range(k: &mut KernelCtx) -> Result<(), String> {
-    let out = k.result(0).clone();
-    let (s, d) = (k.operand(0)?.clone(), k.operand(2)?.clone());
-    let (start, delta) = (load_scalar(k, &s)?, load_scalar(k, &d)?);
-    let dt = out.dtype;
-    let ty = out.elem();
-    let stash64 = k.op.int("stash_type")? != 1;
-    elementwise(k, &[], &out, |r, _| {
-        let i = r.op("linalg.index 0 : index");
-        if dt.is_float() {
-            // start + i*delta in f64, rounded once (through f32 unless the
-            // stash type is f64, as the reference).
-            let iv = r.op(format!("arith.index_cast {i} : index to i64"));
-            let fi = r.op(format!("arith.sitofp {iv} : i64 to f64"));
-            let widen = |r: &mut Region, v: &str| {
-                if ty == "f64" {
-                    v.to_string()
-                } else {
-                    let w = super::elementwise::widen(r, v, dt);
-                    r.op(format!("arith.extf {w} : f32 to f64"))
-                }
-            };
-            let (sv, dv) = (widen(r, &start), widen(r, &delta));
-            let p = r.op(format!("arith.mulf {fi}, {dv} : f64"));
-            let y = r.op(format!("arith.addf {sv}, {p} : f64"));
-            return Ok(match (dt, stash64) {
-                (DType::F64, _) => y,
-                (DType::F32, _) => r.op(format!("arith.truncf {y} : f64 to f32")),
-                (_, false) => {
-                    let f = r.op(format!("arith.truncf {y} : f64 to f32"));
-                    super::elementwise::narrow(r, &f, dt)
-                }
-                (_, true) => super::elementwise::cast_scalar(r, &y, DType::F64, dt)?,
-            });
-        }
-        if !dt.is_int() {
-            return Err(format!("tsr.range of {dt} is not supported"));
-        }
-        let iv = r.op(format!("arith.index_cast {i} : index to {ty}"));
-        let p = r.op(format!("arith.muli {iv}, {delta} : {ty}"));
-        Ok(r.op(format!("arith.addi {start}, {p} : {ty}")))
     })
 }
 
@@ -409,7 +463,11 @@ fn lower_shape(k: &mut KernelCtx) -> Result<(), String> {
     let r = x.rank() as i64;
     let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
     let s = clamp(k.op.int("start")?);
-    let e = if k.op.has_attr("end") { clamp(k.op.int("end")?) } else { r as usize };
+    let e = if k.op.has_attr("end") {
+        clamp(k.op.int("end")?)
+    } else {
+        r as usize
+    };
     let v: Vec<i64> = x.shape[s..e.max(s)].iter().map(|&d| d as i64).collect();
     store_constants(k, &v)
 }
@@ -450,7 +508,9 @@ fn pad_map(d: usize, before: i64, after: i64, mode: &str) -> Result<Vec<i32>, St
             _ => -1 - crop_lo as i64,
         }
     };
-    Ok((-lo..kept + hi).map(|i| (src(i) + crop_lo as i64) as i32).collect())
+    Ok((-lo..kept + hi)
+        .map(|i| (src(i) + crop_lo as i64) as i32)
+        .collect())
 }
 
 fn lower_pad(k: &mut KernelCtx) -> Result<(), String> {
@@ -462,7 +522,10 @@ fn lower_pad(k: &mut KernelCtx) -> Result<(), String> {
     }
     let pads = const_ints(k, 1, "pads")?;
     let axes: Vec<usize> = match opt_const_ints(k, 3, "axes")? {
-        Some(a) => a.iter().map(|&v| norm_axis(v, rank)).collect::<Result<_, _>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&v| norm_axis(v, rank))
+            .collect::<Result<_, _>>()?,
         None => (0..rank).collect(),
     };
     if pads.len() != 2 * axes.len() {
@@ -481,10 +544,18 @@ fn lower_pad(k: &mut KernelCtx) -> Result<(), String> {
         }
         let m = pad_map(x.shape[a], b, e, &mode)?;
         if m.len() != out.shape[a] {
-            return Err(format!("padded axis {a} has {} entries, the result {}", m.len(), out.shape[a]));
+            return Err(format!(
+                "padded axis {a} has {} entries, the result {}",
+                m.len(),
+                out.shape[a]
+            ));
         }
         let v: Vec<i64> = m.iter().map(|&i| i as i64).collect();
-        tables.push(Some(k.derived_constant(Tensor::from_i64(DType::I32, vec![v.len()], &v))?));
+        tables.push(Some(k.derived_constant(Tensor::from_i64(
+            DType::I32,
+            vec![v.len()],
+            &v,
+        ))?));
     }
     let fill = match k.opt_operand(2).cloned() {
         Some(c) if !c.is_empty() => Some(load_scalar(k, &c)?),
@@ -522,7 +593,12 @@ fn lower_pad(k: &mut KernelCtx) -> Result<(), String> {
         if x.is_empty() {
             return Ok(fill);
         }
-        let v = r.op(format!("memref.load {}[{}] : {}", x.name, at.join(", "), x.ty));
+        let v = r.op(format!(
+            "memref.load {}[{}] : {}",
+            x.name,
+            at.join(", "),
+            x.ty
+        ));
         Ok(match outside {
             Some(o) => r.op(format!("arith.select {o}, {fill}, {v} : {ty}")),
             None => v,
@@ -541,7 +617,6 @@ pub const LOWERINGS: &[(&str, LowerFn)] = &[
     ("gather", lower_gather),
     ("gather_elements", lower_gather_elements),
     ("trilu", lower_trilu),
-    ("range", lower_range),
     ("shape", lower_shape),
     ("size", lower_size),
 ];

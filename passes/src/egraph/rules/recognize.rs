@@ -1,6 +1,7 @@
 //! The `recognize` group: the decomposed forms that exporters write for
-//! GELU, SiLU/SwiGLU, RMSNorm, LayerNorm, Softmax and scaled-dot-product
-//! attention become the one op the dialect has for each.
+//! GELU, SiLU/SwiGLU, RMSNorm, LayerNorm, Softmax, scaled-dot-product
+//! attention and rotary embeddings become the one op the dialect has for
+//! each.
 //!
 //! Patterns match the structure; each builder then proves what the pattern
 //! cannot say (constants of the right value, reductions over the last axis
@@ -53,6 +54,9 @@ pub fn rules() -> Vec<RuleDef> {
         // merge_heads(attention(split_heads(q), ...)) == attention on [batch, seq, heads*size]
         // (then reshaped like the merged heads were, when they were flattened further)
         r("attention-3d",    "(reshape* (transpose* ?o) ?shape)",                 Build(attention_3d)),
+        // x * unsqueeze(cos2, 1) + rotate_half(x) * unsqueeze(sin2, 1) == rotary_embedding(x, cos, sin)
+        // on [B, H, S, D] x, when the caches are two equal halves: cos2 = [cos, cos]
+        r("rotary-half",     "(add (mul ?a ?b) (mul ?c ?d))",                     Build(rotary_half)),
     ]
 }
 
@@ -659,4 +663,148 @@ fn attention_3d(eg: &TsrEGraph, class: Id, v: &Vars) -> Vec<Template> {
         out.push(t);
     }
     out
+}
+
+// ---------------------------------------------------------------------------
+// Rotary embeddings.
+
+fn const_ints(eg: &TsrEGraph, c: Id) -> Option<Vec<i64>> {
+    eg[c].data.constant.as_ref().map(|t| t.to_i64_vec())
+}
+
+/// `axis` names the last axis of a rank-`rank` tensor.
+fn is_last_axis(axis: i64, rank: usize) -> bool {
+    axis == -1 || axis == rank as i64 - 1
+}
+
+/// The `[start, end)` ranges that `class` takes of `x`'s last axis (size
+/// `d`, step 1) as `slice(x, [start], [end], [last axis])`, bounds
+/// normalized and clamped the way Slice does.
+fn last_axis_slices(eg: &TsrEGraph, class: Id, x: Id, d: i64, rank: usize) -> Vec<(i64, i64)> {
+    let clamp = |v: i64| if v < 0 { v.saturating_add(d) } else { v }.clamp(0, d);
+    ops(eg, class, "slice")
+        .filter(|n| same(eg, n.children[0], x) && n.children.len() >= 4)
+        .filter_map(|n| {
+            let step_one = match n.children.get(4) {
+                None => true,
+                Some(&c) => is_absent(eg, c) || const_ints(eg, c).is_some_and(|s| s == [1]),
+            };
+            let one = |i: usize| match const_ints(eg, n.children[i])?[..] {
+                [v] => Some(v),
+                _ => None,
+            };
+            let (start, end, axis) = (one(1)?, one(2)?, one(3)?);
+            (step_one && is_last_axis(axis, rank)).then(|| (clamp(start), clamp(end)))
+        })
+        .collect()
+}
+
+/// The values `class` is the negation of: `neg(y)` or `y * -1`.
+fn negated(eg: &TsrEGraph, class: Id) -> Vec<Id> {
+    let mut out: Vec<Id> = ops(eg, class, "neg").map(|n| n.children[0]).collect();
+    for n in ops(eg, class, "mul") {
+        let [a, b] = n.children[..] else { continue };
+        if splat_is(eg, b, -1.0) && ty(eg, b).is_some_and(|t| t.num_elements() == Some(1)) {
+            out.push(a);
+        } else if splat_is(eg, a, -1.0) && ty(eg, a).is_some_and(|t| t.num_elements() == Some(1)) {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// `rot` is `rotate_half(x)`: `concat(-x[.., h:], x[.., :h])` along the last
+/// axis (size `d = 2h`).
+fn is_rotate_half(eg: &TsrEGraph, rot: Id, x: Id, d: i64, rank: usize) -> bool {
+    let h = d / 2;
+    ops(eg, rot, "concat").any(|c| {
+        let axis_ok = matches!(attr(c, "axis"), Some(Attr::Int(a)) if is_last_axis(*a, rank));
+        let [neg, first] = c.children[..] else {
+            return false;
+        };
+        axis_ok
+            && last_axis_slices(eg, first, x, d, rank).contains(&(0, h))
+            && negated(eg, neg)
+                .into_iter()
+                .any(|second| last_axis_slices(eg, second, x, d, rank).contains(&(h, d)))
+    })
+}
+
+/// `class` is `concat(h, h)` along the last axis: `h`.
+fn doubled(eg: &TsrEGraph, class: Id, rank: usize) -> Option<Id> {
+    ops(eg, class, "concat").find_map(|c| {
+        let axis_ok = matches!(attr(c, "axis"), Some(Attr::Int(a)) if is_last_axis(*a, rank));
+        match c.children[..] {
+            [a, b] if axis_ok && same(eg, a, b) => Some(a),
+            _ => None,
+        }
+    })
+}
+
+/// `class` is `unsqueeze(C, [1])` broadcasting onto `x` (`[B, H, S, D]`),
+/// with `C` (`[B, S, D]`) two equal halves along D. Pushes the computation
+/// of one half (`[B, S, D/2]`) onto `t` and returns its reference:
+/// `h` for `C = concat(h, h)`, `cos(f)` for `C = cos(concat(f, f))` (and
+/// `sin` likewise, both being elementwise).
+fn cache_half(eg: &TsrEGraph, t: &mut Template, class: Id, xt: &TensorType) -> Option<Id> {
+    let [b, _, s, d] = &xt.shape[..] else {
+        return None;
+    };
+    ops(eg, class, "unsqueeze").find_map(|u| {
+        let axes = const_ints(eg, *u.children.get(1)?)?;
+        let c = u.children[0];
+        let ct = ty(eg, c)?;
+        let fits = matches!(axes[..], [1] | [-3])
+            && ct.elem == xt.elem
+            && matches!(&ct.shape[..], [cb, cs, cd] if cb.same_as(b) && cs.same_as(s) && cd.same_as(d));
+        if !fits {
+            return None;
+        }
+        if let Some(h) = doubled(eg, c, 3) {
+            return Some(t.push(TNode::Class(h)));
+        }
+        ["cos", "sin"].into_iter().find_map(|m| {
+            let n = ops(eg, c, m).next()?;
+            let f = doubled(eg, n.children[0], 3)?;
+            let fi = t.push(TNode::Class(f));
+            Some(push_op(t, m, n.attrs.clone().unwrap_or_else(AttrSet::empty), vec![fi]))
+        })
+    })
+}
+
+fn rotary_half(eg: &TsrEGraph, _: Id, v: &Vars) -> Vec<Template> {
+    let (a, b, c, d) = (v.get("?a"), v.get("?b"), v.get("?c"), v.get("?d"));
+    // Which product is x * cos and which rotate_half(x) * sin, and which
+    // side of each is the cache, is not fixed: try every assignment.
+    for ((p, q), (r, s)) in [((a, b), (c, d)), ((c, d), (a, b))] {
+        for (x, cos) in [(p, q), (q, p)] {
+            let Some(xt) = ty(eg, x).filter(|t| t.rank() == 4) else {
+                continue;
+            };
+            let Some(dim) = xt.shape[3].as_fixed().filter(|n| n % 2 == 0 && *n > 0) else {
+                continue;
+            };
+            for (rot, sin) in [(r, s), (s, r)] {
+                if !is_rotate_half(eg, rot, x, dim, 4) {
+                    continue;
+                }
+                let mut t = Template::default();
+                let xi = t.push(TNode::Class(x));
+                let (Some(ci), Some(si)) = (
+                    cache_half(eg, &mut t, cos, xt),
+                    cache_half(eg, &mut t, sin, xt),
+                ) else {
+                    continue;
+                };
+                push_op(
+                    &mut t,
+                    "rotary_embedding",
+                    AttrSet::empty(),
+                    vec![xi, ci, si],
+                );
+                return vec![t];
+            }
+        }
+    }
+    Vec::new()
 }

@@ -92,31 +92,46 @@ struct Grid {
     nb: usize,
 }
 
-/// Splits M into near-equal blocks of at most `t.mc` rows, then N into the
-/// number of blocks that keeps `threads` busiest (the makespan in units of
-/// NR panels), preferring fewer blocks. Only the work split depends on the
-/// thread count, never a summation order.
+/// Chooses the C blocks: at most `t.mc` rows and `t.nc` columns, as few
+/// as keep `threads` evenly busy. OpenMP's static schedule hands each
+/// thread a contiguous run of tasks (N blocks fastest); the makespan of
+/// that schedule, in microkernel calls, is what the choice minimizes
+/// (fewer tasks on ties). Only the split depends on the thread count,
+/// never a summation order.
 fn grid(t: &Tile, items: usize, m: usize, n: usize, threads: usize) -> Grid {
-    let mb = m.div_ceil(t.mc);
-    let mc = m.div_ceil(mb).div_ceil(t.mr) * t.mr;
-    let panels = n.div_ceil(t.nr);
-    let nb_min = panels.div_ceil(t.nc / t.nr);
-    let mut best = (usize::MAX, nb_min, panels.div_ceil(nb_min));
-    for nb in nb_min..=panels.min(nb_min * 4 * threads) {
-        let per = panels.div_ceil(nb);
-        let nb = panels.div_ceil(per);
-        let rounds = (items * mb * nb).div_ceil(threads.max(1));
-        let cost = rounds * per;
-        if cost < best.0 {
-            best = (cost, nb, per);
+    let threads = threads.max(1);
+    let (row_panels, col_panels) = (m.div_ceil(t.mr), n.div_ceil(t.nr));
+    let mb_min = m.div_ceil(t.mc);
+    let nb_min = col_panels.div_ceil(t.nc / t.nr);
+    let mut best: Option<(usize, usize, Grid)> = None;
+    for mb in mb_min..=row_panels.min(mb_min + 2 * threads) {
+        let mc = m.div_ceil(mb).div_ceil(t.mr) * t.mr;
+        let mb = m.div_ceil(mc);
+        for nb in nb_min..=col_panels.min(nb_min + 2 * threads) {
+            let per = col_panels.div_ceil(nb);
+            let nb = col_panels.div_ceil(per);
+            let tasks = items * mb * nb;
+            let work = |task: usize| {
+                let (im, jn) = ((task / nb) % mb, task % nb);
+                (mc.min(m - im * mc)).div_ceil(t.mr) * per.min(col_panels - jn * per)
+            };
+            let chunk = tasks.div_ceil(threads);
+            let makespan = (0..threads)
+                .map(|th| (th * chunk..tasks.min((th + 1) * chunk)).map(work).sum::<usize>())
+                .max()
+                .unwrap_or(0);
+            let g = Grid {
+                mc,
+                mb,
+                nc: per * t.nr,
+                nb,
+            };
+            if best.as_ref().is_none_or(|(ms, tk, _)| (makespan, tasks) < (*ms, *tk)) {
+                best = Some((makespan, tasks, g));
+            }
         }
     }
-    Grid {
-        mc,
-        mb,
-        nc: best.2 * t.nr,
-        nb: best.1,
-    }
+    best.map(|b| b.2).expect("at least one candidate grid")
 }
 
 /// The distinct matrices of `b` and, per batch dim, the stride between them
@@ -387,7 +402,14 @@ mod tests {
         assert!(g.nc * g.nb >= 3072);
         // One thread: no needless N split.
         let g1 = grid(&t, 1, 128, 3072, 1);
-        assert_eq!(g1.nb, 1);
+        assert_eq!((g1.mb, g1.nb), (1, 1));
+        // 1024 rows on two threads: an even number of blocks, each thread
+        // within one block of half the row panels.
+        let g = grid(&t, 1, 1024, 1024, 2);
+        assert!((g.mb * g.nb) % 2 == 0, "{g:?}");
+        let panels = |i: usize| g.mc.min(1024 - i * g.mc).div_ceil(t.mr);
+        let first_half: usize = (0..g.mb.div_ceil(2)).map(panels).sum();
+        assert!(first_half <= 1024usize.div_ceil(t.mr).div_ceil(2) + t.mc / t.mr, "{g:?}");
     }
 
     #[test]
