@@ -24,6 +24,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Time a compiled model in-process: median/min/max latency after warm-up.
     Bench(BenchArgs),
+    /// Predict the cost of every op of the optimized model on a target (cost model, static shapes).
+    Cost(CostArgs),
     /// List the ops of the Tessera dialect or the registered passes.
     List {
         #[arg(value_enum)]
@@ -196,4 +198,13 @@ pub struct BenchArgs {
     /// Write `{"times_ms": [...], "compile_s": ...}` here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CostArgs {
+    #[command(flatten)]
+    pub opts: CompileOptions,
+    /// Print the prediction as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -80,6 +80,20 @@ pub struct Compiled {
     pub timings: Timings,
 }
 
+/// The pipeline of `-O<level>` for a target: the e-graph pass prices its
+/// choices with the target's description (`ref` with the `reference` one).
+pub fn level_pipeline(level: u8, target: Target) -> String {
+    pipeline_for_level(level)
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p {
+            "egraph" => format!("egraph{{target={}}}", target.name()),
+            _ => p.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Imports and optimizes according to `opts`.
 pub fn compile(opts: &CompileOptions, run_passes: bool) -> Result<Compiled, String> {
     let mut timings = Timings::default();
@@ -97,7 +111,7 @@ pub fn compile(opts: &CompileOptions, run_passes: bool) -> Result<Compiled, Stri
         let pipeline = opts
             .passes
             .clone()
-            .unwrap_or_else(|| pipeline_for_level(opts.opt_level).to_string());
+            .unwrap_or_else(|| level_pipeline(opts.opt_level, opts.target));
         let pm = PassManager::parse(
             &pipeline,
             PassOptions {

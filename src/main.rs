@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod cost;
 mod driver;
 mod progress;
 mod runner;
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run(a),
         Command::Simulate(a) => simulate::simulate(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Cost(a) => cost::cost(a),
         Command::List { what } => {
             list(what);
             Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 //! what a program costs on a target; it never changes the IR.
 
 pub mod accel;
+pub mod op_cost;
 
 use serde::Deserialize;
 use std::path::Path;
@@ -48,6 +49,10 @@ pub struct TargetDesc {
     /// Fixed cost of launching a kernel or a loop nest, microseconds.
     #[serde(default)]
     pub launch_overhead_us: f64,
+    /// Fixed cost of one iteration of a tile loop (loop control, packing
+    /// setup, a DMA's latency on an accelerator), nanoseconds.
+    #[serde(default)]
+    pub tile_overhead_ns: f64,
 }
 
 impl TargetDesc {
@@ -71,6 +76,9 @@ impl TargetDesc {
         };
         Some(Self::from_toml(text).expect("built-in target descriptions parse"))
     }
+
+    /// The `--target` names with a built-in description.
+    pub const BUILTIN: &'static [&'static str] = &["cpu", "cuda", "accel", "ref"];
 
     /// Roofline time in seconds of work moving `bytes` from the farthest
     /// memory level and doing `flops` at f32 peak: the slower of the two

@@ -109,6 +109,8 @@ pub fn verify(g: &Graph) -> Result<(), Diagnostics> {
         // attributes
         for (k, a) in &op.attrs {
             match def.attr_spec(k) {
+                // Scheduling hints (`sched.tile`) change no value: any op may carry them.
+                None if k.starts_with("sched.") => {}
                 None => err(format!("unknown attribute '{k}'")),
                 Some(s) if !a.fits(s.kind) => err(format!(
                     "attribute '{k}' must be {:?}, got {:?}",

@@ -1,64 +1,65 @@
-//! Instruction emission with the dependency-token protocol every kernel shares.
+//! Instruction emission with the dependency-token protocol every kernel of a
+//! segment shares.
 //!
-//! Work is emitted in **chunks**: a group of loads, the compute that uses them
-//! and the stores of its results. Chunks alternate between two halves of the
-//! scratchpad and of the accumulator (double buffering), so the loads of chunk
-//! `j + 1` overlap the compute of chunk `j` and the stores of chunk `j - 1`.
+//! **Between kernels** the token protocol is the one of [`crate::gemm`]: a
+//! [`Chain`] carries one store→compute token, pushed by the last store of a
+//! kernel. The next kernel opens with a compute-queue barrier that pops it and
+//! releases that kernel's first load, so the loads see everything earlier
+//! kernels stored, and (compute being in order) never overwrite a buffer an
+//! earlier compute instruction still reads. GEMMs are emitted by
+//! [`crate::gemm::emit_gemm`], which follows this convention itself.
 //!
-//! Tokens (VTA style): loads → compute → stores within a chunk; the load queue
-//! may start chunk `j` once it holds a *credit*, and the credit for chunk `j`
-//! is pushed by a compute-queue barrier that waited for the stores of chunk
-//! `j - 2` (the previous user of the same half). Two credits are primed at the
-//! start. Between kernels ([`Emitter::sync`]) the next load waits for *all*
-//! stores, since it may read what they wrote.
+//! **Row kernels** ([`Emitter::chunk`]) work in chunks: a group of loads, the
+//! compute that uses them and the stores of its results. Chunks alternate
+//! between two halves of the accumulator (double buffering), so the loads of
+//! chunk `j + 1` overlap the compute of chunk `j` and the stores of chunk
+//! `j - 1`. Tokens (VTA style): loads → compute → stores within a chunk; the
+//! load queue may start chunk `j` once it holds a *credit*, and the credit for
+//! chunk `j` is pushed by a compute-queue barrier that waited for the stores of
+//! chunk `j - 2` (the previous user of the same half). The opening barrier and
+//! a no-op after it are the credits of chunks 0 and 1. At the kernel's end
+//! ([`Emitter::sync`]) credits no chunk took stop pushing, and the last chunk's
+//! store token, which no barrier popped, becomes the chain's token.
+//!
+//! Every pop refers to an earlier instruction and each FIFO holds at most two
+//! tokens per kernel, so streams cannot deadlock.
 
-use tessera_accel_isa::{Config, Finish, HwConfig, Insn, Load, Op, Store, Vector};
+use crate::gemm::{self, Chain, GemmOutput, GemmPlan, GemmSpec};
+use tessera_accel_isa::{Config, HwConfig, Insn, Load, Op, Store, Vector};
 
-/// The `config` register that the compute queue owns; writing its current
-/// value makes a one-cycle compute-queue instruction that carries tokens.
+/// The `config` registers: writing a compute-queue register's current value
+/// makes a one-cycle compute-queue instruction that carries tokens.
+const STORE_ZERO_POINT: u8 = 0;
 const GEMM_A_ZERO_POINT: u8 = 1;
 
 pub struct Emitter<'c> {
     pub cfg: &'c HwConfig,
     pub insns: Vec<Insn>,
-    /// Compute instructions that push a credit to the load queue, in order.
+    /// The token handshake with the previous kernel.
+    chain: Chain,
+    /// Compute instructions of the open row kernel that push a credit to the
+    /// load queue, in order; empty when no row kernel is open.
     credits: Vec<usize>,
-    /// Chunks emitted so far (= credits the load queue has popped).
+    /// Chunks of the open row kernel (= credits the load queue has popped).
     chunks: usize,
     /// The chunk whose stores no barrier has waited for yet.
     unbarriered: bool,
+    /// The `gemm_a_zero_point` register's value at the end of the stream so
+    /// far (the no-ops rewrite it).
     gemm_zero_point: i32,
-}
-
-/// How an accumulator or scratchpad region is split: a kernel-constant part
-/// and two halves that alternate between chunks.
-#[derive(Clone, Copy, Debug)]
-pub struct Halves {
-    pub base: u32,
-    pub size: u32,
-}
-
-impl Halves {
-    pub fn half(&self, chunk: usize) -> u32 {
-        self.base + (chunk as u32 % 2) * self.size
-    }
 }
 
 impl<'c> Emitter<'c> {
     pub fn new(cfg: &'c HwConfig) -> Emitter<'c> {
-        let mut e = Emitter {
+        Emitter {
             cfg,
             insns: Vec::new(),
+            chain: Chain::default(),
             credits: Vec::new(),
             chunks: 0,
             unbarriered: false,
             gemm_zero_point: 0,
-        };
-        for _ in 0..2 {
-            let i = e.push(e.nop().with_deps(false, false, true, false));
-            e.credits.push(i);
         }
-        e
     }
 
     fn nop(&self) -> Insn {
@@ -73,21 +74,38 @@ impl<'c> Emitter<'c> {
         self.insns.len() - 1
     }
 
-    /// The index of the next chunk (selects the half it uses).
+    /// The index of the next chunk of the open row kernel (selects the half
+    /// it uses).
     pub fn next_chunk(&self) -> usize {
         self.chunks
     }
 
-    /// Sets the GEMM activation zero point (takes effect in compute order).
-    pub fn set_gemm_zero_point(&mut self, zp: i32) -> Vec<Insn> {
-        self.gemm_zero_point = zp;
-        vec![self.nop()]
+    /// Emits a quantized GEMM kernel with the cost model's tiling.
+    pub fn gemm(&mut self, spec: &GemmSpec) -> Result<GemmPlan, String> {
+        debug_assert!(self.credits.is_empty(), "a row kernel is still open");
+        let plan = gemm::emit_gemm(&mut self.insns, &mut self.chain, spec, self.cfg)?;
+        self.gemm_zero_point = spec.a_zero_point;
+        if let GemmOutput::Int8(r) = spec.out {
+            if r.zero_point != 0 {
+                // Row kernels' i8 stores clamp integers with zero point 0; the
+                // store queue is in order, so this lands after the GEMM's stores.
+                self.push(Insn::new(Op::Config(Config {
+                    reg: STORE_ZERO_POINT,
+                    value: 0,
+                })));
+            }
+        }
+        Ok(plan)
     }
 
-    /// Emits one chunk. Every chunk loads something (its first load takes the
-    /// credit) and computes something (it hands the stores their token).
+    /// Emits one chunk of a row kernel (the first opens the kernel). Every
+    /// chunk loads something (its first load takes the credit) and computes
+    /// something (it hands the stores their token).
     pub fn chunk(&mut self, loads: Vec<Insn>, compute: Vec<Insn>, stores: Vec<Insn>) {
         debug_assert!(!loads.is_empty() && !compute.is_empty());
+        if self.credits.is_empty() {
+            self.open();
+        }
         let n = loads.len();
         for (i, mut l) in loads.into_iter().enumerate() {
             l.deps.pop_next = i == 0;
@@ -113,6 +131,17 @@ impl<'c> Emitter<'c> {
         self.chunks += 1;
     }
 
+    /// Opens a row kernel: the barrier that takes the chain's token is the
+    /// first chunk's credit, a no-op after it the second's.
+    fn open(&mut self) {
+        let pop = std::mem::take(&mut self.chain.store_token_pending);
+        let b = self.push(self.nop().with_deps(false, pop, true, false));
+        let n = self.push(self.nop().with_deps(false, false, true, false));
+        self.credits = vec![b, n];
+        self.chunks = 0;
+        self.unbarriered = false;
+    }
+
     /// Waits for the stores of the oldest unbarriered chunk and hands the
     /// load queue a credit.
     fn barrier(&mut self) {
@@ -121,36 +150,24 @@ impl<'c> Emitter<'c> {
         self.credits.push(i);
     }
 
-    /// Kernel boundary: the next load must see every store emitted so far.
+    /// Closes the open row kernel: credits no chunk took stop pushing, and
+    /// the last chunk's store token (if it stored) goes to the next kernel.
     pub fn sync(&mut self) {
-        self.drop_spare_credits();
-        if self.unbarriered {
-            self.barrier();
-            self.unbarriered = false;
-        } else {
-            let nop = self.nop().with_deps(false, false, true, false);
-            let i = self.push(nop);
-            self.credits.push(i);
+        if self.credits.is_empty() {
+            return;
         }
-        let nop = self.nop().with_deps(false, false, true, false);
-        let i = self.push(nop);
-        self.credits.push(i);
-    }
-
-    /// Credits pushed ahead of the next chunk's turn no longer push.
-    fn drop_spare_credits(&mut self) {
         for &c in &self.credits[self.chunks.min(self.credits.len())..] {
             self.insns[c].deps.push_prev = false;
         }
-        self.credits.truncate(self.chunks);
+        self.credits.clear();
+        self.chunks = 0;
+        self.chain.store_token_pending = std::mem::take(&mut self.unbarriered);
     }
 
     /// Ends the stream: `finish` waits for the last store.
     pub fn finish(mut self) -> Vec<Insn> {
-        self.drop_spare_credits();
-        let wait_store = self.unbarriered;
-        self.insns
-            .push(Insn::new(Op::Finish(Finish {})).with_deps(false, wait_store, false, false));
+        self.sync();
+        gemm::finish(&mut self.insns, &mut self.chain);
         self.insns
     }
 }

@@ -4,14 +4,13 @@
 //! int8 scheme of [`quantize`] (as Tessera IR), specialize symbolic dims to
 //! concrete sizes ([`specialize`]), place every op on the accelerator or the
 //! host ([`lower`]), and emit each run of accelerator ops as one stream with
-//! its weights in the DRAM image ([`emit`], [`vector`], [`matmul`]). Running
+//! its weights in the DRAM image ([`emit`], [`vector`], [`gemm`]). Running
 //! executes host ops with the reference semantics and segments on the
 //! simulator. See docs/accel-backend.md.
 
 pub mod emit;
 pub mod gemm;
 pub mod lower;
-pub mod matmul;
 pub mod program;
 pub mod quantize;
 pub mod specialize;

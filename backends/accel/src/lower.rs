@@ -6,7 +6,8 @@
 //! on the host only if it is listed in [`HOST_OPS`], with the reason printed
 //! in every compile report; anything else is an error naming the node.
 
-use crate::matmul::GemmSpec;
+use crate::gemm::{pack_weights, weight_row_bytes, DramMat, GemmMode, GemmOutput, GemmSpec};
+use crate::program::node_name;
 use crate::vector::{imm, OutFmt, RowKernel, Slot, Src1, Step};
 use crate::OpAttrs;
 use tessera_accel_isa::VecOp;
@@ -568,19 +569,34 @@ fn build_matmul<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String
     }
     let wv = wt.to_i64_vec();
     // Wᵀ: one output channel per row, so a weight tile is one strided load.
-    let wt_bytes: Vec<u8> = (0..(n * k) as usize)
+    let wt_vals: Vec<i8> = (0..(n * k) as usize)
         .map(|i| {
             let (j, kk) = (i / k as usize, i % k as usize);
-            wv[kk * n as usize + j] as i8 as u8
+            wv[kk * n as usize + j] as i8
         })
         .collect();
+    let mode = GemmMode::I8xI8;
+    let packed = pack_weights(&wt_vals, n, k, mode)?;
     Ok(Kernel::Gemm(GemmSpec {
+        name: node_name(op),
         m,
         k,
         n,
-        a: a.value(x),
-        w: a.image((w, 0), &wt_bytes),
-        c: a.value(op.results[0]),
+        mode,
+        a: DramMat {
+            addr: a.value(x),
+            row_stride: k,
+        },
+        w: DramMat {
+            addr: a.image((w, 0), &packed),
+            row_stride: weight_row_bytes(k, mode),
+        },
+        bias: None,
+        c: DramMat {
+            addr: a.value(op.results[0]),
+            row_stride: n,
+        },
         a_zero_point: zp,
+        out: GemmOutput::Word32,
     }))
 }

@@ -4,7 +4,7 @@
 
 use crate::emit::Emitter;
 use crate::lower::{build, host_reason, Addrs, Ctx, Kernel};
-use crate::matmul::emit_matmul;
+use crate::gemm::plan_gemm;
 use crate::quantize::{quantize_graph, QuantStats};
 use crate::specialize::{specialize, Bindings};
 use std::collections::{BTreeMap, HashMap};
@@ -109,7 +109,7 @@ impl Addrs for SegAddrs {
 fn check_fits(cfg: &HwConfig, k: &Kernel) -> Result<(), String> {
     match k {
         Kernel::Row(r) => r.chunk_rows(cfg.acc_words()).map(|_| ()),
-        Kernel::Gemm(s) => crate::matmul::choose_tiles(cfg, s).map(|_| ()),
+        Kernel::Gemm(s) => plan_gemm(s, cfg).map(|_| ()),
     }
 }
 
@@ -468,18 +468,18 @@ fn emit_segment(cx: &Ctx, cfg: &HwConfig, ops: Vec<usize>) -> Result<Segment, Di
                 )
             }
             Kernel::Gemm(s) => {
-                let t = emit_matmul(&mut em, s).map_err(fail)?;
+                let t = em.gemm(s).map_err(fail)?.tiling;
                 format!(
-                    "{} {}: gemm {}x{}x{}, tiles m{} k{} n{} x{}",
+                    "{} {}: gemm {}x{}x{}, tiles m{} n{} k{} {:?}",
                     op.kind.def().mnemonic,
                     node_name(op),
                     s.m,
                     s.k,
                     s.n,
-                    t.m_t,
-                    t.k_t,
-                    t.n_t,
-                    t.group
+                    t.m_tile,
+                    t.n_tile,
+                    t.k_tile,
+                    t.order
                 )
             }
         };

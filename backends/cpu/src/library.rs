@@ -181,7 +181,7 @@ fn link_shared(object: &Path, library: &Path) -> Result<(), Diagnostic> {
         .arg("-o")
         .arg(library)
         .arg(object)
-        .args(["-L/usr/lib/llvm-19/lib", "-lomp", "-Wl,-rpath,/usr/lib/llvm-19/lib"])
+        .args(["-L/usr/lib/llvm-19/lib", "-lomp", "-lm", "-Wl,-rpath,/usr/lib/llvm-19/lib"])
         .output()
         .map_err(|e| Diagnostic::new(format!("cannot run the linker '{cc}': {e}")))?;
     if !out.status.success() {

@@ -124,8 +124,18 @@ pub fn plan(g: &Graph, weights: &dyn Fn(ValueId) -> Option<usize>) -> MemoryPlan
     for (_, v) in &copies {
         last[root[v.0 as usize]] = g.ops.len();
     }
+    // Constants live in the weights blob or nowhere (a lowering that packed
+    // them never reads the original).
+    let mut constant = vec![false; nv];
+    for op in &g.ops {
+        if op.kind == OpKind::Constant {
+            for r in &op.results {
+                constant[r.0 as usize] = true;
+            }
+        }
+    }
     let mut todo: Vec<usize> = (0..nv)
-        .filter(|&i| root[i] == i && place[i].is_none() && first[i] != usize::MAX)
+        .filter(|&i| root[i] == i && place[i].is_none() && first[i] != usize::MAX && !constant[i])
         .collect();
     // Largest first, then by definition order: the classic greedy-by-size
     // offset assignment (as in TFLite's and tract's planners).

@@ -225,7 +225,7 @@ fn binary_arithmetic_every_type_with_broadcasting() {
             check(&binary_text(
                 op,
                 "",
-                &format!("{d}"),
+                d,
                 &format!("4x{d}"),
                 &format!("4x{d}"),
             ));

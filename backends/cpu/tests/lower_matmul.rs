@@ -30,11 +30,25 @@ fn ty(shape: &[usize], d: &str) -> String {
 
 /// numpy.matmul's result shape (written independently of the ir crate's).
 fn matmul_shape(a: &[usize], b: &[usize]) -> Vec<usize> {
-    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
-    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let a2: Vec<usize> = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<usize> = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
     let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
     let r = ab.len().max(bb.len());
-    let dim = |s: &[usize], i: usize| if i + s.len() >= r { s[i + s.len() - r] } else { 1 };
+    let dim = |s: &[usize], i: usize| {
+        if i + s.len() >= r {
+            s[i + s.len() - r]
+        } else {
+            1
+        }
+    };
     let mut out: Vec<usize> = (0..r).map(|i| dim(ab, i).max(dim(bb, i))).collect();
     if a.len() > 1 {
         out.push(a2[a2.len() - 2]);
@@ -77,7 +91,9 @@ impl G {
     fn constant(&mut self, shape: &[usize], d: &str) -> String {
         let n = self.fresh();
         let len: usize = shape.iter().product();
-        let vals: Vec<i64> = (0..len).map(|i| ((i * 37 + n * 11) % 17) as i64 - 8).collect();
+        let vals: Vec<i64> = (0..len)
+            .map(|i| ((i * 37 + n * 11) % 17) as i64 - 8)
+            .collect();
         let body = match d {
             // Half types are written as little-endian bits; v / 8 is exact in both.
             "f16" | "bf16" => {
@@ -91,13 +107,23 @@ impl G {
             _ => {
                 let items: Vec<String> = vals
                     .iter()
-                    .map(|&v| if d.starts_with('i') { format!("{v}") } else { format!("{:.3}", v as f64 / 8.0) })
+                    .map(|&v| {
+                        if d.starts_with('i') {
+                            format!("{v}")
+                        } else {
+                            format!("{:.3}", v as f64 / 8.0)
+                        }
+                    })
                     .collect();
                 format!("[{}]", items.join(", "))
             }
         };
-        self.consts.push(format!("  @w{n} = dense<{body}> : {}", ty(shape, d)));
-        self.body.push(format!("%w{n} = tsr.constant {{value = @w{n}}} : () -> {}", ty(shape, d)));
+        self.consts
+            .push(format!("  @w{n} = dense<{body}> : {}", ty(shape, d)));
+        self.body.push(format!(
+            "%w{n} = tsr.constant {{value = @w{n}}} : () -> {}",
+            ty(shape, d)
+        ));
         format!("%w{n}")
     }
 
@@ -130,15 +156,27 @@ impl G {
     }
 
     fn text(&self) -> String {
-        let outs: Vec<String> = self.outs.iter().enumerate().map(|(i, (_, t))| format!("\"y{i}\": {t}")).collect();
+        let outs: Vec<String> = self
+            .outs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, t))| format!("\"y{i}\": {t}"))
+            .collect();
         let names: Vec<&str> = self.outs.iter().map(|(v, _)| v.as_str()).collect();
-        let mut s = format!("tsr.graph @g({}) -> ({}) {{\n", self.params.join(", "), outs.join(", "));
+        let mut s = format!(
+            "tsr.graph @g({}) -> ({}) {{\n",
+            self.params.join(", "),
+            outs.join(", ")
+        );
         for l in &self.body {
             s.push_str(&format!("  {l}\n"));
         }
         s.push_str(&format!("  tsr.return {}\n}}\n", names.join(", ")));
         if !self.consts.is_empty() {
-            s.push_str(&format!("tsr.constants {{\n{}\n}}\n", self.consts.join("\n")));
+            s.push_str(&format!(
+                "tsr.constants {{\n{}\n}}\n",
+                self.consts.join("\n")
+            ));
         }
         s
     }
@@ -148,7 +186,14 @@ impl G {
     }
 }
 
-const ODD: &[[usize; 3]] = &[[1, 1, 1], [7, 13, 5], [33, 65, 17], [130, 257, 70], [15, 600, 33], [29, 31, 97]];
+const ODD: &[[usize; 3]] = &[
+    [1, 1, 1],
+    [7, 13, 5],
+    [33, 65, 17],
+    [130, 257, 70],
+    [15, 600, 33],
+    [29, 31, 97],
+];
 
 #[test]
 fn f32_odd_shapes_with_constant_and_runtime_b() {
@@ -205,7 +250,14 @@ fn other_dtypes() {
 fn gemm_cases(d: &str, const_b: bool, alphas: &[&str], betas: &[&str]) -> G {
     let (m, k, n) = (9, 21, 35);
     let mut g = G::default();
-    let c_shapes: &[Option<&[usize]>] = &[None, Some(&[]), Some(&[n]), Some(&[1, n]), Some(&[m, 1]), Some(&[m, n])];
+    let c_shapes: &[Option<&[usize]>] = &[
+        None,
+        Some(&[]),
+        Some(&[n]),
+        Some(&[1, n]),
+        Some(&[m, 1]),
+        Some(&[m, n]),
+    ];
     for ta in [0, 1] {
         for tb in [0, 1] {
             for alpha in alphas {
@@ -220,7 +272,9 @@ fn gemm_cases(d: &str, const_b: bool, alphas: &[&str], betas: &[&str]) -> G {
                             let cv = g.input(c, d);
                             ops.push((cv, ty(c, d)));
                         }
-                        let attrs = format!(" {{alpha = {alpha}, beta = {beta}, transA = {ta}, transB = {tb}}}");
+                        let attrs = format!(
+                            " {{alpha = {alpha}, beta = {beta}, transA = {ta}, transB = {tb}}}"
+                        );
                         g.op("gemm", &ops, &attrs, &ty(&[m, n], d));
                     }
                 }
@@ -247,7 +301,15 @@ fn gemm_other_dtypes() {
 fn linear_every_epilogue() {
     for d in ["f32", "f16", "f64"] {
         let mut g = G::default();
-        for act in ["none", "relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh"] {
+        for act in [
+            "none",
+            "relu",
+            "gelu",
+            "gelu_tanh",
+            "silu",
+            "sigmoid",
+            "tanh",
+        ] {
             // Bias per column, residual per element, batched activations.
             let (a, b) = ([2, 19, 40], [40, 37]);
             let out = [2, 19, 37];
@@ -255,17 +317,42 @@ fn linear_every_epilogue() {
             let w = g.constant(&b, d);
             let bias = g.constant(&[37], d);
             let res = g.input(&out, d);
-            let ops = [(x, ty(&a, d)), (w, ty(&b, d)), (bias, ty(&[37], d)), (res, ty(&out, d))];
-            g.op("linear", &ops, &format!(" {{activation = \"{act}\"}}"), &ty(&out, d));
+            let ops = [
+                (x, ty(&a, d)),
+                (w, ty(&b, d)),
+                (bias, ty(&[37], d)),
+                (res, ty(&out, d)),
+            ];
+            g.op(
+                "linear",
+                &ops,
+                &format!(" {{activation = \"{act}\"}}"),
+                &ty(&out, d),
+            );
         }
         // Optional operands absent, per-row bias, broadcast residual, runtime B.
         let x = g.input(&[19, 40], d);
         let w = g.input(&[40, 37], d);
-        g.op("linear", &[(x.clone(), ty(&[19, 40], d)), (w.clone(), ty(&[40, 37], d))], " {activation = \"gelu\"}", &ty(&[19, 37], d));
+        g.op(
+            "linear",
+            &[(x.clone(), ty(&[19, 40], d)), (w.clone(), ty(&[40, 37], d))],
+            " {activation = \"gelu\"}",
+            &ty(&[19, 37], d),
+        );
         let bias = g.input(&[19, 1], d);
         let res = g.input(&[37], d);
-        let ops = [(x, ty(&[19, 40], d)), (w, ty(&[40, 37], d)), (bias, ty(&[19, 1], d)), (res, ty(&[37], d))];
-        g.op("linear", &ops, " {activation = \"silu\"}", &ty(&[19, 37], d));
+        let ops = [
+            (x, ty(&[19, 40], d)),
+            (w, ty(&[40, 37], d)),
+            (bias, ty(&[19, 1], d)),
+            (res, ty(&[37], d)),
+        ];
+        g.op(
+            "linear",
+            &ops,
+            " {activation = \"silu\"}",
+            &ty(&[19, 37], d),
+        );
         g.check();
     }
 }
@@ -277,7 +364,16 @@ fn linear_residual_per_batch_item_keeps_batches_apart() {
     let x = g.input(&[3, 10, 16], "f32");
     let w = g.constant(&[16, 20], "f32");
     let bias = g.input(&[3, 1, 20], "f32");
-    let ops = [(x, ty(&[3, 10, 16], "f32")), (w, ty(&[16, 20], "f32")), (bias, ty(&[3, 1, 20], "f32"))];
-    g.op("linear", &ops, " {activation = \"relu\"}", &ty(&[3, 10, 20], "f32"));
+    let ops = [
+        (x, ty(&[3, 10, 16], "f32")),
+        (w, ty(&[16, 20], "f32")),
+        (bias, ty(&[3, 1, 20], "f32")),
+    ];
+    g.op(
+        "linear",
+        &ops,
+        " {activation = \"relu\"}",
+        &ty(&[3, 10, 20], "f32"),
+    );
     g.check();
 }

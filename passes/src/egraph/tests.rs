@@ -566,7 +566,8 @@ fn every_rule_is_checked_numerically() {
         for r in compiled {
             assert!(
                 TESTED.contains(&r.name.as_str())
-                    || super::tests_fusion::TESTED.contains(&r.name.as_str()),
+                    || super::tests_fusion::TESTED.contains(&r.name.as_str())
+                    || rules::tiling::TESTED.contains(&r.name.as_str()),
                 "rule {} of group {} has no numeric test",
                 r.name,
                 g.name

@@ -29,6 +29,9 @@ pub(super) const TESTED: &[&str] = &[
     "sdpa",
     "attention-3d",
     "rotary-half",
+    "attention-gqa",
+    "attention-gqa-masked",
+    "attention-causal",
     "matmul-add",
     "add-matmul",
     "gemm-linear",
@@ -591,6 +594,187 @@ fn attention_3d() {
                 tessera_ir::print_graph(&out)
             );
             assert_eq!(count(&out, "reshape"), usize::from(flat));
+        }
+    }
+}
+
+/// An `attention` op whose K and V are `kv` heads repeated to `h` by
+/// unsqueeze/expand/reshape (as torch.export writes `repeat_kv`).
+fn repeated_kv_attention(bsz: i64, h: i64, kv: i64, s: i64, d: i64, masked: bool) -> Graph {
+    let mut shapes = vec![vec![bsz, h, s, d], vec![bsz, kv, s, d], vec![bsz, kv, s, d]];
+    if masked {
+        shapes.push(vec![bsz, 1, s, s]);
+    }
+    let refs: Vec<&[i64]> = shapes.iter().map(|s| s.as_slice()).collect();
+    graph(&refs, |b, x| {
+        let repeat = |b: &mut Builder, t: ValueId| {
+            let ax = ints(b, &[2]);
+            let u = op(b, "unsqueeze", &[t, ax], Attrs::new());
+            let shape = ints(b, &[bsz, kv, h / kv, s, d]);
+            let e = op(b, "expand", &[u, shape], Attrs::new());
+            let flat = ints(b, &[bsz, h, s, d]);
+            op(b, "reshape", &[e, flat], Attrs::new())
+        };
+        let k = repeat(b, x[1]);
+        let v = repeat(b, x[2]);
+        let mut operands = vec![x[0], k, v];
+        operands.extend(x.get(3));
+        vec![op(
+            b,
+            "attention",
+            &operands,
+            with(&[("scale", Attr::Float(0.4))]),
+        )]
+    })
+}
+
+#[test]
+fn attention_gqa() {
+    for seed in SEEDS {
+        let mut rng = Rng::new(seed);
+        let (bsz, s, d) = (
+            dim(&mut rng, 1, 2),
+            dim(&mut rng, 1, 5),
+            dim(&mut rng, 1, 6),
+        );
+        let kv = dim(&mut rng, 1, 3);
+        let h = kv * dim(&mut rng, 2, 3);
+        for (rule, masked) in [("attention-gqa", false), ("attention-gqa-masked", true)] {
+            let g = repeated_kv_attention(bsz, h, kv, s, d, masked);
+            let out = check(rule, &g, seed, ("attention", 1), 1e-6);
+            assert_eq!(
+                count(&out, "expand") + count(&out, "unsqueeze") + count(&out, "reshape"),
+                0,
+                "{rule}: {}",
+                tessera_ir::print_graph(&out)
+            );
+        }
+    }
+    // Heads repeated as a whole block (tile) are not what GQA shares.
+    let g = graph(&[&[1, 4, 3, 2], &[1, 2, 3, 2], &[1, 2, 3, 2]], |b, x| {
+        let tile = |b: &mut Builder, t: ValueId| {
+            let reps = ints(b, &[1, 2, 1, 1]);
+            op(b, "tile", &[t, reps], Attrs::new())
+        };
+        let (k, v) = (tile(b, x[1]), tile(b, x[2]));
+        vec![op(b, "attention", &[x[0], k, v], Attrs::new())]
+    });
+    refuses("attention-gqa", &g);
+}
+
+/// An attention on `[2, 4, seq, 8]` operands with the mask `mask` computes
+/// from a range over `seq` (`%key`: j along the last axis, `%query`: i
+/// along the one before) and the `%pad` input `[2, 1, 1, seq]`.
+fn masked_attention_text(mask: &str, mask_ty: &str) -> Graph {
+    let t = "tensor<2x4x[seq]x8xf32>";
+    let src = format!(
+        r#"tsr.graph @t(%q: {t}, %k: {t}, %v: {t}, %pad: tensor<2x1x1x[seq]xi1>) -> ("y": {t}) opsets {{"" = 23}} {{
+  %zero = tsr.constant {{value = @zero}} : () -> tensor<i64>
+  %one = tsr.constant {{value = @one}} : () -> tensor<i64>
+  %n = tsr.dims %q {{exprs = ["seq"], rank = 0, sources = [0, 2], symbols = ["seq"]}} : ({t}) -> tensor<i64>
+  %r = tsr.range %zero, %n, %one : (tensor<i64>, tensor<i64>, tensor<i64>) -> tensor<[seq]xi64>
+  %ax01 = tsr.constant {{value = @ax01}} : () -> tensor<2xi64>
+  %r3 = tsr.unsqueeze %r, %ax01 : (tensor<[seq]xi64>, tensor<2xi64>) -> tensor<1x1x[seq]xi64>
+  %ax2 = tsr.constant {{value = @ax2}} : () -> tensor<1xi64>
+  %key = tsr.unsqueeze %r3, %ax2 : (tensor<1x1x[seq]xi64>, tensor<1xi64>) -> tensor<1x1x1x[seq]xi64>
+  %ax3 = tsr.constant {{value = @ax3}} : () -> tensor<1xi64>
+  %query = tsr.unsqueeze %r3, %ax3 : (tensor<1x1x[seq]xi64>, tensor<1xi64>) -> tensor<1x1x[seq]x1xi64>
+  %yes = tsr.constant {{value = @yes}} : () -> tensor<i1>
+{mask}
+  %y = tsr.attention %q, %k, %v, %mask {{scale = 0.35}} : ({t}, {t}, {t}, {mask_ty}) -> {t}
+  tsr.return %y
+}}
+tsr.constants {{
+  @zero = dense<[0]> : tensor<i64>
+  @one = dense<[1]> : tensor<i64>
+  @ax01 = dense<[0, 1]> : tensor<2xi64>
+  @ax2 = dense<[2]> : tensor<1xi64>
+  @ax3 = dense<[3]> : tensor<1xi64>
+  @yes = dense<[true]> : tensor<i1>
+}}
+"#
+    );
+    let g = tessera_ir::parse_graph(&src).unwrap_or_else(|e| panic!("{e:?}\n{src}"));
+    verify(&g).unwrap();
+    g
+}
+
+const SQUARE: &str = "tensor<1x1x[seq]x[seq]xi1>";
+const PADDED: &str = "tensor<2x1x[seq]x[seq]xi1>";
+
+#[test]
+fn attention_causal() {
+    let le = "  %c = tsr.less_or_equal %key, %query : (tensor<1x1x1x[seq]xi64>, tensor<1x1x[seq]x1xi64>) -> tensor<1x1x[seq]x[seq]xi1>";
+    let ge = "  %c = tsr.greater_or_equal %query, %key : (tensor<1x1x[seq]x1xi64>, tensor<1x1x1x[seq]xi64>) -> tensor<1x1x[seq]x[seq]xi1>";
+    let and_true = format!("  %mask = tsr.and %yes, %c : (tensor<i1>, {SQUARE}) -> {SQUARE}");
+    let and_pad =
+        format!("  %mask = tsr.and %c, %pad : ({SQUARE}, tensor<2x1x1x[seq]xi1>) -> {PADDED}");
+    let as_mask = |line: &str| line.replace("%c =", "%mask =");
+    // (mask lines, mask type, operands the attention keeps)
+    let cases = [
+        (as_mask(le), SQUARE, 3),
+        (as_mask(ge), SQUARE, 3),
+        (format!("{le}\n{and_true}"), SQUARE, 3),
+        (format!("{ge}\n{and_pad}"), PADDED, 4),
+    ];
+    for (lines, mask_ty, operands) in &cases {
+        let g = masked_attention_text(lines, mask_ty);
+        for seq in [1, 4, 6] {
+            let (out, report) = optimize(&g, &only("attention-causal")).unwrap();
+            verify(&out).unwrap();
+            assert!(report.applied.contains_key("attention-causal"), "{lines}");
+            let att = out
+                .ops
+                .iter()
+                .find(|o| o.kind.mnemonic() == "attention")
+                .unwrap();
+            assert_eq!(att.attrs.get("is_causal"), Some(&Attr::Int(1)), "{lines}");
+            assert_eq!(att.operands.len(), *operands, "{lines}");
+            let dims: HashMap<String, i64> = [("seq".to_string(), seq)].into();
+            for seed in SEEDS {
+                let d = max_difference(&g, &out, seed, &dims).unwrap();
+                assert_eq!(d, 0.0, "{lines}: seq {seq}");
+            }
+        }
+    }
+    // j >= i is the upper triangle; and a padding mask of one key column
+    // would mask out every key past the first inside attention.
+    let upper = "  %mask = tsr.less_or_equal %query, %key : (tensor<1x1x[seq]x1xi64>, tensor<1x1x1x[seq]xi64>) -> tensor<1x1x[seq]x[seq]xi1>";
+    refuses("attention-causal", &masked_attention_text(upper, SQUARE));
+
+    // Constant masks: boolean, and float with 0 / -inf; a float mask with a
+    // finite minimum instead of -inf is not the same at fully masked rows.
+    for (dtype, off, fires) in [
+        (DType::Bool, 0.0, true),
+        (DType::F32, f64::NEG_INFINITY, true),
+        (DType::F32, -1e30, false),
+    ] {
+        let s = 5usize;
+        let g = graph(&[&[1, 2, 5, 3], &[1, 2, 5, 3], &[1, 2, 5, 3]], |b, x| {
+            let v: Vec<f64> = (0..s * s)
+                .map(|e| match (e % s <= e / s, dtype) {
+                    (keep, DType::Bool) => f64::from(u8::from(keep)),
+                    (true, _) => 0.0,
+                    (false, _) => off,
+                })
+                .collect();
+            let m = b.constant(
+                "causal",
+                Arc::new(Tensor::from_f64(dtype, vec![s, s], &v)),
+                loc("m"),
+            );
+            vec![op(b, "attention", &[x[0], x[1], x[2], m], Attrs::new())]
+        });
+        if fires {
+            let out = check("attention-causal", &g, 3, ("attention", 1), 1e-6);
+            assert_eq!(
+                count(&out, "constant"),
+                0,
+                "{}",
+                tessera_ir::print_graph(&out)
+            );
+        } else {
+            refuses("attention-causal", &g);
         }
     }
 }

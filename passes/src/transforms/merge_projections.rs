@@ -395,10 +395,7 @@ fn merge(g: &mut Graph, key: &GroupKey, members: &[Projection]) -> Result<Vec<Op
         loc: Some(product_loc.clone()),
     };
     let wv = e.constant(&w_name, w);
-    let bv = match bias {
-        Some((name, t)) => Some(e.constant(&name, t)),
-        None => None,
-    };
+    let bv = bias.map(|(name, t)| e.constant(&name, t));
     let y = match &key.form {
         Form::Matmul { .. } => {
             let m = e.op(
@@ -734,5 +731,18 @@ mod tests {
         let dims: HashMap<String, i64> = [("batch".to_string(), 2), ("seq".to_string(), 5)].into();
         let d = max_difference(&reference, &g, 3, &dims).unwrap();
         assert!(d < 1e-4, "differs by {d}");
+    }
+}
+#[cfg(test)]
+mod scratch {
+    #[test]
+    #[ignore]
+    fn print_o2() {
+        let path = std::env::var("SCRATCH_MODEL").unwrap();
+        let mut g = tessera_frontend::import_model(&path).unwrap();
+        let pm = crate::PassManager::parse(&std::env::var("SCRATCH_PIPE").unwrap_or(crate::pipeline_for_level(2).into()), Default::default()).unwrap();
+        let st = pm.run(&mut g, &mut |_, _| {}).unwrap();
+        println!("{}", tessera_ir::print_graph(&g));
+        for s in st { eprintln!("{} {:?} {:?}", s.name, s.time, s.stats.counters); }
     }
 }

@@ -1171,7 +1171,7 @@ mod tests {
         for (m, _) in FLOAT_UNARY {
             let f = LOWERINGS.iter().find(|(n, _)| n == m);
             assert!(
-                f.is_some_and(|(_, f)| *f as usize == lower_float_unary as usize),
+                f.is_some_and(|(_, f)| std::ptr::fn_addr_eq(*f, lower_float_unary as LowerFn)),
                 "{m}"
             );
         }

@@ -14,7 +14,13 @@ use tessera_ir::AttrAccess;
 
 /// A row-major `rows x cols` matrix operand of `buf` whose leading dims
 /// (`buf.shape[..batch_rank]`) broadcast onto `out_batch`.
-fn batched(buf: &Buf, batch_rank: usize, out_batch: &[usize], (rs, cs): (usize, usize), item: usize) -> Result<Operand, String> {
+fn batched(
+    buf: &Buf,
+    batch_rank: usize,
+    out_batch: &[usize],
+    (rs, cs): (usize, usize),
+    item: usize,
+) -> Result<Operand, String> {
     let st = broadcast_strides(&buf.shape[..batch_rank], out_batch)?;
     Ok(Operand {
         buf: buf.clone(),
@@ -31,12 +37,26 @@ fn matmul_problem(k: &KernelCtx) -> Result<Problem, String> {
         return Err("matmul operands must have rank >= 1".into());
     }
     if a.dtype != b.dtype || a.dtype != out.dtype {
-        return Err(format!("matmul element types differ: {} x {} -> {}", a.dtype, b.dtype, out.dtype));
+        return Err(format!(
+            "matmul element types differ: {} x {} -> {}",
+            a.dtype, b.dtype, out.dtype
+        ));
     }
-    let (m, ka) = if a.rank() == 1 { (1, a.shape[0]) } else { (a.shape[a.rank() - 2], a.shape[a.rank() - 1]) };
-    let (kb, n) = if b.rank() == 1 { (b.shape[0], 1) } else { (b.shape[b.rank() - 2], b.shape[b.rank() - 1]) };
+    let (m, ka) = if a.rank() == 1 {
+        (1, a.shape[0])
+    } else {
+        (a.shape[a.rank() - 2], a.shape[a.rank() - 1])
+    };
+    let (kb, n) = if b.rank() == 1 {
+        (b.shape[0], 1)
+    } else {
+        (b.shape[b.rank() - 2], b.shape[b.rank() - 1])
+    };
     if ka != kb {
-        return Err(format!("matmul contraction dims differ: {:?} x {:?}", a.shape, b.shape));
+        return Err(format!(
+            "matmul contraction dims differ: {:?} x {:?}",
+            a.shape, b.shape
+        ));
     }
     let nbatch = out.rank() - usize::from(a.rank() > 1) - usize::from(b.rank() > 1);
     let out_batch = out.shape[..nbatch].to_vec();
@@ -79,7 +99,10 @@ fn lower_matmul(k: &mut KernelCtx) -> Result<(), String> {
 fn lower_linear(k: &mut KernelCtx) -> Result<(), String> {
     let mut p = matmul_problem(k)?;
     if !p.dtype.is_float() {
-        return Err(format!("tsr.linear on {} is not supported (float types only)", p.dtype));
+        return Err(format!(
+            "tsr.linear on {} is not supported (float types only)",
+            p.dtype
+        ));
     }
     let (a, b, out) = (k.operand(0)?, k.operand(1)?, k.result(0));
     let (has_m, has_n) = (a.rank() > 1, b.rank() > 1);
@@ -102,12 +125,23 @@ fn lower_linear(k: &mut KernelCtx) -> Result<(), String> {
 
 /// `alpha * op(a) @ op(b) + beta * c`.
 fn lower_gemm(k: &mut KernelCtx) -> Result<(), String> {
-    let (a, b, out) = (k.operand(0)?.clone(), k.operand(1)?.clone(), k.result(0).clone());
+    let (a, b, out) = (
+        k.operand(0)?.clone(),
+        k.operand(1)?.clone(),
+        k.result(0).clone(),
+    );
     if a.rank() != 2 || b.rank() != 2 {
-        return Err(format!("gemm operands must be 2-D, got ranks {} and {}", a.rank(), b.rank()));
+        return Err(format!(
+            "gemm operands must be 2-D, got ranks {} and {}",
+            a.rank(),
+            b.rank()
+        ));
     }
     if a.dtype != b.dtype || a.dtype != out.dtype {
-        return Err(format!("gemm element types differ: {} x {} -> {}", a.dtype, b.dtype, out.dtype));
+        return Err(format!(
+            "gemm element types differ: {} x {} -> {}",
+            a.dtype, b.dtype, out.dtype
+        ));
     }
     let (ta, tb) = (k.op.int("transA")? != 0, k.op.int("transB")? != 0);
     let (alpha, beta) = (k.op.float("alpha")?, k.op.float("beta")?);
@@ -128,7 +162,10 @@ fn lower_gemm(k: &mut KernelCtx) -> Result<(), String> {
             return Err(format!("gemm bias must have rank <= 2, got {}", c.rank()));
         }
         if c.dtype != out.dtype {
-            return Err(format!("gemm bias element type {} differs from {}", c.dtype, out.dtype));
+            return Err(format!(
+                "gemm bias element type {} differs from {}",
+                c.dtype, out.dtype
+            ));
         }
         epi.pre.push(Addend {
             op: onto_output(c, &out.shape, 0, true, true)?,
@@ -154,4 +191,8 @@ fn lower_gemm(k: &mut KernelCtx) -> Result<(), String> {
     gemm::emit(k, p)
 }
 
-pub const LOWERINGS: &[(&str, LowerFn)] = &[("matmul", lower_matmul), ("gemm", lower_gemm), ("linear", lower_linear)];
+pub const LOWERINGS: &[(&str, LowerFn)] = &[
+    ("matmul", lower_matmul),
+    ("gemm", lower_gemm),
+    ("linear", lower_linear),
+];

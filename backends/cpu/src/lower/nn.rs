@@ -647,13 +647,13 @@ fn attention_dims(k: &KernelCtx, q: &Buf, kb: &Buf, v: &Buf) -> Result<AttnDims,
         }
         let h = k.op.int(name)?;
         if h <= 0 {
-            return Err(format!("tsr.attention: {name} must be positive, got {h}"));
+            return Err(format!("{name} must be positive, got {h}"));
         }
         Ok(Some(h as usize))
     };
     let (qh, kvh) = (heads("q_num_heads")?, heads("kv_num_heads")?);
     if q.rank() != kb.rank() || q.rank() != v.rank() {
-        return Err("tsr.attention: Q, K and V must have the same rank".into());
+        return Err("Q, K and V must have the same rank".into());
     }
     let mut d = match q.rank() {
         4 => AttnDims {
@@ -669,10 +669,10 @@ fn attention_dims(k: &KernelCtx, q: &Buf, kb: &Buf, v: &Buf) -> Result<AttnDims,
         },
         3 => {
             let (Some(qh), Some(kvh)) = (qh, kvh) else {
-                return Err("tsr.attention: 3-D inputs need q_num_heads and kv_num_heads".into());
+                return Err("3-D inputs need q_num_heads and kv_num_heads".into());
             };
             if q.shape[2] % qh != 0 || kb.shape[2] % kvh != 0 || v.shape[2] % kvh != 0 {
-                return Err("tsr.attention: hidden sizes are not divisible by the head counts".into());
+                return Err("hidden sizes are not divisible by the head counts".into());
             }
             AttnDims {
                 batch: q.shape[0],
@@ -686,11 +686,11 @@ fn attention_dims(k: &KernelCtx, q: &Buf, kb: &Buf, v: &Buf) -> Result<AttnDims,
                 packed: true,
             }
         }
-        r => return Err(format!("tsr.attention: Q, K and V must be 3-D or 4-D, got rank {r}")),
+        r => return Err(format!("Q, K and V must be 3-D or 4-D, got rank {r}")),
     };
     if d.kv_heads == 0 || d.q_heads % d.kv_heads != 0 {
         return Err(format!(
-            "tsr.attention: q heads ({}) must be a multiple of kv heads ({})",
+            "q heads ({}) must be a multiple of kv heads ({})",
             d.q_heads, d.kv_heads
         ));
     }
@@ -698,13 +698,13 @@ fn attention_dims(k: &KernelCtx, q: &Buf, kb: &Buf, v: &Buf) -> Result<AttnDims,
         let p = pk.shape.get(2).copied().unwrap_or(0);
         if pk.shape != [d.batch, d.kv_heads, p, d.head] || pv.shape != [d.batch, d.kv_heads, p, d.v_head] {
             return Err(format!(
-                "tsr.attention: past_key {:?} / past_value {:?} do not match K/V",
+                "past_key {:?} / past_value {:?} do not match K/V",
                 pk.shape, pv.shape
             ));
         }
         d.past = p;
     } else if k.opt_operand(4).is_some() || k.opt_operand(5).is_some() {
-        return Err("tsr.attention: past_key and past_value must be given together".into());
+        return Err("past_key and past_value must be given together".into());
     }
     Ok(d)
 }
@@ -746,13 +746,13 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     let vb = float_operand(k, 2, "V")?;
     let dt = q.dtype;
     if kb.dtype != dt || vb.dtype != dt {
-        return Err("tsr.attention: Q, K and V of different element types are not supported by the cpu target".into());
+        return Err("Q, K and V of different element types are not supported by the cpu target".into());
     }
     if k.opt_operand(6).is_some() {
-        return Err("tsr.attention: nonpad_kv_seqlen is not supported by the cpu target".into());
+        return Err("nonpad_kv_seqlen is not supported by the cpu target".into());
     }
     if k.results.len() > 3 {
-        return Err("tsr.attention: the qk_matmul_output result is not supported by the cpu target".into());
+        return Err("the qk_matmul_output result is not supported by the cpu target".into());
     }
     let d = attention_dims(k, &q, &kb, &vb)?;
     let total = d.past + d.kv_seq;
@@ -762,7 +762,7 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     let causal = k.op.int("is_causal")? != 0;
     let (left, right) = (k.op.int("left_window_size")?, k.op.int("right_window_size")?);
     if left < -1 || right < -1 {
-        return Err("tsr.attention: left_window_size and right_window_size must be -1 or nonnegative".into());
+        return Err("left_window_size and right_window_size must be -1 or nonnegative".into());
     }
     let mask = k.opt_operand(3).cloned();
     let target = [d.batch, d.q_heads, d.q_seq, total];
@@ -771,17 +771,17 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     let mut mask_kv = total;
     if let Some(m) = &mask {
         if m.rank() == 0 || m.rank() > 4 {
-            return Err(format!("tsr.attention: attn_mask must have rank 1 to 4, got {}", m.rank()));
+            return Err(format!("attn_mask must have rank 1 to 4, got {}", m.rank()));
         }
         if !(m.dtype == DType::Bool || m.dtype.is_float()) {
-            return Err(format!("tsr.attention: attn_mask must be bool or float, got {}", m.dtype));
+            return Err(format!("attn_mask must be bool or float, got {}", m.dtype));
         }
         let off = 4 - m.rank();
         let mut st = 1;
         for i in (0..m.rank()).rev() {
             let (dim, t, last) = (m.shape[i], target[off + i], off + i == 3);
             if dim != 1 && dim != t && !(last && dim < t) {
-                return Err(format!("tsr.attention: attn_mask shape {:?} does not broadcast to {:?}", m.shape, target));
+                return Err(format!("attn_mask shape {:?} does not broadcast to {:?}", m.shape, target));
             }
             mstrides[off + i] = if dim == 1 && !last { 0 } else { st };
             st *= dim;
@@ -852,6 +852,14 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     let ninf = fconst(k, f64::NEG_INFINITY, ct);
     let zero = fconst(k, 0.0, ct);
     let one = fconst(k, 1.0, ct);
+    // Like the reference, half types scale Q and K each by sqrt(scale)
+    // rounded to their own precision, and round the probabilities to it.
+    let scale = if is_half(dt) {
+        let r = tessera_ir::Tensor::from_f64(dt, vec![1], &[scale.sqrt()]).get_f64(0);
+        r * r
+    } else {
+        scale
+    };
     let scale_c = fconst(k, scale, ct);
     let cap = (softcap > 0.0).then(|| fconst(k, softcap, ct));
     let vec8 = dt == DType::F32;
@@ -945,7 +953,19 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     for_close(k, &[(&acc, ct)]);
     let empty = op(k, format!("arith.cmpf oeq, {}, {zero} : {ct}", r[0]));
     let recip = op(k, format!("arith.divf {one}, {} : {ct}", r[0]));
-    let inv = op(k, format!("arith.select {empty}, {zero}, {recip} : {ct}"));
+    let mut inv = op(k, format!("arith.select {empty}, {zero}, {recip} : {ct}"));
+    if is_half(dt) {
+        let e = crate::emit::kernel::elem(dt)?;
+        let (j, _, _) = for_open(k, &lo, &hi, 1, &[]);
+        let si = op(k, format!("arith.addi {sbase}, {j} : index"));
+        let s = op(k, format!("memref.load {scores}[{si}] : {scores_ty}"));
+        let pr = op(k, format!("arith.mulf {s}, {inv} : {ct}"));
+        let h = op(k, format!("arith.truncf {pr} : f32 to {e}"));
+        let pr = op(k, format!("arith.extf {h} : {e} to f32"));
+        k.line(format!("memref.store {pr}, {scores}[{si}] : {scores_ty}"));
+        for_close(k, &[]);
+        inv = one.clone();
+    }
 
     // y = (sum_j e_j v_j) / sum, one chunk of the head at a time.
     if vec8 && d.v_head % 8 == 0 {

@@ -19,6 +19,7 @@
 pub mod algebra;
 pub mod fusion;
 pub mod recognize;
+pub mod tiling;
 
 use super::analysis::{fold_result, infer_result, is_absent, same_type, TsrAnalysis, TsrEGraph};
 use super::lang::TsrLang;
@@ -79,7 +80,9 @@ RuleGroup {
     name: "fusion",
     summary: "Matrix products take their bias, activation and residual-add epilogues into one tsr.linear",
     rules: fusion::rules,
-}];
+},
+RuleGroup { name: "tiling", summary: "Products with static shapes get sched.tile blockings sized to the targets' memories; the extractor keeps the cheapest", rules: tiling::rules },
+];
 
 pub fn group(name: &str) -> Option<&'static RuleGroup> {
     GROUPS.iter().find(|g| g.name == name)

@@ -54,6 +54,13 @@ pub fn rules() -> Vec<RuleDef> {
         // merge_heads(attention(split_heads(q), ...)) == attention on [batch, seq, heads*size]
         // (then reshaped like the merged heads were, when they were flattened further)
         r("attention-3d",    "(reshape* (transpose* ?o) ?shape)",                 Build(attention_3d)),
+        // attention(q, repeat_kv(k), repeat_kv(v), ..) == attention(q, k, v, ..): the op
+        // shares K/V heads itself
+        r("attention-gqa",        "(attention* ?q ?k ?v)",                        Build(attention_gqa)),
+        r("attention-gqa-masked", "(attention* ?q ?k ?v ?m)",                     Build(attention_gqa)),
+        // attention(q, k, v, causal [and m]) == attention(q, k, v [, m], is_causal = 1) for a
+        // boolean mask proven lower-triangular (j <= i from two ranges, or a constant)
+        r("attention-causal",     "(attention* ?q ?k ?v ?m)",                     Build(attention_causal)),
         // x * unsqueeze(cos2, 1) + rotate_half(x) * unsqueeze(sin2, 1) == rotary_embedding(x, cos, sin)
         // on [B, H, S, D] x, when the caches are two equal halves: cos2 = [cos, cos]
         r("rotary-half",     "(add (mul ?a ?b) (mul ?c ?d))",                     Build(rotary_half)),
@@ -498,11 +505,17 @@ fn scaled_scores(eg: &TsrEGraph, class: Id) -> Vec<(Id, Id, f64)> {
 }
 
 /// The mask broadcasts onto `[B, H, Sq, Sk]` (the type of the scores) and
-/// is a float mask of the scores' type or a boolean one.
+/// is a float mask of the scores' type or a boolean one. Its key axis must
+/// be the full `Sk`: `attention` reads a shorter one (even of size 1) as
+/// masking the keys past it, where broadcasting would repeat it.
 fn mask_fits(eg: &TsrEGraph, mask: Id, scores: &TensorType) -> bool {
     let Some(m) = ty(eg, mask) else { return false };
     (m.elem == scores.elem || m.dtype() == tessera_ir::DType::Bool)
         && (1..=4).contains(&m.rank())
+        && m.shape
+            .last()
+            .zip(scores.shape.last())
+            .is_some_and(|(a, b)| a.same_as(b))
         && m.shape
             .iter()
             .rev()
@@ -662,6 +675,213 @@ fn attention_3d(eg: &TsrEGraph, class: Id, v: &Vars) -> Vec<Template> {
         }
         out.push(t);
     }
+    out
+}
+
+/// The `attention` e-nodes of `class` reading exactly `kids`.
+fn attention_nodes<'a>(
+    eg: &'a TsrEGraph,
+    class: Id,
+    kids: &'a [Id],
+) -> impl Iterator<Item = &'a OpNode> {
+    ops(eg, class, "attention").filter(move |n| {
+        n.children.len() == kids.len() && n.children.iter().zip(kids).all(|(&a, &b)| same(eg, a, b))
+    })
+}
+
+fn bound(v: &Vars, names: &[&str]) -> Vec<Id> {
+    names.iter().map(|n| v.get(n)).collect()
+}
+
+/// The attention's variables: `?q ?k ?v`, and `?m` when the pattern has it.
+fn attention_vars(v: &Vars, masked: bool) -> Vec<Id> {
+    if masked {
+        bound(v, &["?q", "?k", "?v", "?m"])
+    } else {
+        bound(v, &["?q", "?k", "?v"])
+    }
+}
+
+fn attention_gqa(eg: &TsrEGraph, class: Id, v: &Vars) -> Vec<Template> {
+    let masked = ops(eg, class, "attention").any(|n| n.children.len() == 4);
+    let mut out = Vec::new();
+    for kids in [attention_vars(v, false), attention_vars(v, masked)] {
+        let (k, vv) = (kids[1], kids[2]);
+        // 4-D operands carry the head counts in their shapes.
+        if ty(eg, kids[0]).is_none_or(|t| t.rank() != 4) {
+            continue;
+        }
+        let (Some(k0), Some(v0)) = (unrepeated(eg, k), unrepeated(eg, vv)) else {
+            continue;
+        };
+        if ty(eg, k0).map(|t| &t.shape[1]) != ty(eg, v0).map(|t| &t.shape[1]) {
+            continue;
+        }
+        for n in attention_nodes(eg, class, &kids) {
+            let mut new = kids.clone();
+            new[1] = k0;
+            new[2] = v0;
+            let keep = n.attrs.clone().unwrap_or_else(AttrSet::empty);
+            out.push(op_over("attention", keep, &new));
+        }
+        if !out.is_empty() {
+            break;
+        }
+    }
+    out
+}
+
+/// `class` holds the index along one axis of itself and 1-sized elsewhere:
+/// `range(0, n, 1)`, unsqueezed. That axis and the rank.
+fn iota(eg: &TsrEGraph, class: Id, depth: usize) -> Option<(usize, usize)> {
+    if depth == 0 {
+        return None;
+    }
+    let range = ops(eg, class, "range").any(|n| {
+        n.children.len() == 3
+            && const_ints(eg, n.children[0]).is_some_and(|s| s == [0])
+            && const_ints(eg, n.children[2]).is_some_and(|s| s == [1])
+    });
+    if range && ty(eg, class).is_some_and(|t| t.rank() == 1) {
+        return Some((0, 1));
+    }
+    ops(eg, class, "unsqueeze").find_map(|u| {
+        let (axis, rank) = iota(eg, u.children[0], depth - 1)?;
+        let axes = const_ints(eg, *u.children.get(1)?)?;
+        let out_rank = (rank + axes.len()) as i64;
+        let mut inserted: Vec<i64> = axes
+            .iter()
+            .map(|&a| if a < 0 { a + out_rank } else { a })
+            .collect();
+        inserted.sort_unstable();
+        inserted.dedup();
+        if inserted.len() != axes.len() || inserted.iter().any(|&a| a < 0 || a >= out_rank) {
+            return None;
+        }
+        // The kept axes fill the other positions in order.
+        let pos = (0..out_rank).filter(|p| !inserted.contains(p)).nth(axis)?;
+        Some((pos as usize, out_rank as usize))
+    })
+}
+
+/// Depth limit when looking through unsqueezes of a range.
+const IOTA_DEPTH: usize = 6;
+
+/// `class` is a mask of rank `r` whose element (.., i, j) is `j <= i`:
+/// boolean, or a float constant of 0 and -inf.
+fn is_causal_mask(eg: &TsrEGraph, class: Id, depth: usize) -> bool {
+    let Some(t) = ty(eg, class) else { return false };
+    let r = t.rank();
+    if r < 2 || depth == 0 {
+        return false;
+    }
+    if let Some(c) = eg[class].data.constant.as_ref() {
+        return constant_is_causal(c, t.dtype() == tessera_ir::DType::Bool);
+    }
+    if t.dtype() != tessera_ir::DType::Bool {
+        return false;
+    }
+    // The index along the last axis (key j) against the second-last (query i).
+    let along = |c: Id, want: usize| {
+        iota(eg, c, IOTA_DEPTH).is_some_and(|(axis, rank)| rank <= r && axis + (r - rank) == want)
+    };
+    let (key, query) = (r - 1, r - 2);
+    let compare = ops(eg, class, "less_or_equal")
+        .any(|n| along(n.children[0], key) && along(n.children[1], query))
+        || ops(eg, class, "greater_or_equal")
+            .any(|n| along(n.children[0], query) && along(n.children[1], key));
+    compare
+        || ops(eg, class, "and").any(|n| {
+            let [a, b] = n.children[..] else { return false };
+            // and(true, x) == x when it does not broadcast x
+            let passes = |yes: Id, x: Id| {
+                splat_is(eg, yes, 1.0) && ty(eg, x) == Some(t) && is_causal_mask(eg, x, depth - 1)
+            };
+            passes(a, b) || passes(b, a)
+        })
+}
+
+fn constant_is_causal(c: &tessera_ir::Tensor, boolean: bool) -> bool {
+    let r = c.shape.len();
+    if r < 2 || c.shape[..r - 2].iter().any(|&d| d != 1) {
+        return false;
+    }
+    let cols = c.shape[r - 1];
+    (0..c.len()).all(|e| {
+        let (i, j) = (e / cols.max(1) % c.shape[r - 2].max(1), e % cols.max(1));
+        let v = c.get_f64(e);
+        match (boolean, j <= i) {
+            (true, keep) => (v != 0.0) == keep,
+            (false, true) => v == 0.0,
+            (false, false) => v == f64::NEG_INFINITY,
+        }
+    })
+}
+
+/// The `[B, H, Sq, Sk]` type of an attention's scores.
+fn scores_type(eg: &TsrEGraph, n: &OpNode) -> Option<TensorType> {
+    let (q, k) = (ty(eg, n.children[0])?, ty(eg, n.children[1])?);
+    let shape = match (&q.shape[..], &k.shape[..]) {
+        ([b, h, sq, _], [_, _, sk, _]) => vec![b.clone(), h.clone(), sq.clone(), sk.clone()],
+        ([b, sq, _], [_, sk, _]) => {
+            let h = match attr(n, "q_num_heads") {
+                Some(Attr::Int(h)) => Dim::fixed(*h),
+                _ => return None,
+            };
+            vec![b.clone(), h, sq.clone(), sk.clone()]
+        }
+        _ => return None,
+    };
+    Some(TensorType {
+        shape,
+        elem: q.elem.clone(),
+    })
+}
+
+fn attention_causal(eg: &TsrEGraph, class: Id, v: &Vars) -> Vec<Template> {
+    let kids = attention_vars(v, true);
+    let m = kids[3];
+    let mut out = Vec::new();
+    for n in attention_nodes(eg, class, &kids) {
+        let (Some(st), Some(mt)) = (scores_type(eg, n), ty(eg, m)) else {
+            continue;
+        };
+        // The mask spans every query and key: no broadcast along them, and
+        // no shorter key axis (which attention masks out).
+        let r = mt.rank();
+        let spans = r >= 2
+            && mt.shape[r - 2].same_as(&st.shape[2])
+            && mt.shape[r - 1].same_as(&st.shape[3]);
+        if !spans || int_attr(n, "is_causal", 0) != Some(0) {
+            continue;
+        }
+        let mut a: Attrs = n
+            .attrs
+            .as_ref()
+            .map(|a| a.attrs().clone())
+            .unwrap_or_default();
+        a.insert("is_causal".into(), Attr::Int(1));
+        let a = AttrSet::new(a);
+        if is_causal_mask(eg, m, IOTA_DEPTH) {
+            out.push(op_over("attention", a.clone(), &kids[..3]));
+            continue;
+        }
+        // and(causal, rest): the causal half becomes the flag. Both are
+        // boolean, so excluded keys get -inf either way.
+        for and in ops(eg, m, "and") {
+            let [x, y] = and.children[..] else { continue };
+            for (causal, rest) in [(x, y), (y, x)] {
+                let rest_ok = ty(eg, rest).is_some_and(|t| t.dtype() == tessera_ir::DType::Bool)
+                    && mask_fits(eg, rest, &st);
+                if rest_ok && is_causal_mask(eg, causal, IOTA_DEPTH) {
+                    let mut new = kids[..3].to_vec();
+                    new.push(rest);
+                    out.push(op_over("attention", a.clone(), &new));
+                }
+            }
+        }
+    }
+    out.truncate(1);
     out
 }
 

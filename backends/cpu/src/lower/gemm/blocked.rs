@@ -30,12 +30,15 @@ pub struct Tile {
     pub unroll: usize,
 }
 
-/// Chosen by measurement on AVX-512 (see examples/gemm_bench.rs).
+/// Chosen by measurement on a 2-core Sapphire Rapids (examples/gemm_bench.rs;
+/// 14x32 and 6x64 were close but behind on K-heavy shapes): 24 accumulator
+/// registers, 3 B loads and 8 broadcasts per 24 FMAs; M = 128 (BERT's
+/// sequence) is a whole number of panels.
 pub const DEFAULT_TILE: Tile = Tile {
-    mr: 14,
-    nr: 32,
+    mr: 8,
+    nr: 48,
     kc: 256,
-    mc: 112,
+    mc: 128,
     nc: 4096,
     unroll: 4,
 };
@@ -47,9 +50,13 @@ impl Tile {
             .split('x')
             .map(|t| t.trim().parse::<usize>())
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("TESSERA_GEMM_TILE={s}: {e} (expected MRxNRxKCxMC[xNC[xUNROLL]])"))?;
+            .map_err(|e| {
+                format!("TESSERA_GEMM_TILE={s}: {e} (expected MRxNRxKCxMC[xNC[xUNROLL]])")
+            })?;
         if !(4..=6).contains(&v.len()) {
-            return Err(format!("TESSERA_GEMM_TILE={s}: expected MRxNRxKCxMC[xNC[xUNROLL]]"));
+            return Err(format!(
+                "TESSERA_GEMM_TILE={s}: expected MRxNRxKCxMC[xNC[xUNROLL]]"
+            ));
         }
         let t = Tile {
             mr: v[0],
@@ -60,7 +67,7 @@ impl Tile {
             unroll: v.get(5).copied().unwrap_or(DEFAULT_TILE.unroll),
         };
         let regs = t.mr * t.nr / LANES;
-        if t.mr == 0 || t.nr == 0 || t.nr % LANES != 0 || t.kc == 0 || t.unroll == 0 || regs > 30 {
+        if t.mr == 0 || t.nr == 0 || !t.nr.is_multiple_of(LANES) || t.kc == 0 || t.unroll == 0 || regs > 30 {
             return Err(format!(
                 "TESSERA_GEMM_TILE={s}: NR must be a multiple of {LANES} and MR * NR / {LANES} at most 30 registers"
             ));
@@ -117,7 +124,11 @@ fn grid(t: &Tile, items: usize, m: usize, n: usize, threads: usize) -> Grid {
             };
             let chunk = tasks.div_ceil(threads);
             let makespan = (0..threads)
-                .map(|th| (th * chunk..tasks.min((th + 1) * chunk)).map(work).sum::<usize>())
+                .map(|th| {
+                    (th * chunk..tasks.min((th + 1) * chunk))
+                        .map(work)
+                        .sum::<usize>()
+                })
                 .max()
                 .unwrap_or(0);
             let g = Grid {
@@ -126,7 +137,10 @@ fn grid(t: &Tile, items: usize, m: usize, n: usize, threads: usize) -> Grid {
                 nc: per * t.nr,
                 nb,
             };
-            if best.as_ref().is_none_or(|(ms, tk, _)| (makespan, tasks) < (*ms, *tk)) {
+            if best
+                .as_ref()
+                .is_none_or(|(ms, tk, _)| (makespan, tasks) < (*ms, *tk))
+            {
                 best = Some((makespan, tasks, g));
             }
         }
@@ -138,7 +152,10 @@ fn grid(t: &Tile, items: usize, m: usize, n: usize, threads: usize) -> Grid {
 /// in units of matrices.
 fn b_items(p: &Problem) -> (usize, Vec<usize>) {
     let per = p.k * p.n;
-    (p.b.buf.len() / per, p.b.batch.iter().map(|s| s / per).collect())
+    (
+        p.b.buf.len() / per,
+        p.b.batch.iter().map(|s| s / per).collect(),
+    )
 }
 
 pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
@@ -170,14 +187,25 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
     };
     let a = flat(k, &p.a.buf, FLAT);
     let c = flat(k, &p.out.buf, FLAT);
-    let addends: Vec<(String, &Operand)> = p.epi.operands().map(|o| (flat(k, &o.buf, FLAT), o)).collect();
+    let addends: Vec<(String, &Operand)> = p
+        .epi
+        .operands()
+        .map(|o| (flat(k, &o.buf, FLAT), o))
+        .collect();
     for (_, o) in &addends {
         if o.cs > 1 {
-            return Err(format!("internal error: an epilogue operand with column stride {}", o.cs));
+            return Err(format!(
+                "internal error: an epilogue operand with column stride {}",
+                o.cs
+            ));
         }
     }
     let alpha = p.epi.alpha.map(|v| super::text::fconst(k, "f32", v));
-    let scales: Vec<Option<String>> = p.epi.addends().map(|a| a.scale.map(|s| super::text::fconst(k, "f32", s))).collect();
+    let scales: Vec<Option<String>> = p
+        .epi
+        .addends()
+        .map(|a| a.scale.map(|s| super::text::fconst(k, "f32", s)))
+        .collect();
 
     let g = grid(&t, p.batch.iter().product(), p.m, p.n, k.threads);
     let nbatch = p.batch.len();
@@ -197,7 +225,9 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
     k.line("memref.alloca_scope {");
     let (bivs, im, inn) = (&ivs[..nbatch], &ivs[nbatch], &ivs[nbatch + 1]);
     let apk_len = g.mc * t.kc;
-    let apk = k.op(format!("memref.alloca() {{alignment = 64 : i64}} : memref<{apk_len}xf32>"));
+    let apk = k.op(format!(
+        "memref.alloca() {{alignment = 64 : i64}} : memref<{apk_len}xf32>"
+    ));
     let apk = k.op(format!(
         "memref.reinterpret_cast {apk} to offset: [0], sizes: [{FLAT}], strides: [1] : memref<{apk_len}xf32> to {fl}"
     ));
@@ -323,10 +353,17 @@ fn ceil_div(e: &mut dyn Emit, x: &str, d: usize) -> String {
 /// Packs a B that is only known at run time into a heap buffer laid out as
 /// [`pack_b`] does, one parallel task per (item, panel); returns its flat
 /// view and the buffer (with its type) to free after the GEMM.
-fn runtime_pack_b(k: &mut KernelCtx, p: &Problem, t: &Tile, items: usize) -> (String, (String, String)) {
+fn runtime_pack_b(
+    k: &mut KernelCtx,
+    p: &Problem,
+    t: &Tile,
+    items: usize,
+) -> (String, (String, String)) {
     let fl = format!("memref<{FLAT}xf32>");
     let len = packed_len(items, p.k, p.n, t.nr);
-    let buf = k.op(format!("memref.alloc() {{alignment = 64 : i64}} : memref<{len}xf32>"));
+    let buf = k.op(format!(
+        "memref.alloc() {{alignment = 64 : i64}} : memref<{len}xf32>"
+    ));
     let bpf = k.op(format!(
         "memref.reinterpret_cast {buf} to offset: [0], sizes: [{FLAT}], strides: [1] : memref<{len}xf32> to {fl}"
     ));
@@ -335,7 +372,9 @@ fn runtime_pack_b(k: &mut KernelCtx, p: &Problem, t: &Tile, items: usize) -> (St
     let (c0, c1) = (k.idx(0), k.idx(1));
     let (it, q) = (k.fresh("it"), k.fresh("q"));
     let (ni, np) = (k.idx(items as i64), k.idx(panels as i64));
-    k.line(format!("scf.parallel ({it}, {q}) = ({c0}, {c0}) to ({ni}, {np}) step ({c1}, {c1}) {{"));
+    k.line(format!(
+        "scf.parallel ({it}, {q}) = ({c0}, {c0}) to ({ni}, {np}) step ({c1}, {c1}) {{"
+    ));
     let src = k.mul_c(&it, p.k * p.n);
     let j0 = k.mul_c(&q, t.nr);
     let ip = k.mul_c(&it, panels);
@@ -360,7 +399,9 @@ fn runtime_pack_b(k: &mut KernelCtx, p: &Problem, t: &Tile, items: usize) -> (St
                 "vector.maskedload {b}[{at}], {mask}, {zero} : {fl}, vector<16xi1>, vector<16xf32> into vector<16xf32>"
             ));
             let d = k.add_c(&drow, v * LANES);
-            k.line(format!("vector.store {x}, {bpf}[{d}] : {fl}, vector<16xf32>"));
+            k.line(format!(
+                "vector.store {x}, {bpf}[{d}] : {fl}, vector<16xf32>"
+            ));
         }
         k.line("}");
     } else {
@@ -406,10 +447,13 @@ mod tests {
         // 1024 rows on two threads: an even number of blocks, each thread
         // within one block of half the row panels.
         let g = grid(&t, 1, 1024, 1024, 2);
-        assert!((g.mb * g.nb) % 2 == 0, "{g:?}");
+        assert!((g.mb * g.nb).is_multiple_of(2), "{g:?}");
         let panels = |i: usize| g.mc.min(1024 - i * g.mc).div_ceil(t.mr);
         let first_half: usize = (0..g.mb.div_ceil(2)).map(panels).sum();
-        assert!(first_half <= 1024usize.div_ceil(t.mr).div_ceil(2) + t.mc / t.mr, "{g:?}");
+        assert!(
+            first_half <= 1024usize.div_ceil(t.mr).div_ceil(2) + t.mc / t.mr,
+            "{g:?}"
+        );
     }
 
     #[test]

@@ -39,7 +39,11 @@ impl Act {
     }
 
     pub fn name(self) -> &'static str {
-        Act::ALL.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).unwrap_or("none")
+        Act::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("none")
     }
 }
 
@@ -80,7 +84,10 @@ impl Epilogue {
     }
 
     pub fn operands_mut(&mut self) -> impl Iterator<Item = &mut Operand> {
-        self.pre.iter_mut().chain(self.post.iter_mut()).map(|a| &mut a.op)
+        self.pre
+            .iter_mut()
+            .chain(self.post.iter_mut())
+            .map(|a| &mut a.op)
     }
 }
 
@@ -134,7 +141,10 @@ pub fn apply(
     if let Some(a) = &params.alpha {
         y = e.op(format!("{mul} {y}, {a} : {ty}"));
     }
-    let add_one = |e: &mut dyn Emit, y: String, i: usize, load: &mut dyn FnMut(&mut dyn Emit, usize) -> String| {
+    let add_one = |e: &mut dyn Emit,
+                   y: String,
+                   i: usize,
+                   load: &mut dyn FnMut(&mut dyn Emit, usize) -> String| {
         let v = load(e, i);
         match (&params.scales[i], arith) {
             (Some(s), Arith::Float) => e.op(format!("math.fma {v}, {s}, {y} : {ty}")),
@@ -286,7 +296,10 @@ fn tanh(e: &mut dyn Emit, x: &str, ty: &str, f64_scalar: bool) -> String {
     let ax = e.op(format!("math.absf {x} : {ty}"));
     let tiny = fconst(e, ty, 0.0004);
     let small = e.op(format!("arith.cmpf olt, {ax}, {tiny} : {ty}"));
-    e.op(format!("arith.select {small}, {x}, {r} : {}", mask_type(ty)))
+    e.op(format!(
+        "arith.select {small}, {x}, {r} : {}",
+        mask_type(ty)
+    ))
 }
 
 /// The i1 type (or vector of i1) a comparison in `ty` yields.

@@ -115,7 +115,9 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 /// one per target dim, 0 where `shape` has no dim or a size-1 dim.
 pub fn broadcast_strides(shape: &[usize], target: &[usize]) -> Result<Vec<usize>, String> {
     if shape.len() > target.len() {
-        return Err(format!("shape {shape:?} does not broadcast onto {target:?}"));
+        return Err(format!(
+            "shape {shape:?} does not broadcast onto {target:?}"
+        ));
     }
     let st = strides(shape);
     let lead = target.len() - shape.len();
@@ -125,7 +127,9 @@ pub fn broadcast_strides(shape: &[usize], target: &[usize]) -> Result<Vec<usize>
         if n == t && n != 1 {
             out[lead + i] = s;
         } else if n != 1 {
-            return Err(format!("shape {shape:?} does not broadcast onto {target:?}"));
+            return Err(format!(
+                "shape {shape:?} does not broadcast onto {target:?}"
+            ));
         }
     }
     Ok(out)
@@ -158,9 +162,15 @@ mod tests {
 
     #[test]
     fn broadcast_strides_zero_the_broadcast_dims() {
-        assert_eq!(broadcast_strides(&[3, 1], &[2, 3, 5]).unwrap(), vec![0, 1, 0]);
+        assert_eq!(
+            broadcast_strides(&[3, 1], &[2, 3, 5]).unwrap(),
+            vec![0, 1, 0]
+        );
         assert_eq!(broadcast_strides(&[5], &[2, 3, 5]).unwrap(), vec![0, 0, 1]);
-        assert_eq!(broadcast_strides(&[2, 3, 5], &[2, 3, 5]).unwrap(), vec![15, 5, 1]);
+        assert_eq!(
+            broadcast_strides(&[2, 3, 5], &[2, 3, 5]).unwrap(),
+            vec![15, 5, 1]
+        );
         assert!(broadcast_strides(&[4], &[2, 3]).is_err());
     }
 }

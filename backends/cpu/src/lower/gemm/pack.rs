@@ -6,7 +6,14 @@
 
 /// Packs `items` matrices of `data` (item `t` at `t * k * n`, element
 /// `(p, j)` at `p * rs + j * cs` within it).
-pub fn pack_b(data: &[f32], items: usize, k: usize, n: usize, (rs, cs): (usize, usize), nr: usize) -> Vec<f32> {
+pub fn pack_b(
+    data: &[f32],
+    items: usize,
+    k: usize,
+    n: usize,
+    (rs, cs): (usize, usize),
+    nr: usize,
+) -> Vec<f32> {
     let panels = n.div_ceil(nr);
     let mut out = vec![0f32; items * panels * k * nr];
     for t in 0..items {

@@ -16,17 +16,29 @@ fn compute_type(d: DType, elem: &str) -> Result<(&str, Arith), String> {
         DType::F16 | DType::BF16 => ("f32", Arith::Float),
         DType::F32 | DType::F64 => (elem, Arith::Float),
         d if d.is_int() => (elem, Arith::Int),
-        d => return Err(format!("matrix products on {d} are not supported by the cpu target")),
+        d => {
+            return Err(format!(
+                "matrix products on {d} are not supported by the cpu target"
+            ))
+        }
     })
 }
 
 /// A scalar constant of the compute type.
-fn constant(e: &mut dyn Emit, ct: &str, arith: Arith, v: f64, what: &str) -> Result<String, String> {
+fn constant(
+    e: &mut dyn Emit,
+    ct: &str,
+    arith: Arith,
+    v: f64,
+    what: &str,
+) -> Result<String, String> {
     match arith {
         Arith::Float => Ok(fconst(e, ct, v)),
         Arith::Int => {
             if v.fract() != 0.0 || v.abs() >= 9.2e18 {
-                return Err(format!("{what} = {v} is not an integer, which integer products need"));
+                return Err(format!(
+                    "{what} = {v} is not an integer, which integer products need"
+                ));
             }
             Ok(e.op(format!("arith.constant {} : {ct}", v as i64)))
         }
@@ -58,7 +70,11 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
         scales: p
             .epi
             .addends()
-            .map(|a| a.scale.map(|s| constant(k, ct, arith, s, "beta")).transpose())
+            .map(|a| {
+                a.scale
+                    .map(|s| constant(k, ct, arith, s, "beta"))
+                    .transpose()
+            })
             .collect::<Result<_, _>>()?,
     };
     let zero = match arith {
@@ -108,7 +124,9 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
     let kk = k.idx(p.k as i64);
     let b_col = k.add_mul_c(&b_base, &j, p.b.cs);
     let acc = k.fresh("acc");
-    k.line(format!("{acc} = scf.for {pk} = {c0} to {kk} step {c1} iter_args({s} = {zero}) -> ({ct}) {{"));
+    k.line(format!(
+        "{acc} = scf.for {pk} = {c0} to {kk} step {c1} iter_args({s} = {zero}) -> ({ct}) {{"
+    ));
     let at = k.add_mul_c(&a_row, &pk, p.a.cs);
     let x = load(k, &a, &at, len(&p.a));
     let at = k.add_mul_c(&b_col, &pk, p.b.rs);
@@ -130,7 +148,10 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
         r
     };
     let at = k.add_mul_c(&out_row, &j, p.out.cs);
-    k.line(format!("memref.store {r}, {out}[{at}] : memref<{}x{elem}>", len(&p.out)));
+    k.line(format!(
+        "memref.store {r}, {out}[{at}] : memref<{}x{elem}>",
+        len(&p.out)
+    ));
     k.line("}");
     k.line("}");
     Ok(())

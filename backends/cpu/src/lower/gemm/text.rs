@@ -180,8 +180,21 @@ pub fn flat(e: &mut dyn Emit, buf: &Buf, len: u64) -> String {
 }
 
 /// The `scf.for` header over `[lo, hi)` by `step` with loop-carried values.
-pub fn for_iter(iv: &str, lo: &str, hi: &str, step: &str, carried: &[(String, String)], ty: &str) -> String {
-    let args: Vec<String> = carried.iter().map(|(a, init)| format!("{a} = {init}")).collect();
+pub fn for_iter(
+    iv: &str,
+    lo: &str,
+    hi: &str,
+    step: &str,
+    carried: &[(String, String)],
+    ty: &str,
+) -> String {
+    let args: Vec<String> = carried
+        .iter()
+        .map(|(a, init)| format!("{a} = {init}"))
+        .collect();
     let tys = vec![ty; carried.len()].join(", ");
-    format!("scf.for {iv} = {lo} to {hi} step {step} iter_args({}) -> ({tys}) {{", args.join(", "))
+    format!(
+        "scf.for {iv} = {lo} to {hi} step {step} iter_args({}) -> ({tys}) {{",
+        args.join(", ")
+    )
 }

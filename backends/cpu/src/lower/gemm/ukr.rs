@@ -66,7 +66,13 @@ impl Ukr {
 
     pub fn symbol(&self) -> String {
         let mut s = format!("tsr_sgemm_{}x{}_u{}", self.mr, self.nr, self.unroll);
-        let tag = |a: &AddendShape| format!("{}{}", if a.along_n { "v" } else { "s" }, if a.scaled { "x" } else { "" });
+        let tag = |a: &AddendShape| {
+            format!(
+                "{}{}",
+                if a.along_n { "v" } else { "s" },
+                if a.scaled { "x" } else { "" }
+            )
+        };
         if self.alpha {
             s.push_str("_alpha");
         }
@@ -88,10 +94,12 @@ impl Ukr {
     /// Argument types in call order (see [`Ukr::text`] for their meaning).
     pub fn arg_types(&self) -> Vec<String> {
         let f = format!("memref<{FLAT}xf32>");
-        let mut t: Vec<String> = [&f, "index", &f, "index", "index", &f, "index", "index", "index", "index", "i1", "i1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut t: Vec<String> = [
+            &f, "index", &f, "index", "index", &f, "index", "index", "index", "index", "i1", "i1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         if self.alpha {
             t.push("f32".into());
         }
@@ -112,10 +120,12 @@ impl Ukr {
         let (mr, nv_) = (self.mr, self.nr / LANES);
         let na = mr * nv_;
         let mut e = Body::default();
-        let mut params: Vec<String> = ["%a", "%ao", "%b", "%bo", "%kc", "%c", "%co", "%ldc", "%mv", "%nv", "%first", "%last"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut params: Vec<String> = [
+            "%a", "%ao", "%b", "%bo", "%kc", "%c", "%co", "%ldc", "%mv", "%nv", "%first", "%last",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         if self.alpha {
             params.push("%alpha".into());
         }
@@ -128,7 +138,11 @@ impl Ukr {
             }
             addend_args.push(names);
         }
-        let params: Vec<String> = params.iter().zip(self.arg_types()).map(|(n, t)| format!("{n}: {t}")).collect();
+        let params: Vec<String> = params
+            .iter()
+            .zip(self.arg_types())
+            .map(|(n, t)| format!("{n}: {t}"))
+            .collect();
         let fl = format!("memref<{FLAT}xf32>");
 
         let zero = e.op(format!("arith.constant dense<0.0> : {V}"));
@@ -151,19 +165,25 @@ impl Ukr {
             let rl = e.mul("%ldc", &ri);
             crow.push(e.add("%co", &rl));
         }
-        let tile_addr = |e: &mut Body, r: usize, v: usize, crow: &[String]| e.add_c(&crow[r], v * LANES);
+        let tile_addr =
+            |e: &mut Body, r: usize, v: usize, crow: &[String]| e.add_c(&crow[r], v * LANES);
 
         // Accumulators: zero on the first K block, C's partial sums after.
         let tys = vec![V; na].join(", ");
         let init = e.ops(na, format!("scf.if %first -> ({tys}) {{"));
-        e.raw(format!("  scf.yield {} : {tys}", vec![zero.as_str(); na].join(", ")));
+        e.raw(format!(
+            "  scf.yield {} : {tys}",
+            vec![zero.as_str(); na].join(", ")
+        ));
         e.raw("} else {".into());
         let mut loaded = Vec::new();
         for r in 0..mr {
             for v in 0..nv_ {
                 let at = tile_addr(&mut e, r, v, &crow);
                 let m = &masks[r * nv_ + v];
-                loaded.push(e.op(format!("vector.maskedload %c[{at}], {m}, {zero} : {fl}, {M}, {V} into {V}")));
+                loaded.push(e.op(format!(
+                    "vector.maskedload %c[{at}], {m}, {zero} : {fl}, {M}, {V} into {V}"
+                )));
             }
         }
         e.raw(format!("  scf.yield {} : {tys}", loaded.join(", ")));
@@ -177,9 +197,13 @@ impl Ukr {
         let ku = e.mul(&q, &cu);
         let c0 = e.idx(0);
         let c1 = e.idx(1);
-        for (lo, hi, step, copies) in [(c0.clone(), ku.clone(), cu.clone(), u), (ku, "%kc".to_string(), c1, 1)] {
+        for (lo, hi, step, copies) in [
+            (c0.clone(), ku.clone(), cu.clone(), u),
+            (ku, "%kc".to_string(), c1, 1),
+        ] {
             let iv = e.name("p");
-            let carried: Vec<(String, String)> = acc.iter().map(|a| (e.name("x"), a.clone())).collect();
+            let carried: Vec<(String, String)> =
+                acc.iter().map(|a| (e.name("x"), a.clone())).collect();
             let res = e.ops(na, for_iter(&iv, &lo, &hi, &step, &carried, V));
             let mut cur: Vec<String> = carried.iter().map(|(n, _)| n.clone()).collect();
             for j in 0..copies {
@@ -195,16 +219,23 @@ impl Ukr {
         let store = |e: &mut Body, r: usize, v: usize, val: &str| {
             let at = tile_addr(e, r, v, &crow);
             let m = &masks[r * nv_ + v];
-            e.raw(format!("vector.maskedstore %c[{at}], {m}, {val} : {fl}, {M}, {V}"));
+            e.raw(format!(
+                "vector.maskedstore %c[{at}], {m}, {val} : {fl}, {M}, {V}"
+            ));
         };
         if self.has_epilogue() {
             e.raw("scf.if %last {".into());
             let epi_params = Params {
-                alpha: self.alpha.then(|| e.op(format!("vector.broadcast %alpha : f32 to {V}"))),
+                alpha: self
+                    .alpha
+                    .then(|| e.op(format!("vector.broadcast %alpha : f32 to {V}"))),
                 scales: self
                     .addends()
                     .enumerate()
-                    .map(|(i, a)| a.scaled.then(|| e.op(format!("vector.broadcast %e{i}s : f32 to {V}"))))
+                    .map(|(i, a)| {
+                        a.scaled
+                            .then(|| e.op(format!("vector.broadcast %e{i}s : f32 to {V}")))
+                    })
                     .collect(),
             };
             let shapes: Vec<AddendShape> = self.addends().copied().collect();
@@ -236,7 +267,15 @@ impl Ukr {
                             e.op(format!("vector.broadcast {s} : f32 to {V}"))
                         }
                     };
-                    let y = epilogue::apply(&mut e, &epi, V, Arith::Float, acc[r * nv_ + v].clone(), &epi_params, &mut load)?;
+                    let y = epilogue::apply(
+                        &mut e,
+                        &epi,
+                        V,
+                        Arith::Float,
+                        acc[r * nv_ + v].clone(),
+                        &epi_params,
+                        &mut load,
+                    )?;
                     store(&mut e, r, v, &y);
                 }
             }
