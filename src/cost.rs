@@ -45,7 +45,8 @@ fn predict(g: &Graph, target: &TargetDesc) -> Vec<Row> {
 }
 
 fn tile_text(t: Option<[u64; 3]>) -> String {
-    t.map(|[m, n, k]| format!("{m}x{n}x{k}")).unwrap_or_else(|| "-".into())
+    t.map(|[m, n, k]| format!("{m}x{n}x{k}"))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn text(rows: &[Row], target: &TargetDesc, total: f64) -> String {

@@ -46,7 +46,9 @@ fn total(v: &serde_json::Value) -> f64 {
 /// what the prediction must list, in order.
 fn specialized_ops() -> Vec<String> {
     let g = tessera_frontend::import_model(std::path::Path::new(&path(BERT))).unwrap();
-    let env = [("batch".to_string(), 1), ("seq".to_string(), 32)].into_iter().collect();
+    let env = [("batch".to_string(), 1), ("seq".to_string(), 32)]
+        .into_iter()
+        .collect();
     let g = tessera_cpu::specialize::specialize(&g, &env).unwrap();
     g.ops
         .iter()
@@ -59,10 +61,17 @@ fn specialized_ops() -> Vec<String> {
 fn one_row_per_op_and_the_total_is_their_sum() {
     let v = cost_json("cpu", "-O0");
     let rows = v["ops"].as_array().expect("ops");
-    let ops: Vec<String> = rows.iter().map(|r| r["op"].as_str().unwrap().to_string()).collect();
+    let ops: Vec<String> = rows
+        .iter()
+        .map(|r| r["op"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ops, specialized_ops());
     let sum: f64 = rows.iter().map(|r| r["seconds"].as_f64().unwrap()).sum();
-    assert!((sum - total(&v)).abs() <= 1e-12 * sum, "{sum} vs {}", total(&v));
+    assert!(
+        (sum - total(&v)).abs() <= 1e-12 * sum,
+        "{sum} vs {}",
+        total(&v)
+    );
     for r in rows {
         let bound = r["bound"].as_str().unwrap();
         assert!(["compute", "memory", "overhead"].contains(&bound), "{r}");
@@ -87,7 +96,12 @@ fn one_row_per_op_and_the_total_is_their_sum() {
 fn optimizing_never_predicts_a_slower_model() {
     for target in ["cpu", "accel"] {
         let (o0, o2) = (cost_json(target, "-O0"), cost_json(target, "-O2"));
-        assert!(total(&o2) <= total(&o0), "{target}: {} > {}", total(&o2), total(&o0));
+        assert!(
+            total(&o2) <= total(&o0),
+            "{target}: {} > {}",
+            total(&o2),
+            total(&o0)
+        );
         let n = |v: &serde_json::Value| v["ops"].as_array().unwrap().len();
         assert!(n(&o2) < n(&o0), "{target}: -O2 fuses ops");
     }

@@ -143,12 +143,23 @@ pub fn gemm_shape(
 ) -> Option<Gemm> {
     let (m, k, n) = match kind.mnemonic() {
         "matmul" | "linear" => {
-            let m = if a.rank() >= 2 { dim_from_end(a, 2, sym) } else { 1.0 };
-            let n = if b.rank() >= 2 { dim_from_end(b, 1, sym) } else { 1.0 };
+            let m = if a.rank() >= 2 {
+                dim_from_end(a, 2, sym)
+            } else {
+                1.0
+            };
+            let n = if b.rank() >= 2 {
+                dim_from_end(b, 1, sym)
+            } else {
+                1.0
+            };
             (m, dim_from_end(a, 1, sym), n)
         }
         "gemm" => {
-            let (ta, tb) = (int_attr(attrs, "transA") != 0, int_attr(attrs, "transB") != 0);
+            let (ta, tb) = (
+                int_attr(attrs, "transA") != 0,
+                int_attr(attrs, "transB") != 0,
+            );
             let m = dim_from_end(a, if ta { 1 } else { 2 }, sym);
             let k = dim_from_end(a, if ta { 2 } else { 1 }, sym);
             let n = dim_from_end(b, if tb { 2 } else { 1 }, sym);
@@ -204,7 +215,9 @@ pub fn work(
         | "matmul_integer"
         | "qlinear_matmul"
         | "ms.matmul_integer_to_float"
-        | "ms.dynamic_quantize_matmul" => 2.0 * out * a.map(|t| dim_from_end(t, 1, sym)).unwrap_or(1.0),
+        | "ms.dynamic_quantize_matmul" => {
+            2.0 * out * a.map(|t| dim_from_end(t, 1, sym)).unwrap_or(1.0)
+        }
         // The product, then per output element the bias add, the
         // activation and the residual add, all on values still on chip.
         "linear" => {
@@ -218,7 +231,9 @@ pub fn work(
         }
         "gemm" => {
             let trans_a = int_attr(attrs, "transA") != 0;
-            2.0 * out * a.map(|t| dim_from_end(t, if trans_a { 2 } else { 1 }, sym)).unwrap_or(1.0)
+            2.0 * out
+                * a.map(|t| dim_from_end(t, if trans_a { 2 } else { 1 }, sym))
+                    .unwrap_or(1.0)
         }
         // B is packed [N, blocks, bytes]; K comes from the attribute.
         "ms.matmul_nbits" => {
@@ -231,7 +246,11 @@ pub fn work(
         // Each output element reduces Cin/group x kernel-window products,
         // which is the weight's size per output channel.
         "conv" | "conv_integer" | "qlinear_conv" | "conv_transpose" | "deform_conv" => {
-            let w = if m == "qlinear_conv" { operands.get(3).copied().flatten() } else { b };
+            let w = if m == "qlinear_conv" {
+                operands.get(3).copied().flatten()
+            } else {
+                b
+            };
             let per_out = w
                 .map(|t| numel(t, sym) / dim_from_end(t, t.rank(), sym).max(1.0))
                 .unwrap_or(1.0);
@@ -378,7 +397,12 @@ pub fn estimate(
     let level_bytes = match &gemm {
         Some(g) => {
             // Operands beyond A and B (bias, residual, gemm's C) stream once.
-            let extra: f64 = operands.iter().skip(2).flatten().map(|t| bytes(t, sym)).sum();
+            let extra: f64 = operands
+                .iter()
+                .skip(2)
+                .flatten()
+                .map(|t| bytes(t, sym))
+                .sum();
             if let Some(t) = tile {
                 overhead += tile_count(g, t) * target.tile_overhead_ns * 1e-9;
             }
@@ -389,7 +413,10 @@ pub fn estimate(
         }
         None => vec![moved; levels],
     };
-    let dtype = a.or(results.first().copied()).map(|t| t.dtype()).unwrap_or(DType::F32);
+    let dtype = a
+        .or(results.first().copied())
+        .map(|t| t.dtype())
+        .unwrap_or(DType::F32);
     let compute = flops / peak_ops(target, dtype);
     let memory = level_bytes
         .iter()

@@ -64,7 +64,7 @@ pub static REGISTRY: &[PassInfo] = &[
     },
     PassInfo {
         name: "egraph",
-        summary: "Equality saturation of each repeated block once, rule groups in stages (algebra, recognize, fusion, ...), then DAG-cost extraction; options: extractor=greedy|ilp target=cpu|cuda|accel|ref reuse-blocks=true|false staged=true|false groups=a,b ilp-ms=N iterations=N nodes=N time-ms=N",
+        summary: "Equality saturation of each repeated block once, rule groups in stages (algebra: identities; recognize: GELU, SiLU/SwiGLU, norms, softmax, attention, RoPE, GQA, causal masks; fusion: tsr.linear epilogues; tiling), then DAG-cost extraction; options: extractor=greedy|ilp target=cpu|cuda|accel|ref reuse-blocks=true|false staged=true|false groups=a,b ilp-ms=N iterations=N nodes=N time-ms=N",
         create: |a| Ok(Box::new(crate::egraph::EgraphPass::from_args(a)?)),
     },
 ];

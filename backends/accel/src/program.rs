@@ -3,8 +3,8 @@
 //! weights in its DRAM image), and how to run it.
 
 use crate::emit::Emitter;
+use crate::gemm::{plan_gemm, Tiling};
 use crate::lower::{build, host_reason, Addrs, Ctx, Kernel};
-use crate::gemm::plan_gemm;
 use crate::quantize::{quantize_graph, QuantStats};
 use crate::specialize::{specialize, Bindings};
 use std::collections::{BTreeMap, HashMap};
@@ -106,10 +106,13 @@ impl Addrs for SegAddrs {
     }
 }
 
-fn check_fits(cfg: &HwConfig, k: &Kernel) -> Result<(), String> {
+/// Whether the kernel fits the configuration; a GEMM's tiling, chosen here
+/// once, is reused when the segment is emitted (planning prices every
+/// candidate tiling).
+fn check_fits(cfg: &HwConfig, k: &Kernel) -> Result<Option<Tiling>, String> {
     match k {
-        Kernel::Row(r) => r.chunk_rows(cfg.acc_words()).map(|_| ()),
-        Kernel::Gemm(s) => plan_gemm(s, cfg).map(|_| ()),
+        Kernel::Row(r) => r.chunk_rows(cfg.acc_words()).map(|_| None),
+        Kernel::Gemm(s) => plan_gemm(s, cfg).map(|p| Some(p.tiling)),
     }
 }
 
@@ -149,7 +152,8 @@ impl Program {
             producers: &producers,
         };
         // Placement.
-        let mut placed: Vec<Option<Result<(), String>>> = Vec::with_capacity(g.ops.len());
+        let mut placed: Vec<Option<Result<Option<Tiling>, String>>> =
+            Vec::with_capacity(g.ops.len());
         for op in &g.ops {
             if op.kind == OpKind::Constant {
                 placed.push(None);
@@ -162,11 +166,17 @@ impl Program {
         }
         let mut steps: Vec<Step> = Vec::new();
         let mut run: Vec<usize> = Vec::new();
+        let mut tilings: HashMap<usize, Tiling> = HashMap::new();
         for (i, p) in placed.iter().enumerate() {
             let op = &g.ops[i];
             match p {
                 None => {}
-                Some(Ok(())) => run.push(i),
+                Some(Ok(tiling)) => {
+                    run.push(i);
+                    if let Some(t) = tiling {
+                        tilings.insert(i, *t);
+                    }
+                }
                 Some(Err(why)) => {
                     let Some(reason) = host_reason(op.kind) else {
                         return Err(Diagnostic::new(format!(
@@ -181,6 +191,7 @@ impl Program {
                             &cx,
                             cfg,
                             std::mem::take(&mut run),
+                            &tilings,
                         )?));
                     }
                     steps.push(Step::Host(HostOp {
@@ -193,7 +204,7 @@ impl Program {
             }
         }
         if !run.is_empty() {
-            steps.push(Step::Accel(emit_segment(&cx, cfg, run)?));
+            steps.push(Step::Accel(emit_segment(&cx, cfg, run, &tilings)?));
         }
         Ok(Program {
             cfg: cfg.clone(),
@@ -398,7 +409,12 @@ fn eval_host(g: &Graph, op: &Op, vals: &mut [Option<Arc<Tensor>>]) -> Result<(),
 }
 
 /// Lays out DRAM for a run of accel ops and emits their kernels as one stream.
-fn emit_segment(cx: &Ctx, cfg: &HwConfig, ops: Vec<usize>) -> Result<Segment, Diagnostic> {
+fn emit_segment(
+    cx: &Ctx,
+    cfg: &HwConfig,
+    ops: Vec<usize>,
+    tilings: &HashMap<usize, Tiling>,
+) -> Result<Segment, Diagnostic> {
     let g = cx.g;
     let mut produced: Vec<ValueId> = Vec::new();
     let mut inputs: Vec<ValueId> = Vec::new();
@@ -468,7 +484,10 @@ fn emit_segment(cx: &Ctx, cfg: &HwConfig, ops: Vec<usize>) -> Result<Segment, Di
                 )
             }
             Kernel::Gemm(s) => {
-                let t = em.gemm(s).map_err(fail)?.tiling;
+                let t = *tilings.get(&i).ok_or_else(|| {
+                    fail("internal error: the GEMM was placed without a tiling".into())
+                })?;
+                em.gemm(s, t).map_err(fail)?;
                 format!(
                     "{} {}: gemm {}x{}x{}, tiles m{} n{} k{} {:?}",
                     op.kind.def().mnemonic,

@@ -20,8 +20,14 @@ fn check(text: &str) {
 
 /// A graph of one op `%y = tsr.<op_text>` over the inputs `ins` (name, type).
 fn one(ins: &[(&str, &str)], op_text: &str, outs: &[(&str, &str)]) -> String {
-    let params: Vec<String> = ins.iter().map(|(n, t)| format!("%{n}: tensor<{t}>")).collect();
-    let results: Vec<String> = outs.iter().map(|(n, t)| format!("\"{n}\": tensor<{t}>")).collect();
+    let params: Vec<String> = ins
+        .iter()
+        .map(|(n, t)| format!("%{n}: tensor<{t}>"))
+        .collect();
+    let results: Vec<String> = outs
+        .iter()
+        .map(|(n, t)| format!("\"{n}\": tensor<{t}>"))
+        .collect();
     let names: Vec<String> = outs.iter().map(|(n, _)| format!("%{n}")).collect();
     format!(
         "tsr.graph @g({}) -> ({}) {{\n  {} = {op_text}\n  tsr.return {}\n}}\n",
@@ -38,7 +44,9 @@ fn softmax_every_axis() {
         for op in ["softmax", "log_softmax"] {
             check(&one(
                 &[("x", "3x5x7xf32")],
-                &format!("tsr.{op} %x {{axis = {axis}}} : (tensor<3x5x7xf32>) -> tensor<3x5x7xf32>"),
+                &format!(
+                    "tsr.{op} %x {{axis = {axis}}} : (tensor<3x5x7xf32>) -> tensor<3x5x7xf32>"
+                ),
                 &[("y", "3x5x7xf32")],
             ));
         }
@@ -85,8 +93,21 @@ fn rms_norm() {
 
 /// One `tsr.attention` with the given operands, attributes and results.
 fn attention(ins: &[(&str, &str)], attrs: &str, outs: &[(&str, &str)]) -> String {
-    let names: Vec<String> = ins.iter().map(|(n, _)| if n.is_empty() { String::new() } else { format!("%{n}") }).collect();
-    let in_tys: Vec<String> = ins.iter().filter(|(n, _)| !n.is_empty()).map(|(_, t)| format!("tensor<{t}>")).collect();
+    let names: Vec<String> = ins
+        .iter()
+        .map(|(n, _)| {
+            if n.is_empty() {
+                String::new()
+            } else {
+                format!("%{n}")
+            }
+        })
+        .collect();
+    let in_tys: Vec<String> = ins
+        .iter()
+        .filter(|(n, _)| !n.is_empty())
+        .map(|(_, t)| format!("tensor<{t}>"))
+        .collect();
     let out_tys: Vec<String> = outs.iter().map(|(_, t)| format!("tensor<{t}>")).collect();
     let real: Vec<(&str, &str)> = ins.iter().copied().filter(|(n, _)| !n.is_empty()).collect();
     one(
@@ -104,7 +125,12 @@ fn attention(ins: &[(&str, &str)], attrs: &str, outs: &[(&str, &str)]) -> String
 #[test]
 fn attention_4d_bool_mask_broadcast() {
     check(&attention(
-        &[("q", "2x3x5x8xf32"), ("k", "2x3x7x8xf32"), ("v", "2x3x7x8xf32"), ("m", "2x1x5x7xi1")],
+        &[
+            ("q", "2x3x5x8xf32"),
+            ("k", "2x3x7x8xf32"),
+            ("v", "2x3x7x8xf32"),
+            ("m", "2x1x5x7xi1"),
+        ],
         "is_causal = 0",
         &[("y", "2x3x5x8xf32")],
     ));
@@ -114,7 +140,12 @@ fn attention_4d_bool_mask_broadcast() {
 fn attention_3d_gqa_causal_float_mask_odd_heads() {
     // 4 query heads share 2 KV heads; head size 5 takes the scalar path.
     check(&attention(
-        &[("q", "2x6x20xf32"), ("k", "2x6x10xf32"), ("v", "2x6x6xf32"), ("m", "6x6xf32")],
+        &[
+            ("q", "2x6x20xf32"),
+            ("k", "2x6x10xf32"),
+            ("v", "2x6x6xf32"),
+            ("m", "6x6xf32"),
+        ],
         "is_causal = 1, q_num_heads = 4, kv_num_heads = 2",
         &[("y", "2x6x12xf32")],
     ));
@@ -132,7 +163,11 @@ fn attention_kv_cache_gqa_with_present_outputs() {
             ("pv", "1x2x5x8xf32"),
         ],
         "is_causal = 1",
-        &[("y", "1x4x3x8xf32"), ("ck", "1x2x8x16xf32"), ("cv", "1x2x8x8xf32")],
+        &[
+            ("y", "1x4x3x8xf32"),
+            ("ck", "1x2x8x16xf32"),
+            ("cv", "1x2x8x8xf32"),
+        ],
     ));
 }
 
@@ -155,7 +190,11 @@ fn attention_past_without_present_softcap_scale_short_mask() {
 #[test]
 fn attention_sliding_window_f16() {
     check(&attention(
-        &[("q", "1x2x6x4xf16"), ("k", "1x2x6x4xf16"), ("v", "1x2x6x4xf16")],
+        &[
+            ("q", "1x2x6x4xf16"),
+            ("k", "1x2x6x4xf16"),
+            ("v", "1x2x6x4xf16"),
+        ],
         "is_causal = 1, left_window_size = 2",
         &[("y", "1x2x6x4xf16")],
     ));
@@ -181,4 +220,25 @@ fn rotary_3d_position_ids_interleaved() {
              tsr.constants {{\n  @pos = dense<[0, 1, 2, 6, 3, 5]> : tensor<2x3xi64>\n}}\n"
         ));
     }
+}
+
+#[test]
+fn conv_patch_embedding_and_padded_grouped_dilated() {
+    // ViT patch embedding: stride = kernel, no padding, bias.
+    check(&one(
+        &[("x", "2x3x8x8xf32"), ("w", "5x3x4x4xf32"), ("b", "5xf32")],
+        "tsr.conv %x, %w, %b {kernel_shape = [4, 4], strides = [4, 4]} : (tensor<2x3x8x8xf32>, tensor<5x3x4x4xf32>, tensor<5xf32>) -> tensor<2x5x2x2xf32>",
+        &[("y", "2x5x2x2xf32")],
+    ));
+    // Two groups, asymmetric pads, stride 2, dilation 2 on W.
+    check(&one(
+        &[("x", "1x4x7x9xf32"), ("w", "6x2x3x2xf32")],
+        "tsr.conv %x, %w {group = 2, pads = [1, 0, 2, 1], strides = [2, 1], dilations = [1, 2]} : (tensor<1x4x7x9xf32>, tensor<6x2x3x2xf32>) -> tensor<1x6x4x8xf32>",
+        &[("y", "1x6x4x8xf32")],
+    ));
+    check(&one(
+        &[("x", "1x2x5x5xf32"), ("w", "3x2x3x3xf32")],
+        "tsr.conv %x, %w {auto_pad = \"SAME_UPPER\", strides = [2, 2]} : (tensor<1x2x5x5xf32>, tensor<3x2x3x3xf32>) -> tensor<1x3x3x3xf32>",
+        &[("y", "1x3x3x3xf32")],
+    ));
 }

@@ -8,19 +8,40 @@ use common::check;
 
 /// A graph with inputs `ins`, constants `consts` (name, type, dense literal)
 /// and one op producing `outs`.
-fn graph(ins: &[(&str, &str)], consts: &[(&str, &str, &str)], op_text: &str, outs: &[(&str, &str)]) -> String {
-    let params: Vec<String> = ins.iter().map(|(n, t)| format!("%{n}: tensor<{t}>")).collect();
-    let results: Vec<String> = outs.iter().map(|(n, t)| format!("\"{n}\": tensor<{t}>")).collect();
+fn graph(
+    ins: &[(&str, &str)],
+    consts: &[(&str, &str, &str)],
+    op_text: &str,
+    outs: &[(&str, &str)],
+) -> String {
+    let params: Vec<String> = ins
+        .iter()
+        .map(|(n, t)| format!("%{n}: tensor<{t}>"))
+        .collect();
+    let results: Vec<String> = outs
+        .iter()
+        .map(|(n, t)| format!("\"{n}\": tensor<{t}>"))
+        .collect();
     let names: Vec<String> = outs.iter().map(|(n, _)| format!("%{n}")).collect();
     let mut body = String::new();
     let mut table = String::new();
     for (n, t, v) in consts {
-        body.push_str(&format!("  %{n} = tsr.constant {{value = @{n}}} : () -> tensor<{t}>\n"));
+        body.push_str(&format!(
+            "  %{n} = tsr.constant {{value = @{n}}} : () -> tensor<{t}>\n"
+        ));
         // Scalars are written as one-element lists.
-        let v = if v.starts_with('[') { v.to_string() } else { format!("[{v}]") };
+        let v = if v.starts_with('[') {
+            v.to_string()
+        } else {
+            format!("[{v}]")
+        };
         table.push_str(&format!("  @{n} = dense<{v}> : tensor<{t}>\n"));
     }
-    let table = if consts.is_empty() { String::new() } else { format!("tsr.constants {{\n{table}}}\n") };
+    let table = if consts.is_empty() {
+        String::new()
+    } else {
+        format!("tsr.constants {{\n{table}}}\n")
+    };
     format!(
         "tsr.graph @g({}) -> ({}) {{\n{body}  {} = {op_text}\n  tsr.return {}\n}}\n{table}",
         params.join(", "),
@@ -70,7 +91,11 @@ fn quantize_saturates_and_rounds_half_to_even() {
     // Exact halves: x / 1 with x in {-2.5, -1.5, -0.5, 0.5, 1.5, 2.5}.
     check(&graph(
         &[],
-        &[("x", "6xf32", "[-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]"), ("s", "f32", "1.0"), ("z", "u8", "10")],
+        &[
+            ("x", "6xf32", "[-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]"),
+            ("s", "f32", "1.0"),
+            ("z", "u8", "10"),
+        ],
         "tsr.quantize_linear %x, %s, %z : (tensor<6xf32>, tensor<f32>, tensor<u8>) -> tensor<6xu8>",
         &[("y", "6xu8")],
     ));

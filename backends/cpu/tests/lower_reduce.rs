@@ -104,19 +104,44 @@ fn log_sum_and_noop_axes() {
          tsr.constants {\n  @axes = dense<[1]> : tensor<1xi64>\n}\n",
     );
     for op in ["reduce_sum_square", "reduce_l1", "reduce_max"] {
-        check(&reduce(op, &[4, 3], "f32", Some(&[]), "noop_with_empty_axes = 1"));
-        check(&reduce(op, &[4, 3], "f32", None, "noop_with_empty_axes = 1"));
+        check(&reduce(
+            op,
+            &[4, 3],
+            "f32",
+            Some(&[]),
+            "noop_with_empty_axes = 1",
+        ));
+        check(&reduce(
+            op,
+            &[4, 3],
+            "f32",
+            None,
+            "noop_with_empty_axes = 1",
+        ));
     }
 }
 
 #[test]
 fn integer_and_half_types() {
-    for op in ["reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "reduce_l1", "reduce_sum_square"] {
+    for op in [
+        "reduce_sum",
+        "reduce_mean",
+        "reduce_max",
+        "reduce_min",
+        "reduce_prod",
+        "reduce_l1",
+        "reduce_sum_square",
+    ] {
         for dt in ["i32", "i64", "i8", "u8"] {
             check(&reduce(op, &[3, 4, 5], dt, Some(&[1]), ""));
         }
     }
-    for op in ["reduce_sum", "reduce_mean", "reduce_max", "reduce_log_sum_exp"] {
+    for op in [
+        "reduce_sum",
+        "reduce_mean",
+        "reduce_max",
+        "reduce_log_sum_exp",
+    ] {
         for dt in ["f16", "f64"] {
             check(&reduce(op, &[2, 9, 5], dt, Some(&[1, 2]), "keepdims = 0"));
         }
@@ -129,7 +154,15 @@ fn arg(op: &str, shape: &[usize], dt: &str, axis: i64, keep: bool, last: bool) -
     let out: Vec<usize> = shape
         .iter()
         .enumerate()
-        .filter_map(|(i, &d)| if i != a { Some(d) } else if keep { Some(1) } else { None })
+        .filter_map(|(i, &d)| {
+            if i != a {
+                Some(d)
+            } else if keep {
+                Some(1)
+            } else {
+                None
+            }
+        })
         .collect();
     let x_ty = format!("tensor<{}{dt}>", prefix(shape));
     let y_ty = format!("tensor<{}i64>", prefix(&out));

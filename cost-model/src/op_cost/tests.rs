@@ -57,7 +57,14 @@ fn linear_is_the_product_plus_its_epilogue_without_intermediate_traffic() {
     assert!(by < mm + 3.0 * add);
     let t = cpu();
     let lin = estimate(&t, k("linear"), &attrs, &ops, &[&y], 1);
-    let prod = estimate(&t, k("matmul"), &Attrs::new(), &[Some(&a), Some(&b)], &[&y], 1);
+    let prod = estimate(
+        &t,
+        k("matmul"),
+        &Attrs::new(),
+        &[Some(&a), Some(&b)],
+        &[&y],
+        1,
+    );
     assert!(lin.flops > prod.flops && lin.seconds >= prod.seconds);
 }
 
@@ -66,7 +73,14 @@ fn tiled_traffic_per_level_follows_the_reread_formula() {
     // 1024^3 f32 on the cpu: A, B, C are 4 MiB each.
     let x = square(1024, DType::F32);
     let t = cpu();
-    let e = estimate(&t, k("matmul"), &tiled([256, 256, 256]), &[Some(&x), Some(&x)], &[&x], 1);
+    let e = estimate(
+        &t,
+        k("matmul"),
+        &tiled([256, 256, 256]),
+        &[Some(&x), Some(&x)],
+        &[&x],
+        1,
+    );
     assert_eq!(e.tile, Some([256, 256, 256]));
     // The 768 KiB tile fits half the 2 MiB L2: DRAM sends A 4x, B 4x, C once.
     assert_eq!(e.level_bytes[2], MIB4 * (4.0 + 4.0 + 1.0));
@@ -82,7 +96,14 @@ fn tiled_traffic_per_level_follows_the_reread_formula() {
     let want = flops / 332.8e9 + 0.5e-6 + 64.0 * 20e-9;
     assert!((e.seconds - want).abs() < 1e-12, "{} vs {want}", e.seconds);
     // Untiled, DRAM feeds the microtile: 161 x 4 MiB at 20 GB/s.
-    let u = estimate(&t, k("matmul"), &Attrs::new(), &[Some(&x), Some(&x)], &[&x], 1);
+    let u = estimate(
+        &t,
+        k("matmul"),
+        &Attrs::new(),
+        &[Some(&x), Some(&x)],
+        &[&x],
+        1,
+    );
     assert_eq!(u.bound, Bound::Memory);
     assert!((u.seconds - (MIB4 * 161.0 / 20e9 + 0.5e-6)).abs() < 1e-12);
 }
@@ -91,7 +112,14 @@ fn tiled_traffic_per_level_follows_the_reread_formula() {
 fn a_problem_that_fits_a_level_is_read_once_from_beyond_it() {
     // 64^3 f32: 48 KiB in all, within half the L2 but not half the L1.
     let x = square(64, DType::F32);
-    let e = estimate(&cpu(), k("matmul"), &Attrs::new(), &[Some(&x), Some(&x)], &[&x], 1);
+    let e = estimate(
+        &cpu(),
+        k("matmul"),
+        &Attrs::new(),
+        &[Some(&x), Some(&x)],
+        &[&x],
+        1,
+    );
     assert_eq!(e.dram_bytes(), 3.0 * 64.0 * 64.0 * 4.0);
     assert_eq!(e.level_bytes[1], 64.0 * 64.0 * 4.0 * (2.0 + 8.0 + 1.0));
 }
@@ -118,10 +146,24 @@ fn a_tile_beyond_the_scratchpad_buys_nothing_on_the_accelerator() {
 #[test]
 fn small_ops_are_overhead_bound_and_views_are_nearly_free() {
     let x = TensorType::fixed(&[16], DType::F32);
-    let e = estimate(&cpu(), k("add"), &Attrs::new(), &[Some(&x), Some(&x)], &[&x], 1);
+    let e = estimate(
+        &cpu(),
+        k("add"),
+        &Attrs::new(),
+        &[Some(&x), Some(&x)],
+        &[&x],
+        1,
+    );
     assert_eq!(e.bound, Bound::Overhead);
     assert_eq!(e.flops, 16.0);
-    let v = estimate(&cpu(), k("reshape"), &Attrs::new(), &[Some(&x), None], &[&x], 1);
+    let v = estimate(
+        &cpu(),
+        k("reshape"),
+        &Attrs::new(),
+        &[Some(&x), None],
+        &[&x],
+        1,
+    );
     assert!(v.seconds > 0.0 && v.seconds < 1e-9);
 }
 
@@ -132,7 +174,10 @@ fn peaks_follow_the_element_type() {
     assert_eq!(peak_ops(&t, DType::BF16), 665.6e9);
     assert_eq!(peak_ops(&t, DType::I8), 1331.2e9);
     // The reference target has no bf16 peak: f32's applies.
-    assert_eq!(peak_ops(&TargetDesc::builtin("ref").unwrap(), DType::BF16), 1e9);
+    assert_eq!(
+        peak_ops(&TargetDesc::builtin("ref").unwrap(), DType::BF16),
+        1e9
+    );
 }
 
 #[test]
@@ -145,7 +190,14 @@ fn symbolic_dims_take_the_given_size() {
 
 #[test]
 fn candidates_fit_their_level_and_differ_between_targets() {
-    let probe = Gemm { batch: 1.0, m: 1.0, n: 1.0, k: 1.0, elem_bytes: 4.0, out_bytes: 4.0 };
+    let probe = Gemm {
+        batch: 1.0,
+        m: 1.0,
+        n: 1.0,
+        k: 1.0,
+        elem_bytes: 4.0,
+        out_bytes: 4.0,
+    };
     let (c, a) = (tile_candidates(&cpu(), 4.0), tile_candidates(&accel(), 4.0));
     // Two per cache level on the cpu (L1, L2), two for the scratchpad.
     assert_eq!(c.len(), 4);

@@ -76,9 +76,15 @@ mod tests {
             g.outputs.push(("y".into(), y));
             g
         };
-        let (mm, lin) = (price(&build("matmul"), "cpu"), price(&build("linear"), "cpu"));
+        let (mm, lin) = (
+            price(&build("matmul"), "cpu"),
+            price(&build("linear"), "cpu"),
+        );
         // Before the cost model priced linear, it had no flops and cost a
         // fraction of the product.
-        assert!(lin >= mm && mm > 2.0 * 256.0 * 512.0 * 512.0 / 332.8e9, "{lin} {mm}");
+        assert!(
+            lin >= mm && mm > 2.0 * 256.0 * 512.0 * 512.0 / 332.8e9,
+            "{lin} {mm}"
+        );
     }
 }

@@ -17,11 +17,10 @@ use crate::{Pass, PassArgs, PassStats};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tessera_ir::builder::infer_op;
-use tessera_ir::fold::fold_op;
 use tessera_ir::tensor::SharedTensor;
 use tessera_ir::{
-    Attr, Attrs, ConstId, DType, Diagnostic, ElemType, Graph, Loc, Op, OpKind, Tensor, TensorType,
-    ValueId,
+    Attr, Attrs, ConstId, DType, Data, Diagnostic, ElemType, Graph, Loc, Op, OpKind, Tensor,
+    TensorType, ValueId,
 };
 
 /// Groups smaller than this stay as they are by default: two products
@@ -150,7 +149,9 @@ impl<'g> View<'g> {
         let op = &self.g.ops[i];
         let (x, w) = (op.operand(0)?, op.operand(1)?);
         let dtype = self.plain_float(x)?;
-        let weight = self.constant(w).filter(|(_, t)| t.dtype == dtype)?;
+        let weight = self
+            .constant(w)
+            .filter(|(_, t)| t.dtype == dtype && concatenable(t))?;
         let [k, n] = weight.1.shape[..] else {
             return None;
         };
@@ -269,17 +270,62 @@ fn unique_const_name(g: &Graph, base: &str) -> String {
         .expect("some suffix is free")
 }
 
-/// `tensors` concatenated along `axis`, with the `concat` op's semantics.
-fn concat(tensors: &[SharedTensor], axis: i64) -> Result<Tensor, String> {
-    let mut attrs = Attrs::new();
-    attrs.insert("axis".into(), Attr::Int(axis));
-    let operands: Vec<Option<SharedTensor>> = tensors.iter().cloned().map(Some).collect();
-    let present = vec![true; tensors.len()];
-    match fold_op(OpKind::Concat, &attrs, &operands, &present, 1) {
-        Some(Ok(mut v)) if v.len() == 1 => Ok(v.remove(0)),
-        Some(Err(e)) => Err(e),
-        _ => Err("concat did not evaluate".into()),
+/// Rows of `width[i]` elements from each part in turn: the row-major
+/// concatenation along the last axis.
+fn interleave<T: Copy>(parts: &[&[T]], widths: &[usize], rows: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(rows * widths.iter().sum::<usize>());
+    for r in 0..rows {
+        for (p, &w) in parts.iter().zip(widths) {
+            out.extend_from_slice(&p[r * w..(r + 1) * w]);
+        }
     }
+    out
+}
+
+/// The storage [`concat_last`] copies (every float type's).
+fn concatenable(t: &Tensor) -> bool {
+    matches!(
+        t.data,
+        Data::F64(_) | Data::F32(_) | Data::F16(_) | Data::BF16(_) | Data::U8(_)
+    )
+}
+
+/// Tensors of one element type with equal leading dims, concatenated along
+/// the last axis (a copy of the stored values: weights are large).
+fn concat_last(tensors: &[SharedTensor]) -> Result<Tensor, String> {
+    let first = tensors.first().ok_or("nothing to concatenate")?;
+    let lead = &first.shape[..first.rank().saturating_sub(1)];
+    if tensors.iter().any(|t| {
+        t.dtype != first.dtype || t.rank() != first.rank() || &t.shape[..lead.len()] != lead
+    }) {
+        return Err("the tensors differ in type or leading dims".into());
+    }
+    let rows: usize = lead.iter().product();
+    let widths: Vec<usize> = tensors
+        .iter()
+        .map(|t| t.shape.last().copied().unwrap_or(1))
+        .collect();
+    macro_rules! by_variant {
+        ($($v:ident),*) => {
+            match &first.data {
+                $(Data::$v(_) => {
+                    let parts: Vec<&[_]> = tensors
+                        .iter()
+                        .filter_map(|t| match &t.data {
+                            Data::$v(x) => Some(x.as_slice()),
+                            _ => None,
+                        })
+                        .collect();
+                    Data::$v(interleave(&parts, &widths, rows))
+                })*
+                _ => return Err(format!("cannot concatenate {} weights", first.dtype)),
+            }
+        };
+    }
+    let data = by_variant!(F64, F32, F16, BF16, U8);
+    let mut shape = lead.to_vec();
+    shape.push(widths.iter().sum());
+    Tensor::new(first.dtype, shape, data)
 }
 
 /// Builds the ops replacing a group, in program order, and appends the
@@ -351,7 +397,7 @@ impl Emit<'_> {
 fn merge(g: &mut Graph, key: &GroupKey, members: &[Projection]) -> Result<Vec<Op>, String> {
     let weights: Vec<SharedTensor> = members.iter().map(|p| p.weight.1.clone()).collect();
     let sizes: Vec<i64> = weights.iter().map(|w| w.shape[1] as i64).collect();
-    let w = concat(&weights, 1)?;
+    let w = concat_last(&weights)?;
     let bias = match members
         .iter()
         .map(|p| p.bias.clone())
@@ -360,7 +406,7 @@ fn merge(g: &mut Graph, key: &GroupKey, members: &[Projection]) -> Result<Vec<Op
         Some(b) if !b.is_empty() => {
             let parts: Vec<SharedTensor> = b.iter().map(|(_, t)| t.clone()).collect();
             let names = joined(b.iter().map(|(c, _)| g.constant(*c).name.clone()));
-            Some((names, concat(&parts, 0)?))
+            Some((names, concat_last(&parts)?))
         }
         _ => None,
     };
@@ -731,18 +777,5 @@ mod tests {
         let dims: HashMap<String, i64> = [("batch".to_string(), 2), ("seq".to_string(), 5)].into();
         let d = max_difference(&reference, &g, 3, &dims).unwrap();
         assert!(d < 1e-4, "differs by {d}");
-    }
-}
-#[cfg(test)]
-mod scratch {
-    #[test]
-    #[ignore]
-    fn print_o2() {
-        let path = std::env::var("SCRATCH_MODEL").unwrap();
-        let mut g = tessera_frontend::import_model(&path).unwrap();
-        let pm = crate::PassManager::parse(&std::env::var("SCRATCH_PIPE").unwrap_or(crate::pipeline_for_level(2).into()), Default::default()).unwrap();
-        let st = pm.run(&mut g, &mut |_, _| {}).unwrap();
-        println!("{}", tessera_ir::print_graph(&g));
-        for s in st { eprintln!("{} {:?} {:?}", s.name, s.time, s.stats.counters); }
     }
 }

@@ -47,11 +47,7 @@ pub(super) fn fconst(k: &mut KernelCtx, v: f64, ty: &str) -> String {
 }
 
 fn half_bits(v: f64, bf: bool) -> u16 {
-    let t = tessera_ir::Tensor::from_f64(
-        if bf { DType::BF16 } else { DType::F16 },
-        vec![1],
-        &[v],
-    );
+    let t = tessera_ir::Tensor::from_f64(if bf { DType::BF16 } else { DType::F16 }, vec![1], &[v]);
     let b = t.to_bytes();
     u16::from_le_bytes([b[0], b[1]])
 }
@@ -227,7 +223,8 @@ pub(super) fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
 
 fn float_operand(k: &KernelCtx, i: usize, what: &str) -> Result<Buf, String> {
     let b = k.operand(i)?.clone();
-    if !b.dtype.is_float() || !matches!(b.dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
+    if !b.dtype.is_float() || !matches!(b.dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    {
         return Err(format!(
             "tsr.{}: {what} of type {} is not supported by the cpu target (f32, f64, f16, bf16)",
             k.op.kind.mnemonic(),
@@ -266,7 +263,11 @@ fn lower_softmax(k: &mut KernelCtx) -> Result<(), String> {
         return Ok(());
     }
     let lanes = if x.rank() == 0 {
-        Lanes { outer: 1, len: 1, inner: 1 }
+        Lanes {
+            outer: 1,
+            len: 1,
+            inner: 1,
+        }
     } else {
         Lanes::new(&x.shape, norm_axis(k.op.int("axis")?, x.rank())?)
     };
@@ -355,7 +356,10 @@ fn norm_param(
         ));
     }
     if !p.dtype.is_float() {
-        return Err(format!("tsr.{}: {what} must be a float tensor", k.op.kind.mnemonic()));
+        return Err(format!(
+            "tsr.{}: {what} must be a float tensor",
+            k.op.kind.mnemonic()
+        ));
     }
     let (m, t) = flat(k, &p)?;
     Ok(Some((m, t, p.dtype, scalar)))
@@ -368,7 +372,11 @@ fn lower_norm(k: &mut KernelCtx) -> Result<(), String> {
     let ct = compute_ty(d);
     let rank = x.rank().max(1);
     let axis = norm_axis(k.op.int("axis")?, rank)?;
-    let shape = if x.rank() == 0 { vec![1] } else { x.shape.clone() };
+    let shape = if x.rank() == 0 {
+        vec![1]
+    } else {
+        x.shape.clone()
+    };
     let cols: usize = shape[axis..].iter().product();
     let rows: usize = shape[..axis].iter().product();
     if rows * cols == 0 {
@@ -377,7 +385,11 @@ fn lower_norm(k: &mut KernelCtx) -> Result<(), String> {
     let eps = k.op.float("epsilon")?;
     let scale = norm_param(k, 1, &shape, axis, "scale")?
         .ok_or_else(|| format!("tsr.{}: scale is missing", k.op.kind.mnemonic()))?;
-    let bias = if rms { None } else { norm_param(k, 2, &shape, axis, "bias")? };
+    let bias = if rms {
+        None
+    } else {
+        norm_param(k, 2, &shape, axis, "bias")?
+    };
     let (xm, xt) = flat(k, &x)?;
     let y = k.result(0).clone();
     let (ym, yt) = flat(k, &y)?;
@@ -389,7 +401,9 @@ fn lower_norm(k: &mut KernelCtx) -> Result<(), String> {
         .collect::<Result<_, _>>()?;
     for (_, _, sd) in &stats {
         if compute_ty(*sd) != ct && *sd != DType::F32 {
-            return Err(format!("tsr.layer_normalization: statistics of type {sd} are not supported"));
+            return Err(format!(
+                "tsr.layer_normalization: statistics of type {sd} are not supported"
+            ));
         }
     }
     let zero = fconst(k, 0.0, ct);
@@ -478,7 +492,10 @@ fn load_as(k: &mut KernelCtx, mem: &str, ty: &str, idx: &str, d: DType, ct: &str
 
 fn lower_rotary(k: &mut KernelCtx) -> Result<(), String> {
     let x = float_operand(k, 0, "x")?;
-    let (cos, sin) = (float_operand(k, 1, "cos_cache")?, float_operand(k, 2, "sin_cache")?);
+    let (cos, sin) = (
+        float_operand(k, 1, "cos_cache")?,
+        float_operand(k, 2, "sin_cache")?,
+    );
     let pos = k.opt_operand(3).cloned();
     let y = k.result(0).clone();
     let d = x.dtype;
@@ -490,15 +507,23 @@ fn lower_rotary(k: &mut KernelCtx) -> Result<(), String> {
             (b, s, h, hd, [h * s * hd, hd, s * hd])
         }
         3 => {
-            let heads = k.op.int("num_heads").map_err(|_| "tsr.rotary_embedding: 3-D input needs num_heads".to_string())?;
+            let heads =
+                k.op.int("num_heads")
+                    .map_err(|_| "tsr.rotary_embedding: 3-D input needs num_heads".to_string())?;
             let (b, s, hidden) = (x.shape[0], x.shape[1], x.shape[2]);
             if heads <= 0 || hidden % heads as usize != 0 {
-                return Err(format!("tsr.rotary_embedding: hidden size {hidden} is not divisible by {heads} heads"));
+                return Err(format!(
+                    "tsr.rotary_embedding: hidden size {hidden} is not divisible by {heads} heads"
+                ));
             }
             let hd = hidden / heads as usize;
             (b, s, heads as usize, hd, [s * hidden, hidden, hd])
         }
-        r => return Err(format!("tsr.rotary_embedding: x must be 3-D or 4-D, got rank {r}")),
+        r => {
+            return Err(format!(
+                "tsr.rotary_embedding: x must be 3-D or 4-D, got rank {r}"
+            ))
+        }
     };
     let rot = match k.op.int("rotary_embedding_dim")? {
         0 => hd,
@@ -506,7 +531,9 @@ fn lower_rotary(k: &mut KernelCtx) -> Result<(), String> {
         r => return Err(format!("tsr.rotary_embedding: rotary_embedding_dim {r} must be even and at most the head size {hd}")),
     };
     if rot % 2 != 0 {
-        return Err(format!("tsr.rotary_embedding: head size {hd} must be even to rotate"));
+        return Err(format!(
+            "tsr.rotary_embedding: head size {hd} must be even to rotate"
+        ));
     }
     let half = rot / 2;
     if cos.shape != sin.shape || cos.shape.last() != Some(&half) {
@@ -615,9 +642,17 @@ struct RowLayout {
 impl RowLayout {
     fn new(packed: bool, heads: usize, seq: usize, size: usize) -> RowLayout {
         if packed {
-            RowLayout { batch: seq * heads * size, head: size, row: heads * size }
+            RowLayout {
+                batch: seq * heads * size,
+                head: size,
+                row: heads * size,
+            }
         } else {
-            RowLayout { batch: heads * seq * size, head: seq * size, row: size }
+            RowLayout {
+                batch: heads * seq * size,
+                head: seq * size,
+                row: size,
+            }
         }
     }
 
@@ -671,7 +706,10 @@ fn attention_dims(k: &KernelCtx, q: &Buf, kb: &Buf, v: &Buf) -> Result<AttnDims,
             let (Some(qh), Some(kvh)) = (qh, kvh) else {
                 return Err("3-D inputs need q_num_heads and kv_num_heads".into());
             };
-            if q.shape[2] % qh != 0 || kb.shape[2] % kvh != 0 || v.shape[2] % kvh != 0 {
+            if !q.shape[2].is_multiple_of(qh)
+                || !kb.shape[2].is_multiple_of(kvh)
+                || !v.shape[2].is_multiple_of(kvh)
+            {
                 return Err("hidden sizes are not divisible by the head counts".into());
             }
             AttnDims {
@@ -696,7 +734,9 @@ fn attention_dims(k: &KernelCtx, q: &Buf, kb: &Buf, v: &Buf) -> Result<AttnDims,
     }
     if let (Some(pk), Some(pv)) = (k.opt_operand(4), k.opt_operand(5)) {
         let p = pk.shape.get(2).copied().unwrap_or(0);
-        if pk.shape != [d.batch, d.kv_heads, p, d.head] || pv.shape != [d.batch, d.kv_heads, p, d.v_head] {
+        if pk.shape != [d.batch, d.kv_heads, p, d.head]
+            || pv.shape != [d.batch, d.kv_heads, p, d.v_head]
+        {
             return Err(format!(
                 "past_key {:?} / past_value {:?} do not match K/V",
                 pk.shape, pv.shape
@@ -746,7 +786,9 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     let vb = float_operand(k, 2, "V")?;
     let dt = q.dtype;
     if kb.dtype != dt || vb.dtype != dt {
-        return Err("Q, K and V of different element types are not supported by the cpu target".into());
+        return Err(
+            "Q, K and V of different element types are not supported by the cpu target".into(),
+        );
     }
     if k.opt_operand(6).is_some() {
         return Err("nonpad_kv_seqlen is not supported by the cpu target".into());
@@ -757,10 +799,17 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     let d = attention_dims(k, &q, &kb, &vb)?;
     let total = d.past + d.kv_seq;
     let ct = compute_ty(dt);
-    let scale = if k.op.has_attr("scale") { k.op.float("scale")? } else { 1.0 / (d.head as f64).sqrt() };
+    let scale = if k.op.has_attr("scale") {
+        k.op.float("scale")?
+    } else {
+        1.0 / (d.head as f64).sqrt()
+    };
     let softcap = k.op.float("softcap")?;
     let causal = k.op.int("is_causal")? != 0;
-    let (left, right) = (k.op.int("left_window_size")?, k.op.int("right_window_size")?);
+    let (left, right) = (
+        k.op.int("left_window_size")?,
+        k.op.int("right_window_size")?,
+    );
     if left < -1 || right < -1 {
         return Err("left_window_size and right_window_size must be -1 or nonnegative".into());
     }
@@ -781,7 +830,10 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
         for i in (0..m.rank()).rev() {
             let (dim, t, last) = (m.shape[i], target[off + i], off + i == 3);
             if dim != 1 && dim != t && !(last && dim < t) {
-                return Err(format!("attn_mask shape {:?} does not broadcast to {:?}", m.shape, target));
+                return Err(format!(
+                    "attn_mask shape {:?} does not broadcast to {:?}",
+                    m.shape, target
+                ));
             }
             mstrides[off + i] = if dim == 1 && !last { 0 } else { st };
             st *= dim;
@@ -808,13 +860,20 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     // past must be joined but the caller does not want the result.
     let mut freed = Vec::new();
     let mut caches = Vec::new();
-    for (ri, pi, src, sl, cl, size) in [(1, 4, (&km, &kt), knl, kcl, d.head), (2, 5, (&vm, &vt), vnl, vcl, d.v_head)] {
+    for (ri, pi, src, sl, cl, size) in [
+        (1, 4, (&km, &kt), knl, kcl, d.head),
+        (2, 5, (&vm, &vt), vnl, vcl, d.v_head),
+    ] {
         let past = k.opt_operand(pi).cloned();
         let cache = if ri < k.results.len() {
             let r = k.result(ri).clone();
             Some(flat(k, &r)?)
         } else if past.is_some() {
-            let ty = format!("memref<{}x{}>", d.batch * d.kv_heads * total * size, q.elem());
+            let ty = format!(
+                "memref<{}x{}>",
+                d.batch * d.kv_heads * total * size,
+                q.elem()
+            );
             let n = op(k, format!("memref.alloc() : {ty}"));
             freed.push((n.clone(), ty.clone()));
             Some((n, ty))
@@ -825,12 +884,32 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
             if let Some(p) = &past {
                 let (pm, pt) = flat(k, p)?;
                 let pl = RowLayout::new(false, d.kv_heads, d.past, size);
-                copy_rows(k, (&pm, &pt), pl, (cm, ctt), cl, (d.batch, d.kv_heads, d.past, size), 0);
+                copy_rows(
+                    k,
+                    (&pm, &pt),
+                    pl,
+                    (cm, ctt),
+                    cl,
+                    (d.batch, d.kv_heads, d.past, size),
+                    0,
+                );
             }
-            copy_rows(k, (src.0, src.1), sl, (cm, ctt), cl, (d.batch, d.kv_heads, d.kv_seq, size), d.past);
+            copy_rows(
+                k,
+                (src.0, src.1),
+                sl,
+                (cm, ctt),
+                cl,
+                (d.batch, d.kv_heads, d.kv_seq, size),
+                d.past,
+            );
         }
         // Attend from the joined cache only when there is a past.
-        caches.push(if past.is_some() { cache.map(|c| (c, cl)) } else { None });
+        caches.push(if past.is_some() {
+            cache.map(|c| (c, cl))
+        } else {
+            None
+        });
     }
     let (ksrc, ksl) = match caches[0].clone() {
         Some((c, l)) => (c, l),
@@ -918,7 +997,16 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     // Scores and their maximum.
     let (j, a, r) = for_open(k, &lo, &hi, 1, &[(&ninf, ct)]);
     let krow = mad(k, &j, ksl.row, Some(&kbase));
-    let dot = dot_product(k, (&qm, &qt), &qrow, (&ksrc.0, &ksrc.1), &krow, d.head, dt, vec8);
+    let dot = dot_product(
+        k,
+        (&qm, &qt),
+        &qrow,
+        (&ksrc.0, &ksrc.1),
+        &krow,
+        d.head,
+        dt,
+        vec8,
+    );
     let mut sc = op(k, format!("arith.mulf {dot}, {scale_c} : {ct}"));
     if let Some(c) = &cap {
         let t = op(k, format!("arith.divf {sc}, {c} : {ct}"));
@@ -968,7 +1056,7 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     }
 
     // y = (sum_j e_j v_j) / sum, one chunk of the head at a time.
-    if vec8 && d.v_head % 8 == 0 {
+    if vec8 && d.v_head.is_multiple_of(8) {
         let (c0, cv) = (k.idx(0), k.idx(d.v_head as i64));
         let (dc, _, _) = for_open(k, &c0, &cv, 8, &[]);
         let (j, a, r) = for_open(k, &lo, &hi, 1, &[(vz, vt8)]);
@@ -977,7 +1065,10 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
         let sv = op(k, format!("vector.broadcast {s} : f32 to {vt8}"));
         let vr = mad(k, &j, vsl.row, Some(&vbase));
         let vi = op(k, format!("arith.addi {vr}, {dc} : index"));
-        let vv = op(k, format!("vector.load {}[{vi}] : {}, {vt8}", vsrc.0, vsrc.1));
+        let vv = op(
+            k,
+            format!("vector.load {}[{vi}] : {}, {vt8}", vsrc.0, vsrc.1),
+        );
         let acc = op(k, format!("vector.fma {sv}, {vv}, {} : {vt8}", a[0]));
         for_close(k, &[(&acc, vt8)]);
         let invv = op(k, format!("vector.broadcast {inv} : f32 to {vt8}"));
@@ -1024,7 +1115,7 @@ fn dot_product(
 ) -> String {
     let ct = compute_ty(d);
     let (c0, cn) = (k.idx(0), k.idx(n as i64));
-    if vec8 && n % 8 == 0 && n > 0 {
+    if vec8 && n.is_multiple_of(8) && n > 0 {
         let vt = "vector<8xf32>";
         let (i, a, r) = for_open(k, &c0, &cn, 8, &[("%attn_vz", vt)]);
         let ai = op(k, format!("arith.addi {ar}, {i} : index"));
@@ -1033,7 +1124,10 @@ fn dot_product(
         let y = op(k, format!("vector.load {bm}[{bi}] : {bt}, {vt}"));
         let acc = op(k, format!("vector.fma {x}, {y}, {} : {vt}", a[0]));
         for_close(k, &[(&acc, vt)]);
-        return op(k, format!("vector.reduction <add>, {} : {vt} into f32", r[0]));
+        return op(
+            k,
+            format!("vector.reduction <add>, {} : {vt} into f32", r[0]),
+        );
     }
     let zero = fconst(k, 0.0, ct);
     let (i, a, r) = for_open(k, &c0, &cn, 1, &[(&zero, ct)]);
@@ -1046,6 +1140,138 @@ fn dot_product(
     r[0].clone()
 }
 
+// ---------------------------------------------------------------------------
+// Conv (2-D, groups, strides, dilations, pads): a direct loop nest, one
+// output row per parallel iteration, each output a fixed-order sum.
+
+fn lower_conv(k: &mut KernelCtx) -> Result<(), String> {
+    let x = float_operand(k, 0, "x")?;
+    let w = float_operand(k, 1, "w")?;
+    let bias = k.opt_operand(2).cloned();
+    let y = k.result(0).clone();
+    if x.rank() != 4 || w.rank() != 4 {
+        return Err(format!(
+            "only 2-D convolution (4-D x and w) is supported by the cpu target, got x {:?}",
+            x.shape
+        ));
+    }
+    let d = x.dtype;
+    if w.dtype != d {
+        return Err("x and w of different element types are not supported".into());
+    }
+    let ct = compute_ty(d);
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (m, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
+    let (oh, ow) = (y.shape[2], y.shape[3]);
+    let group = k.op.int("group")?.max(1) as usize;
+    if c != cg * group || m % group != 0 {
+        return Err(format!(
+            "w {:?} does not match x {:?} with group {group}",
+            w.shape, x.shape
+        ));
+    }
+    let ints = |name: &str, default: [i64; 2]| -> Result<Vec<i64>, String> {
+        match k.op.attr(name) {
+            Some(tessera_ir::Attr::Ints(v)) => Ok(v),
+            None => Ok(default.to_vec()),
+            Some(other) => Err(format!("{name} must be a list of integers, got {other:?}")),
+        }
+    };
+    let strides = ints("strides", [1, 1])?;
+    let dil = ints("dilations", [1, 1])?;
+    let pads = ints("pads", [0, 0])?;
+    if strides.len() != 2 || dil.len() != 2 || !(pads.len() == 4 || pads == [0, 0]) {
+        return Err("strides, dilations and pads must describe 2 spatial dims".into());
+    }
+    let auto = k.op.string("auto_pad").unwrap_or_else(|_| "NOTSET".into());
+    // The leading pad of each spatial dim (the result's size fixes the rest).
+    let begin = |i: usize, inp: usize, out: usize, kern: usize| -> Result<i64, String> {
+        let total =
+            ((out as i64 - 1) * strides[i] + (kern as i64 - 1) * dil[i] + 1 - inp as i64).max(0);
+        Ok(match auto.as_str() {
+            "NOTSET" => pads.get(i).copied().unwrap_or(0),
+            "VALID" => 0,
+            "SAME_UPPER" => total / 2,
+            "SAME_LOWER" => total - total / 2,
+            other => return Err(format!("unknown auto_pad '{other}'")),
+        })
+    };
+    let (ph, pw) = (begin(0, h, oh, kh)?, begin(1, wd, ow, kw)?);
+    if y.is_empty() {
+        return Ok(());
+    }
+    let (xm, xt) = flat(k, &x)?;
+    let (wm, wt) = flat(k, &w)?;
+    let (ym, yt) = flat(k, &y)?;
+    let bf = match &bias {
+        Some(b) => Some((flat(k, b)?, b.dtype)),
+        None => None,
+    };
+    let zero = fconst(k, 0.0, ct);
+    let mpg = m / group;
+    let p = par_open(k, &[n, m, oh]);
+    let (pn, pm, poh) = (p[0].clone(), p[1].clone(), p[2].clone());
+    let mg = k.idx(mpg as i64);
+    let g = op(k, format!("arith.divui {pm}, {mg} : index"));
+    let cbase = mad(k, &g, cg, None);
+    let init = match &bf {
+        Some(((bm, bt), bd)) => load_as(k, bm, bt, &pm, *bd, ct),
+        None => zero.clone(),
+    };
+    let ih0 = {
+        let a = mad(k, &poh, strides[0] as usize, None);
+        let pc = k.idx(ph);
+        op(k, format!("arith.subi {a}, {pc} : index"))
+    };
+    let (c0, hc, wc) = (k.idx(0), k.idx(h as i64), k.idx(wd as i64));
+    let owv = for_range(k, ow);
+    let iw0 = {
+        let a = mad(k, &owv, strides[1] as usize, None);
+        let pc = k.idx(pw);
+        op(k, format!("arith.subi {a}, {pc} : index"))
+    };
+    let cgc = k.idx(cg as i64);
+    let (ci, a0, r0) = for_open(k, &c0, &cgc, 1, &[(&init, ct)]);
+    let ch = op(k, format!("arith.addi {cbase}, {ci} : index"));
+    let nc = mad(k, &pn, c, Some(&ch));
+    let wrow = mad(k, &pm, cg, Some(&ci));
+    let khc = k.idx(kh as i64);
+    let (ki, a1, r1) = for_open(k, &c0, &khc, 1, &[(&a0[0], ct)]);
+    let ih = mad(k, &ki, dil[0] as usize, Some(&ih0));
+    let kwc = k.idx(kw as i64);
+    let (kj, a2, r2) = for_open(k, &c0, &kwc, 1, &[(&a1[0], ct)]);
+    let iw = mad(k, &kj, dil[1] as usize, Some(&iw0));
+    // Padding reads zero: an out-of-range tap loads a clamped (valid)
+    // address and is replaced by 0.
+    let v1 = op(k, format!("arith.cmpi sge, {ih}, {c0} : index"));
+    let v2 = op(k, format!("arith.cmpi slt, {ih}, {hc} : index"));
+    let v3 = op(k, format!("arith.cmpi sge, {iw}, {c0} : index"));
+    let v4 = op(k, format!("arith.cmpi slt, {iw}, {wc} : index"));
+    let v12 = op(k, format!("arith.andi {v1}, {v2} : i1"));
+    let v34 = op(k, format!("arith.andi {v3}, {v4} : i1"));
+    let valid = op(k, format!("arith.andi {v12}, {v34} : i1"));
+    let ihc = op(k, format!("arith.select {valid}, {ih}, {c0} : index"));
+    let iwc = op(k, format!("arith.select {valid}, {iw}, {c0} : index"));
+    let xr = mad(k, &nc, h, Some(&ihc));
+    let xi = mad(k, &xr, wd, Some(&iwc));
+    let xv = load(k, &xm, &xt, &xi, d);
+    let xv = op(k, format!("arith.select {valid}, {xv}, {zero} : {ct}"));
+    let wr = mad(k, &wrow, kh, Some(&ki));
+    let wi = mad(k, &wr, kw, Some(&kj));
+    let wv = load(k, &wm, &wt, &wi, d);
+    let acc = op(k, format!("math.fma {xv}, {wv}, {} : {ct}", a2[0]));
+    for_close(k, &[(&acc, ct)]);
+    for_close(k, &[(&r2[0], ct)]);
+    for_close(k, &[(&r1[0], ct)]);
+    let nm = mad(k, &pn, m, Some(&pm));
+    let yr = mad(k, &nm, oh, Some(&poh));
+    let yi = mad(k, &yr, ow, Some(&owv));
+    store(k, &r0[0], &ym, &yt, &yi, d);
+    for_close(k, &[]);
+    par_close(k);
+    Ok(())
+}
+
 pub const LOWERINGS: &[(&str, LowerFn)] = &[
     ("softmax", lower_softmax),
     ("log_softmax", lower_softmax),
@@ -1053,4 +1279,5 @@ pub const LOWERINGS: &[(&str, LowerFn)] = &[
     ("rms_normalization", lower_norm),
     ("rotary_embedding", lower_rotary),
     ("attention", lower_attention),
+    ("conv", lower_conv),
 ];

@@ -10,8 +10,7 @@ use crate::emit::kernel::{elem, Buf, KernelCtx};
 use tessera_ir::{AttrAccess, DType};
 
 use super::nn::{
-    fconst, flat, for_close, for_open, for_range, is_half, mad, norm_axis, op, par_close,
-    par_open,
+    fconst, flat, for_close, for_open, for_range, is_half, mad, norm_axis, op, par_close, par_open,
 };
 use super::LowerFn;
 
@@ -31,7 +30,14 @@ fn load_f32(k: &mut KernelCtx, mem: &str, ty: &str, idx: &str, d: DType) -> Resu
 }
 
 /// Stores an f32 into a float buffer of type `d`.
-fn store_f32(k: &mut KernelCtx, v: &str, mem: &str, ty: &str, idx: &str, d: DType) -> Result<(), String> {
+fn store_f32(
+    k: &mut KernelCtx,
+    v: &str,
+    mem: &str,
+    ty: &str,
+    idx: &str,
+    d: DType,
+) -> Result<(), String> {
     let e = elem(d)?;
     let v = match d {
         DType::F32 => v.to_string(),
@@ -45,15 +51,25 @@ fn store_f32(k: &mut KernelCtx, v: &str, mem: &str, ty: &str, idx: &str, d: DTyp
 
 /// Saturating conversion of an already rounded f32 into integer type `d`.
 fn saturate_to(k: &mut KernelCtx, r: &str, d: DType) -> Result<String, String> {
-    let (lo, hi) = d.int_range().ok_or_else(|| format!("{d} is not an integer type"))?;
+    let (lo, hi) = d
+        .int_range()
+        .ok_or_else(|| format!("{d} is not an integer type"))?;
     let e = elem(d)?;
     let (l, h) = (fconst(k, lo as f64, "f32"), fconst(k, hi as f64, "f32"));
     let c = op(k, format!("arith.maximumf {r}, {l} : f32"));
     let c = op(k, format!("arith.minimumf {c}, {h} : f32"));
     // Through i32 (exact for every 8/16-bit value), then truncate.
-    let conv = if d.is_signed_int() { "arith.fptosi" } else { "arith.fptoui" };
+    let conv = if d.is_signed_int() {
+        "arith.fptosi"
+    } else {
+        "arith.fptoui"
+    };
     let i = op(k, format!("{conv} {c} : f32 to i32"));
-    Ok(if e == "i32" { i } else { op(k, format!("arith.trunci {i} : i32 to {e}")) })
+    Ok(if e == "i32" {
+        i
+    } else {
+        op(k, format!("arith.trunci {i} : i32 to {e}"))
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -67,17 +83,28 @@ enum Layout {
 }
 
 /// (layout, outer, dim, inner) of `x` for a parameter of `p_shape`.
-fn param_layout(x: &[usize], p: &[usize], axis: i64, block: i64) -> Result<(Layout, usize, usize, usize), String> {
+fn param_layout(
+    x: &[usize],
+    p: &[usize],
+    axis: i64,
+    block: i64,
+) -> Result<(Layout, usize, usize, usize), String> {
     let total: usize = x.iter().product();
     let plen: usize = p.iter().product();
     if plen == 1 && (block == 0 || p.len() <= 1) {
         return Ok((Layout::PerTensor, 1, total, 1));
     }
     let ax = norm_axis(axis, x.len())?;
-    let (outer, dim, inner) = (x[..ax].iter().product(), x[ax], x[ax + 1..].iter().product());
+    let (outer, dim, inner) = (
+        x[..ax].iter().product(),
+        x[ax],
+        x[ax + 1..].iter().product(),
+    );
     if block == 0 {
         if p != [dim] {
-            return Err(format!("per-axis scale must be 1-D of length {dim}, got shape {p:?}"));
+            return Err(format!(
+                "per-axis scale must be 1-D of length {dim}, got shape {p:?}"
+            ));
         }
         return Ok((Layout::PerAxis, outer, dim, inner));
     }
@@ -87,16 +114,27 @@ fn param_layout(x: &[usize], p: &[usize], axis: i64, block: i64) -> Result<(Layo
     let block = block as usize;
     let nblocks = dim.div_ceil(block);
     let ok = p.len() == x.len()
-        && p.iter().zip(x).enumerate().all(|(d, (&a, &b))| if d == ax { a == nblocks } else { a == b });
+        && p.iter()
+            .zip(x)
+            .enumerate()
+            .all(|(d, (&a, &b))| if d == ax { a == nblocks } else { a == b });
     if !ok {
-        return Err(format!("blocked scale for {x:?} (axis {axis}, block {block}) has shape {p:?}"));
+        return Err(format!(
+            "blocked scale for {x:?} (axis {axis}, block {block}) has shape {p:?}"
+        ));
     }
     Ok((Layout::Blocked { block, nblocks }, outer, dim, inner))
 }
 
 /// Opens the (outer, dim, inner) parallel nest; returns (flat element index,
 /// flat parameter index).
-fn param_nest(k: &mut KernelCtx, layout: &Layout, outer: usize, dim: usize, inner: usize) -> (String, String) {
+fn param_nest(
+    k: &mut KernelCtx,
+    layout: &Layout,
+    outer: usize,
+    dim: usize,
+    inner: usize,
+) -> (String, String) {
     let p = par_open(k, &[outer, dim, inner]);
     let oa = mad(k, &p[0], dim, Some(&p[1]));
     let i = mad(k, &oa, inner, Some(&p[2]));
@@ -127,17 +165,27 @@ fn lower_dequantize(k: &mut KernelCtx) -> Result<(), String> {
     let zp = k.opt_operand(2).cloned();
     let y = k.result(0).clone();
     if !(x.dtype.is_int() && elem(x.dtype).is_ok()) {
-        return Err(format!("tsr.dequantize_linear of {} is not supported by the cpu target", x.dtype));
+        return Err(format!(
+            "tsr.dequantize_linear of {} is not supported by the cpu target",
+            x.dtype
+        ));
     }
     if !scale.dtype.is_float() {
-        return Err(format!("tsr.dequantize_linear: scale must be float, got {}", scale.dtype));
+        return Err(format!(
+            "tsr.dequantize_linear: scale must be float, got {}",
+            scale.dtype
+        ));
     }
     if let Some(z) = &zp {
         if z.dtype != x.dtype || (z.shape != scale.shape && !(z.len() == 1 && scale.len() == 1)) {
-            return Err("tsr.dequantize_linear: zero point must match the input type and the scale shape".into());
+            return Err(
+                "tsr.dequantize_linear: zero point must match the input type and the scale shape"
+                    .into(),
+            );
         }
     }
-    let (layout, outer, dim, inner) = param_layout(&x.shape, &scale.shape, k.op.int("axis")?, block_size(k)?)?;
+    let (layout, outer, dim, inner) =
+        param_layout(&x.shape, &scale.shape, k.op.int("axis")?, block_size(k)?)?;
     if y.is_empty() {
         return Ok(());
     }
@@ -171,10 +219,15 @@ fn lower_quantize(k: &mut KernelCtx) -> Result<(), String> {
     let y = k.result(0).clone();
     let out = y.dtype;
     if !matches!(out, DType::U8 | DType::I8 | DType::U16 | DType::I16) {
-        return Err(format!("tsr.quantize_linear to {out} is not supported by the cpu target"));
+        return Err(format!(
+            "tsr.quantize_linear to {out} is not supported by the cpu target"
+        ));
     }
     if k.op.has_attr("precision") {
-        return Err("tsr.quantize_linear: the precision attribute is not supported by the cpu target".into());
+        return Err(
+            "tsr.quantize_linear: the precision attribute is not supported by the cpu target"
+                .into(),
+        );
     }
     // The division runs in the common type of x and scale (numpy's rule);
     // f64 is not supported here, half types round the quotient once.
@@ -189,10 +242,14 @@ fn lower_quantize(k: &mut KernelCtx) -> Result<(), String> {
     };
     if let Some(z) = &zp {
         if z.dtype != out || (z.shape != scale.shape && !(z.len() == 1 && scale.len() == 1)) {
-            return Err("tsr.quantize_linear: zero point must match the result type and the scale shape".into());
+            return Err(
+                "tsr.quantize_linear: zero point must match the result type and the scale shape"
+                    .into(),
+            );
         }
     }
-    let (layout, outer, dim, inner) = param_layout(&x.shape, &scale.shape, k.op.int("axis")?, block_size(k)?)?;
+    let (layout, outer, dim, inner) =
+        param_layout(&x.shape, &scale.shape, k.op.int("axis")?, block_size(k)?)?;
     if y.is_empty() {
         return Ok(());
     }
@@ -230,9 +287,16 @@ fn lower_quantize(k: &mut KernelCtx) -> Result<(), String> {
 fn lower_dynamic_quantize(k: &mut KernelCtx) -> Result<(), String> {
     let x = k.operand(0)?.clone();
     if x.dtype != DType::F32 {
-        return Err(format!("tsr.dynamic_quantize_linear takes f32 input, got {}", x.dtype));
+        return Err(format!(
+            "tsr.dynamic_quantize_linear takes f32 input, got {}",
+            x.dtype
+        ));
     }
-    let (y, sc, zp) = (k.result(0).clone(), k.result(1).clone(), k.result(2).clone());
+    let (y, sc, zp) = (
+        k.result(0).clone(),
+        k.result(1).clone(),
+        k.result(2).clone(),
+    );
     let (xm, xt) = flat(k, &x)?;
     let (ym, yt) = flat(k, &y)?;
     let zero = fconst(k, 0.0, "f32");
@@ -278,7 +342,11 @@ fn lower_dynamic_quantize(k: &mut KernelCtx) -> Result<(), String> {
 /// An 8-bit operand element widened to i32.
 fn load_i32(k: &mut KernelCtx, mem: &str, ty: &str, idx: &str, d: DType) -> String {
     let v = op(k, format!("memref.load {mem}[{idx}] : {ty}"));
-    let ext = if d.is_signed_int() { "arith.extsi" } else { "arith.extui" };
+    let ext = if d.is_signed_int() {
+        "arith.extsi"
+    } else {
+        "arith.extui"
+    };
     op(k, format!("{ext} {v} : i8 to i32"))
 }
 
@@ -289,11 +357,16 @@ fn lower_matmul_integer(k: &mut KernelCtx) -> Result<(), String> {
     let y = k.result(0).clone();
     for t in [&a, &b] {
         if !matches!(t.dtype, DType::U8 | DType::I8) {
-            return Err(format!("tsr.matmul_integer operands must be int8 or uint8, got {}", t.dtype));
+            return Err(format!(
+                "tsr.matmul_integer operands must be int8 or uint8, got {}",
+                t.dtype
+            ));
         }
     }
     if a.rank() < 2 || b.rank() < 2 {
-        return Err("tsr.matmul_integer with 1-D operands is not supported by the cpu target".into());
+        return Err(
+            "tsr.matmul_integer with 1-D operands is not supported by the cpu target".into(),
+        );
     }
     let (m, kk) = (a.shape[a.rank() - 2], a.shape[a.rank() - 1]);
     let n = b.shape[b.rank() - 1];
@@ -307,7 +380,8 @@ fn lower_matmul_integer(k: &mut KernelCtx) -> Result<(), String> {
     }
     // Zero points: a scalar, one per row of A or one per column of B.
     let zp_ok = |z: &Option<Buf>, len: usize, t: DType| {
-        z.as_ref().is_none_or(|z| z.dtype == t && (z.len() == 1 || (z.rank() == 1 && z.len() == len)))
+        z.as_ref()
+            .is_none_or(|z| z.dtype == t && (z.len() == 1 || (z.rank() == 1 && z.len() == len)))
     };
     if !zp_ok(&za, m, a.dtype) || !zp_ok(&zb, n, b.dtype) {
         return Err("tsr.matmul_integer: zero points must be scalars, per row of A or per column of B on the cpu target".into());
@@ -332,7 +406,11 @@ fn lower_matmul_integer(k: &mut KernelCtx) -> Result<(), String> {
     let row = mad(k, &p[0], m, Some(&p[1]));
     let arow = mad(k, &row, kk, None);
     let yrow = mad(k, &row, n, None);
-    let bbase = if b_batched { mad(k, &p[0], kk * n, None) } else { k.idx(0) };
+    let bbase = if b_batched {
+        mad(k, &p[0], kk * n, None)
+    } else {
+        k.idx(0)
+    };
     let zav = match &zaf {
         Some(((zm, zt), per_row)) => {
             let zi = if *per_row { p[1].clone() } else { k.idx(0) };
@@ -390,7 +468,10 @@ fn lower_matmul_nbits(k: &mut KernelCtx) -> Result<(), String> {
         return Err("tsr.ms.matmul_nbits: prepacked weights have no defined layout".into());
     }
     if a.dtype != DType::F32 {
-        return Err(format!("tsr.ms.matmul_nbits on {} is not supported by the cpu target (f32)", a.dtype));
+        return Err(format!(
+            "tsr.ms.matmul_nbits on {} is not supported by the cpu target (f32)",
+            a.dtype
+        ));
     }
     let (kk, n, bits, block) = (
         k.op.int("K")? as usize,
@@ -399,11 +480,17 @@ fn lower_matmul_nbits(k: &mut KernelCtx) -> Result<(), String> {
         k.op.int("block_size")? as usize,
     );
     if !matches!(bits, 2 | 4 | 8) || block < 16 || !block.is_power_of_two() {
-        return Err(format!("tsr.ms.matmul_nbits: bits {bits} / block_size {block} are invalid"));
+        return Err(format!(
+            "tsr.ms.matmul_nbits: bits {bits} / block_size {block} are invalid"
+        ));
     }
     let kb = kk.div_ceil(block);
     let blob = block * bits / 8;
-    if b.dtype != DType::U8 || b.len() != n * kb * blob || scales.len() != n * kb || a.shape.last() != Some(&kk) {
+    if b.dtype != DType::U8
+        || b.len() != n * kb * blob
+        || scales.len() != n * kb
+        || a.shape.last() != Some(&kk)
+    {
         return Err(format!(
             "tsr.ms.matmul_nbits: B {:?} / scales {:?} / A {:?} do not match K={kk} N={n}",
             b.shape, scales.shape, a.shape
@@ -411,14 +498,21 @@ fn lower_matmul_nbits(k: &mut KernelCtx) -> Result<(), String> {
     }
     let zrow = (kb * bits).div_ceil(8);
     if let Some(z) = &zp {
-        let ok = (z.dtype == DType::U8 && z.len() == n * zrow) || (z.dtype.is_float() && z.len() == n * kb);
+        let ok = (z.dtype == DType::U8 && z.len() == n * zrow)
+            || (z.dtype.is_float() && z.len() == n * kb);
         if !ok {
-            return Err(format!("tsr.ms.matmul_nbits: zero_points {} {:?} do not match", z.dtype, z.shape));
+            return Err(format!(
+                "tsr.ms.matmul_nbits: zero_points {} {:?} do not match",
+                z.dtype, z.shape
+            ));
         }
     }
     if let Some(bb) = &bias {
         if bb.len() != n {
-            return Err(format!("tsr.ms.matmul_nbits: bias has {} values for N = {n}", bb.len()));
+            return Err(format!(
+                "tsr.ms.matmul_nbits: bias has {} values for N = {n}",
+                bb.len()
+            ));
         }
     }
     let m = a.len() / kk.max(1);
@@ -438,7 +532,10 @@ fn lower_matmul_nbits(k: &mut KernelCtx) -> Result<(), String> {
         None => None,
     };
     let mask = "%nb_mask";
-    k.line(format!("{mask} = arith.constant {} : i8", (1u32 << bits) - 1));
+    k.line(format!(
+        "{mask} = arith.constant {} : i8",
+        (1u32 << bits) - 1
+    ));
     let zero = fconst(k, 0.0, "f32");
     let default_zp = fconst(k, (1u32 << (bits - 1)) as f64, "f32");
 

@@ -57,11 +57,23 @@ struct Acc {
 
 fn acc_for(d: DType) -> Acc {
     if d.is_float() {
-        Acc { ty: compute_ty(d), float: true, signed: true }
+        Acc {
+            ty: compute_ty(d),
+            float: true,
+            signed: true,
+        }
     } else if d == DType::Bool {
-        Acc { ty: "i1", float: false, signed: false }
+        Acc {
+            ty: "i1",
+            float: false,
+            signed: false,
+        }
     } else {
-        Acc { ty: "i64", float: false, signed: d.is_signed_int() }
+        Acc {
+            ty: "i64",
+            float: false,
+            signed: d.is_signed_int(),
+        }
     }
 }
 
@@ -72,7 +84,11 @@ fn load_acc(k: &mut KernelCtx, mem: &str, ty: &str, idx: &str, d: DType, acc: &A
     }
     let v = op(k, format!("memref.load {mem}[{idx}] : {ty}"));
     let e = crate::emit::kernel::elem(d).unwrap_or("i64");
-    let ext = if acc.signed { "arith.extsi" } else { "arith.extui" };
+    let ext = if acc.signed {
+        "arith.extsi"
+    } else {
+        "arith.extui"
+    };
     op(k, format!("{ext} {v} : {e} to i64"))
 }
 
@@ -90,7 +106,8 @@ fn init(k: &mut KernelCtx, kind: Kind, d: DType, acc: &Acc) -> Result<String, St
     let (lo, hi) = if d == DType::Bool {
         (0, 1)
     } else {
-        d.int_range().ok_or_else(|| format!("{d} has no integer range"))?
+        d.int_range()
+            .ok_or_else(|| format!("{d} has no integer range"))?
     };
     let v: i128 = match kind {
         Kind::Max => lo,
@@ -120,7 +137,11 @@ fn combine(k: &mut KernelCtx, kind: Kind, a: &str, x: &str, acc: &Acc) -> String
             Kind::LogSumExp => op(k, format!("arith.maximumf {a}, {x} : {t}")),
         };
     }
-    let (max, min) = if acc.signed { ("arith.maxsi", "arith.minsi") } else { ("arith.maxui", "arith.minui") };
+    let (max, min) = if acc.signed {
+        ("arith.maxsi", "arith.minsi")
+    } else {
+        ("arith.maxui", "arith.minui")
+    };
     match kind {
         Kind::Max => op(k, format!("{max} {a}, {x} : {t}")),
         Kind::Min => op(k, format!("{min} {a}, {x} : {t}")),
@@ -151,7 +172,10 @@ fn reduced_axes(k: &KernelCtx, rank: usize) -> Result<Vec<usize>, String> {
     };
     match axes {
         Some(a) if !a.is_empty() => {
-            let mut v = a.iter().map(|&x| norm_axis(x, rank)).collect::<Result<Vec<_>, _>>()?;
+            let mut v = a
+                .iter()
+                .map(|&x| norm_axis(x, rank))
+                .collect::<Result<Vec<_>, _>>()?;
             v.sort_unstable();
             v.dedup();
             Ok(v)
@@ -184,7 +208,11 @@ fn lower_reduce(k: &mut KernelCtx) -> Result<(), String> {
     } else {
         (x.name.clone(), x.ty.clone(), x.shape.clone())
     };
-    let axes = if x.rank() == 0 { Vec::new() } else { reduced_axes(k, x.rank())? };
+    let axes = if x.rank() == 0 {
+        Vec::new()
+    } else {
+        reduced_axes(k, x.rank())?
+    };
     let kept: Vec<usize> = (0..shape.len()).filter(|a| !axes.contains(a)).collect();
     let group: usize = axes.iter().map(|&a| shape[a]).product();
     let (ym, yt) = flat(k, &y)?;
@@ -232,7 +260,11 @@ fn lower_reduce(k: &mut KernelCtx) -> Result<(), String> {
             op(k, format!("arith.extf {v} : {e} to f32"))
         } else if !acc.float && d != DType::Bool && crate::emit::kernel::elem(d) != Ok("i64") {
             let e = crate::emit::kernel::elem(d).unwrap_or("i64");
-            let ext = if acc.signed { "arith.extsi" } else { "arith.extui" };
+            let ext = if acc.signed {
+                "arith.extsi"
+            } else {
+                "arith.extui"
+            };
             op(k, format!("{ext} {v} : {e} to i64"))
         } else {
             v
@@ -255,7 +287,11 @@ fn lower_reduce(k: &mut KernelCtx) -> Result<(), String> {
         }
         Kind::Mean if group > 0 => {
             let n = iconst(k, group as i64, t);
-            let div = if acc.signed { "arith.divsi" } else { "arith.divui" };
+            let div = if acc.signed {
+                "arith.divsi"
+            } else {
+                "arith.divui"
+            };
             op(k, format!("{div} {folded}, {n} : {t}"))
         }
         Kind::L2 => op(k, format!("math.sqrt {folded} : {t}")),
@@ -302,7 +338,11 @@ fn lower_arg(k: &mut KernelCtx) -> Result<(), String> {
         return Err(format!("tsr.{m} does not accept element type {d}"));
     }
     let _ = crate::emit::kernel::elem(d)?;
-    let shape = if x.rank() == 0 { vec![1] } else { x.shape.clone() };
+    let shape = if x.rank() == 0 {
+        vec![1]
+    } else {
+        x.shape.clone()
+    };
     let axis = norm_axis(k.op.int("axis")?, shape.len())?;
     let last = k.op.int("select_last_index")? != 0;
     let (outer, len, inner) = (

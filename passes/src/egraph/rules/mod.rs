@@ -73,7 +73,7 @@ pub static GROUPS: &[RuleGroup] = &[RuleGroup {
 },
 RuleGroup {
     name: "recognize",
-    summary: "Decomposed GELU, SiLU/SwiGLU, RMSNorm, LayerNorm, Softmax and scaled-dot-product attention become one op each",
+    summary: "Decomposed GELU, SiLU/SwiGLU, RMSNorm, LayerNorm, Softmax, scaled-dot-product attention and rotate_half RoPE become one op each; attention drops repeated K/V heads and takes proven causal masks as is_causal",
     rules: recognize::rules,
 },
 RuleGroup {

@@ -39,7 +39,9 @@ pub fn rules() -> Vec<RuleDef> {
 fn candidates(m: u64, n: u64, k: u64, elem_bytes: f64) -> Vec<[u64; 3]> {
     let mut out: Vec<[u64; 3]> = Vec::new();
     for name in TargetDesc::BUILTIN {
-        let Some(t) = TargetDesc::builtin(name) else { continue };
+        let Some(t) = TargetDesc::builtin(name) else {
+            continue;
+        };
         for [mt, nt, kt] in op_cost::tile_candidates(&t, elem_bytes) {
             let c = [mt.min(m), nt.min(n), kt.min(k)];
             // A tile the size of the whole problem is no blocking at all.
@@ -53,7 +55,9 @@ fn candidates(m: u64, n: u64, k: u64, elem_bytes: f64) -> Vec<[u64; 3]> {
 
 fn tile(eg: &TsrEGraph, eclass: Id, vars: &Vars) -> Vec<Template> {
     let (a, b) = (eg.find(vars.get("?a")), eg.find(vars.get("?b")));
-    let Some(out) = eg[eclass].data.ty.as_ref() else { return Vec::new() };
+    let Some(out) = eg[eclass].data.ty.as_ref() else {
+        return Vec::new();
+    };
     let (Some(ta), Some(tb)) = (eg[a].data.ty.as_ref(), eg[b].data.ty.as_ref()) else {
         return Vec::new();
     };
@@ -63,7 +67,11 @@ fn tile(eg: &TsrEGraph, eclass: Id, vars: &Vars) -> Vec<Template> {
     let mut templates = Vec::new();
     for node in eg[eclass].nodes.iter() {
         let Some(op) = node.as_op() else { continue };
-        let attrs = op.attrs.as_ref().map(|s| s.attrs().clone()).unwrap_or_default();
+        let attrs = op
+            .attrs
+            .as_ref()
+            .map(|s| s.attrs().clone())
+            .unwrap_or_default();
         let is_product = matches!(op.kind.mnemonic(), "matmul" | "linear" | "gemm");
         if !is_product
             || op.result != 0
@@ -74,13 +82,22 @@ fn tile(eg: &TsrEGraph, eclass: Id, vars: &Vars) -> Vec<Template> {
         {
             continue;
         }
-        let Some(g) = op_cost::gemm_shape(op.kind, &attrs, ta, tb, out, 1) else { continue };
+        let Some(g) = op_cost::gemm_shape(op.kind, &attrs, ta, tb, out, 1) else {
+            continue;
+        };
         let (m, n, k) = (g.m as u64, g.n as u64, g.k as u64);
         for t in candidates(m, n, k, g.elem_bytes) {
             let mut with = attrs.clone();
-            with.insert(TILE_ATTR.into(), Attr::Ints(t.iter().map(|&x| x as i64).collect()));
+            with.insert(
+                TILE_ATTR.into(),
+                Attr::Ints(t.iter().map(|&x| x as i64).collect()),
+            );
             let mut tpl = Template::default();
-            let kids: Vec<Id> = op.children.iter().map(|&c| tpl.push(TNode::Class(c))).collect();
+            let kids: Vec<Id> = op
+                .children
+                .iter()
+                .map(|&c| tpl.push(TNode::Class(c)))
+                .collect();
             tpl.push(TNode::New(TsrLang::op(op.kind, AttrSet::new(with), kids)));
             templates.push(tpl);
         }
