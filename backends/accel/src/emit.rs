@@ -313,7 +313,7 @@ mod tests {
         let mut g = Graph::new("chain");
         let x = g.add_input("x", TensorType::fixed(&[m as i64, k as i64], DType::F32));
         let mut b = Builder::new(&mut g);
-        let mut op = |b: &mut Builder, kind: OpKind, xs: &[ValueId]| -> ValueId {
+        let op = |b: &mut Builder, kind: OpKind, xs: &[ValueId]| -> ValueId {
             b.op(
                 kind,
                 xs.iter().map(|&v| Some(v)).collect(),
@@ -323,7 +323,7 @@ mod tests {
             )
             .unwrap()[0]
         };
-        let mut weight = |b: &mut Builder, rows: usize, cols: usize, seed: u64| {
+        let weight = |b: &mut Builder, rows: usize, cols: usize, seed: u64| {
             let t = Tensor::f32(vec![rows, cols], values(rows * cols, seed));
             b.constant(&format!("w{seed}"), Arc::new(t), None)
         };
@@ -347,6 +347,9 @@ mod tests {
                 "{}",
                 p.asm()
             );
+            let notes = &p.segments().next().unwrap().notes;
+            let gemms = notes.iter().filter(|n| n.contains(": gemm ")).count();
+            assert_eq!(gemms, 3, "{notes:?}");
             let (_, reports) = p.run(std::slice::from_ref(&xs)).unwrap();
             assert_eq!(reports[0].unconsumed_tokens, 0, "every token is popped");
             let checks = p.differential(std::slice::from_ref(&xs)).unwrap();

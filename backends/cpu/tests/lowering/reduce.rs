@@ -2,8 +2,8 @@
 //! kind, axes sets (leading, trailing, interior, all, none), keepdims,
 //! integer and half types, 1 vs 2 threads bit-identical.
 
-mod common;
-use common::check;
+
+use crate::common::check;
 
 /// `tsr.<op>` over `x: tensor<shape x dt>` with constant `axes` (None: no
 /// axes operand).

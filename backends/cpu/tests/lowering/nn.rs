@@ -2,20 +2,20 @@
 //! against the reference interpreter: odd sizes, every axis, optional
 //! operands and outputs, 1 vs 2 threads bit-identical.
 
-mod common;
+
 
 /// `common::check`, first writing the emitted MLIR to `$TESSERA_DUMP_MLIR`
 /// when set (to debug a lowering with mlir-opt).
 fn check(text: &str) {
     if let Ok(path) = std::env::var("TESSERA_DUMP_MLIR") {
-        let g = common::graph(text);
+        let g = crate::common::graph(text);
         let env = std::collections::HashMap::new();
         match tessera_cpu::emit_mlir(&g, &env, &tessera_cpu::CpuOptions::default()) {
             Ok(e) => std::fs::write(path, e.mlir).expect("write the MLIR dump"),
             Err(e) => eprintln!("emit failed: {e}"),
         }
     }
-    common::check(text)
+    crate::common::check(text)
 }
 
 /// A graph of one op `%y = tsr.<op_text>` over the inputs `ins` (name, type).

@@ -1,8 +1,8 @@
 //! Data-movement lowerings against the reference interpreter: odd shapes,
 //! rank 0 and 1, several dtypes, negative steps and indices, every pad mode.
 
-mod common;
-use common::{check, graph, run_cpu};
+
+use crate::common::{check, graph, run_cpu};
 use tessera_ir::{DType, Tensor};
 
 /// A one-op graph: inputs `%x...` (given as `name: type`), constant operands

@@ -3,8 +3,8 @@
 //! semantics (cast rounding and saturation, integer division, remainders,
 //! shifts) on hand-picked inputs, some with hand-computed expected values.
 
-mod common;
-use common::{check, graph, run_cpu};
+
+use crate::common::{check, graph, run_cpu};
 use tessera_backend::compare::{compare, Tolerance};
 use tessera_ir::{DType, Tensor};
 

@@ -2,7 +2,7 @@
 //! interpreter with the same seeded random inputs and compare.
 
 use tessera_backend::compare::{compare, Tolerance};
-use tessera_backend::{Backend, Executable};
+use tessera_backend::Backend;
 use tessera_cpu::{Cpu, CpuOptions};
 use tessera_ir::{parse_graph, Graph, Tensor};
 

@@ -3,8 +3,8 @@
 //! round-half-to-even), float results within tolerance, 1 vs 2 threads
 //! identical.
 
-mod common;
-use common::check;
+
+use crate::common::check;
 
 /// A graph with inputs `ins`, constants `consts` (name, type, dense literal)
 /// and one op producing `outs`.

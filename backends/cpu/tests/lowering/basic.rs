@@ -1,8 +1,8 @@
 //! Each lowering against the reference interpreter on small graphs
 //! (broadcasting, odd sizes, every dtype the lowering accepts).
 
-mod common;
-use common::check;
+
+use crate::common::check;
 
 #[test]
 fn add_broadcasts() {
