@@ -3,7 +3,7 @@
 //! once per distinct set of input shapes and reuses the code afterwards.
 
 use crate::emit::{self, Emitted};
-use crate::{llvm, mlir, specialize, CompileStats, CpuOptions};
+use crate::{llvm, mlir, CompileStats, CpuOptions};
 use inkwell::context::Context;
 use inkwell::execution_engine::ExecutionEngine;
 use inkwell::module::Module;
@@ -335,10 +335,4 @@ impl Executable for CpuExecutable {
             })
             .collect()
     }
-}
-
-/// Specializes, emits and checks that `g` lowers, without running it.
-pub fn check_lowers(g: &Graph, env: &HashMap<String, i64>, opts: &CpuOptions) -> Result<(), Diagnostic> {
-    let sg = specialize::specialize(g, env)?;
-    emit::emit_module(&sg, &emit::EmitOptions { threads: opts.threads }).map(|_| ())
 }

@@ -68,6 +68,16 @@ impl CompileStats {
     }
 }
 
+/// How many threads kernels split their work for: the requested count or
+/// this machine's cores, whichever is larger. The thread count is a run-time
+/// argument of the compiled code (the library's `threads`), so the split must
+/// not assume fewer; running fewer threads than tasks only serializes tasks.
+/// Results never depend on it (no split changes a summation order).
+pub fn split_threads(requested: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    requested.max(cores).max(1)
+}
+
 /// The MLIR text of `g` specialized for `env`.
 pub fn emit_mlir(
     g: &Graph,
@@ -78,7 +88,7 @@ pub fn emit_mlir(
     emit::emit_module(
         &g,
         &emit::EmitOptions {
-            threads: opts.threads,
+            threads: split_threads(opts.threads),
         },
     )
 }
