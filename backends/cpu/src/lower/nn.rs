@@ -947,6 +947,25 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
         k.line(format!("{vz} = arith.constant dense<0.0> : {vt8}"));
     }
 
+    // The vector path: every row attends all keys (no causal frontier,
+    // window or short mask), f32, and any mask is a contiguous f32 row.
+    let full_range = !causal && left < 0 && right < 0 && !(mask.is_some() && mask_kv < total);
+    let vmask = match &mask {
+        None => true,
+        Some(m) => m.dtype == DType::F32 && mstrides[3] == 1,
+    };
+    let fast_w = (vec8 && full_range && vmask && cap.is_none() && d.head > 0)
+        .then(|| lane_width(total))
+        .flatten();
+    let kt_scratch = if fast_w.is_some() {
+        let ty = format!("memref<{}xf32>", d.batch * d.q_heads * d.head * total);
+        let n = op(k, format!("memref.alloc() : {ty}"));
+        freed.push((n.clone(), ty.clone()));
+        Some((n, ty))
+    } else {
+        None
+    };
+
     let p = par_open(k, &[d.batch, d.q_heads]);
     let (pb, ph) = (p[0].clone(), p[1].clone());
     let g = k.idx(group as i64);
@@ -963,6 +982,23 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     } else {
         None
     };
+
+    // K^T of this head, [head][total], so 'w' keys' scores accumulate in
+    // one vector while q[d] is broadcast.
+    let kt = kt_scratch.as_ref().map(|(km_t, ktt)| {
+        let tb = mad(k, &bh, d.head * total, None);
+        let j = for_range(k, total);
+        let krow = mad(k, &j, ksl.row, Some(&kbase));
+        let dd = for_range(k, d.head);
+        let ki = op(k, format!("arith.addi {krow}, {dd} : index"));
+        let v = op(k, format!("memref.load {}[{ki}] : {}", ksrc.0, ksrc.1));
+        let ti = mad(k, &dd, total, Some(&tb));
+        let ti = op(k, format!("arith.addi {ti}, {j} : index"));
+        k.line(format!("memref.store {v}, {km_t}[{ti}] : {ktt}"));
+        for_close(k, &[]);
+        for_close(k, &[]);
+        (km_t.clone(), ktt.clone(), tb)
+    });
 
     let i = for_range(k, d.q_seq);
     let qrow = mad(k, &i, ql.row, Some(&qbase));
@@ -994,53 +1030,74 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     }
     let mrow = mbase.as_ref().map(|mb| mad(k, &i, mstrides[2], Some(mb)));
 
-    // Scores and their maximum.
-    let (j, a, r) = for_open(k, &lo, &hi, 1, &[(&ninf, ct)]);
-    let krow = mad(k, &j, ksl.row, Some(&kbase));
-    let dot = dot_product(
-        k,
-        (&qm, &qt),
-        &qrow,
-        (&ksrc.0, &ksrc.1),
-        &krow,
-        d.head,
-        dt,
-        vec8,
-    );
-    let mut sc = op(k, format!("arith.mulf {dot}, {scale_c} : {ct}"));
-    if let Some(c) = &cap {
-        let t = op(k, format!("arith.divf {sc}, {c} : {ct}"));
-        let t = op(k, format!("math.tanh {t} : {ct}"));
-        sc = op(k, format!("arith.mulf {t}, {c} : {ct}"));
-    }
-    if let (Some((mm, mt)), Some(mr), Some(m)) = (&mflat, &mrow, &mask) {
-        let mi = mad(k, &j, mstrides[3], Some(mr));
-        if m.dtype == DType::Bool {
-            let b = op(k, format!("memref.load {mm}[{mi}] : {mt}"));
-            sc = op(k, format!("arith.select {b}, {sc}, {ninf} : {ct}"));
-        } else {
-            let b = load_as(k, mm, mt, &mi, m.dtype, ct);
-            sc = op(k, format!("arith.addf {sc}, {b} : {ct}"));
+    let sum = if let (Some(w), Some(kt)) = (fast_w, &kt) {
+        let sv = VecScores {
+            w,
+            total,
+            head: d.head,
+            q: (&qm, &qt),
+            qrow: &qrow,
+            kt: (&kt.0, &kt.1),
+            kt_base: &kt.2,
+            mask: mflat
+                .as_ref()
+                .zip(mrow.as_ref())
+                .map(|((mm, mt), mr)| (mm.as_str(), mt.as_str(), mr.as_str())),
+            scores: (&scores, &scores_ty),
+            sbase: &sbase,
+            scale: &scale_c,
+        };
+        vec_softmax_row(k, &sv)
+    } else {
+        // Scores and their maximum.
+        let (j, a, r) = for_open(k, &lo, &hi, 1, &[(&ninf, ct)]);
+        let krow = mad(k, &j, ksl.row, Some(&kbase));
+        let dot = dot_product(
+            k,
+            (&qm, &qt),
+            &qrow,
+            (&ksrc.0, &ksrc.1),
+            &krow,
+            d.head,
+            dt,
+            vec8,
+        );
+        let mut sc = op(k, format!("arith.mulf {dot}, {scale_c} : {ct}"));
+        if let Some(c) = &cap {
+            let t = op(k, format!("arith.divf {sc}, {c} : {ct}"));
+            let t = op(k, format!("math.tanh {t} : {ct}"));
+            sc = op(k, format!("arith.mulf {t}, {c} : {ct}"));
         }
-    }
-    let si = op(k, format!("arith.addi {sbase}, {j} : index"));
-    k.line(format!("memref.store {sc}, {scores}[{si}] : {scores_ty}"));
-    let m = op(k, format!("arith.maxnumf {}, {sc} : {ct}", a[0]));
-    for_close(k, &[(&m, ct)]);
-    // A row with every key masked attends nothing: zeros, as the reference.
-    let none = op(k, format!("arith.cmpf oeq, {}, {ninf} : {ct}", r[0]));
-    let max = op(k, format!("arith.select {none}, {zero}, {} : {ct}", r[0]));
+        if let (Some((mm, mt)), Some(mr), Some(m)) = (&mflat, &mrow, &mask) {
+            let mi = mad(k, &j, mstrides[3], Some(mr));
+            if m.dtype == DType::Bool {
+                let b = op(k, format!("memref.load {mm}[{mi}] : {mt}"));
+                sc = op(k, format!("arith.select {b}, {sc}, {ninf} : {ct}"));
+            } else {
+                let b = load_as(k, mm, mt, &mi, m.dtype, ct);
+                sc = op(k, format!("arith.addf {sc}, {b} : {ct}"));
+            }
+        }
+        let si = op(k, format!("arith.addi {sbase}, {j} : index"));
+        k.line(format!("memref.store {sc}, {scores}[{si}] : {scores_ty}"));
+        let m = op(k, format!("arith.maxnumf {}, {sc} : {ct}", a[0]));
+        for_close(k, &[(&m, ct)]);
+        // A row with every key masked attends nothing: zeros, as the reference.
+        let none = op(k, format!("arith.cmpf oeq, {}, {ninf} : {ct}", r[0]));
+        let max = op(k, format!("arith.select {none}, {zero}, {} : {ct}", r[0]));
 
-    let (j, a, r) = for_open(k, &lo, &hi, 1, &[(&zero, ct)]);
-    let si = op(k, format!("arith.addi {sbase}, {j} : index"));
-    let s = op(k, format!("memref.load {scores}[{si}] : {scores_ty}"));
-    let t = op(k, format!("arith.subf {s}, {max} : {ct}"));
-    let e = op(k, format!("math.exp {t} : {ct}"));
-    k.line(format!("memref.store {e}, {scores}[{si}] : {scores_ty}"));
-    let acc = op(k, format!("arith.addf {}, {e} : {ct}", a[0]));
-    for_close(k, &[(&acc, ct)]);
-    let empty = op(k, format!("arith.cmpf oeq, {}, {zero} : {ct}", r[0]));
-    let recip = op(k, format!("arith.divf {one}, {} : {ct}", r[0]));
+        let (j, a, r) = for_open(k, &lo, &hi, 1, &[(&zero, ct)]);
+        let si = op(k, format!("arith.addi {sbase}, {j} : index"));
+        let s = op(k, format!("memref.load {scores}[{si}] : {scores_ty}"));
+        let t = op(k, format!("arith.subf {s}, {max} : {ct}"));
+        let e = op(k, format!("math.exp {t} : {ct}"));
+        k.line(format!("memref.store {e}, {scores}[{si}] : {scores_ty}"));
+        let acc = op(k, format!("arith.addf {}, {e} : {ct}", a[0]));
+        for_close(k, &[(&acc, ct)]);
+        r[0].clone()
+    };
+    let empty = op(k, format!("arith.cmpf oeq, {sum}, {zero} : {ct}"));
+    let recip = op(k, format!("arith.divf {one}, {sum} : {ct}"));
     let mut inv = op(k, format!("arith.select {empty}, {zero}, {recip} : {ct}"));
     if is_half(dt) {
         let e = crate::emit::kernel::elem(dt)?;
@@ -1055,10 +1112,13 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
         inv = one.clone();
     }
 
-    // y = (sum_j e_j v_j) / sum, one chunk of the head at a time.
-    if vec8 && d.v_head.is_multiple_of(8) {
+    // y = (sum_j e_j v_j) / sum, one chunk of the head at a time; wide
+    // chunks give the FMA units independent accumulator chains.
+    if let Some(w) = vec8.then(|| lane_width(d.v_head)).flatten() {
+        let vt8 = &format!("vector<{w}xf32>");
+        let vz = &op(k, format!("arith.constant dense<0.0> : {vt8}"));
         let (c0, cv) = (k.idx(0), k.idx(d.v_head as i64));
-        let (dc, _, _) = for_open(k, &c0, &cv, 8, &[]);
+        let (dc, _, _) = for_open(k, &c0, &cv, w, &[]);
         let (j, a, r) = for_open(k, &lo, &hi, 1, &[(vz, vt8)]);
         let si = op(k, format!("arith.addi {sbase}, {j} : index"));
         let s = op(k, format!("memref.load {scores}[{si}] : {scores_ty}"));
@@ -1097,6 +1157,148 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
         k.line(format!("memref.dealloc {n} : {ty}"));
     }
     Ok(())
+}
+
+/// The widest vector (64, 32, 16 or 8 lanes) that tiles `n` f32 elements.
+fn lane_width(n: usize) -> Option<usize> {
+    [64, 32, 16, 8]
+        .into_iter()
+        .find(|&w| n > 0 && n.is_multiple_of(w))
+}
+
+/// One query row of the vector attention path.
+struct VecScores<'a> {
+    /// Keys per vector (divides `total`).
+    w: usize,
+    total: usize,
+    head: usize,
+    q: (&'a str, &'a str),
+    qrow: &'a str,
+    /// K^T of the head, `[head][total]`, starting at `kt_base`.
+    kt: (&'a str, &'a str),
+    kt_base: &'a str,
+    /// An additive f32 mask row (memref, type, row start), contiguous.
+    mask: Option<(&'a str, &'a str, &'a str)>,
+    scores: (&'a str, &'a str),
+    sbase: &'a str,
+    scale: &'a str,
+}
+
+/// Writes the row's unnormalized probabilities `exp(s_j - max)` into the
+/// scores scratch and returns their sum. Each score is a sequential sum over
+/// the head dimension; the max and the sum run over `w` lanes then reduce
+/// the lanes in a fixed order, so the result does not depend on threads.
+fn vec_softmax_row(k: &mut KernelCtx, r: &VecScores) -> String {
+    let vt = format!("vector<{}xf32>", r.w);
+    let vty = vt.as_str();
+    let (sm, st) = r.scores;
+    let bc = |k: &mut KernelCtx, x: &str| op(k, format!("vector.broadcast {x} : f32 to {vty}"));
+    let zero = fconst(k, 0.0, "f32");
+    let vzero = bc(k, &zero);
+    let ninf = fconst(k, f64::NEG_INFINITY, "f32");
+    let vninf = bc(k, &ninf);
+    let vscale = bc(k, r.scale);
+    let (c0, ctot, chead) = (k.idx(0), k.idx(r.total as i64), k.idx(r.head as i64));
+
+    let (jb, a, mx) = for_open(k, &c0, &ctot, r.w, &[(&vninf, vty)]);
+    let (dd, acc, dot) = for_open(k, &c0, &chead, 1, &[(&vzero, vty)]);
+    let qi = op(k, format!("arith.addi {}, {dd} : index", r.qrow));
+    let qv = op(k, format!("memref.load {}[{qi}] : {}", r.q.0, r.q.1));
+    let qb = bc(k, &qv);
+    let ti = mad(k, &dd, r.total, Some(r.kt_base));
+    let ti = op(k, format!("arith.addi {ti}, {jb} : index"));
+    let kv = op(
+        k,
+        format!("vector.load {}[{ti}] : {}, {vty}", r.kt.0, r.kt.1),
+    );
+    let nacc = op(k, format!("vector.fma {qb}, {kv}, {} : {vty}", acc[0]));
+    for_close(k, &[(&nacc, vty)]);
+    let mut sc = op(k, format!("arith.mulf {}, {vscale} : {vty}", dot[0]));
+    if let Some((mm, mt, mr)) = r.mask {
+        let mi = op(k, format!("arith.addi {mr}, {jb} : index"));
+        let mv = op(k, format!("vector.load {mm}[{mi}] : {mt}, {vty}"));
+        sc = op(k, format!("arith.addf {sc}, {mv} : {vty}"));
+    }
+    let si = op(k, format!("arith.addi {}, {jb} : index", r.sbase));
+    k.line(format!("vector.store {sc}, {sm}[{si}] : {st}, {vty}"));
+    let m = op(k, format!("arith.maxnumf {}, {sc} : {vty}", a[0]));
+    for_close(k, &[(&m, vty)]);
+    let rmax = op(
+        k,
+        format!("vector.reduction <maxnumf>, {} : {vty} into f32", mx[0]),
+    );
+    // A row with every key masked attends nothing: zeros, as the reference.
+    let none = op(k, format!("arith.cmpf oeq, {rmax}, {ninf} : f32"));
+    let max = op(k, format!("arith.select {none}, {zero}, {rmax} : f32"));
+    let vmax = bc(k, &max);
+
+    let (jb, a, sum) = for_open(k, &c0, &ctot, r.w, &[(&vzero, vty)]);
+    let si = op(k, format!("arith.addi {}, {jb} : index", r.sbase));
+    let s = op(k, format!("vector.load {sm}[{si}] : {st}, {vty}"));
+    let t = op(k, format!("arith.subf {s}, {vmax} : {vty}"));
+    let e = vec_exp(k, &t, r.w);
+    k.line(format!("vector.store {e}, {sm}[{si}] : {st}, {vty}"));
+    let acc = op(k, format!("arith.addf {}, {e} : {vty}", a[0]));
+    for_close(k, &[(&acc, vty)]);
+    op(
+        k,
+        format!("vector.reduction <add>, {} : {vty} into f32", sum[0]),
+    )
+}
+
+/// `exp(x)` on `vector<w x f32>` without libm: Cephes' expf (range
+/// reduction by ln 2 in two parts, degree-5 polynomial, exponent by bit
+/// construction), within about 1 ulp. Inputs below ln(FLT_MIN) give 0,
+/// which keeps -inf (masked keys) exact.
+fn vec_exp(k: &mut KernelCtx, x: &str, w: usize) -> String {
+    let vt = format!("vector<{w}xf32>");
+    let it = format!("vector<{w}xi32>");
+    let c = |k: &mut KernelCtx, v: f64| {
+        let s = fconst(k, v, "f32");
+        op(k, format!("vector.broadcast {s} : f32 to {vt}"))
+    };
+    let (lo, hi) = (c(k, -87.336_544_750_553_1), c(k, 88.376_262_664_794_9));
+    let xc = op(k, format!("arith.minnumf {x}, {hi} : {vt}"));
+    let xc = op(k, format!("arith.maxnumf {xc}, {lo} : {vt}"));
+    let (log2e, half) = (c(k, std::f64::consts::LOG2_E), c(k, 0.5));
+    let n = op(k, format!("math.fma {xc}, {log2e}, {half} : {vt}"));
+    let n = op(k, format!("math.floor {n} : {vt}"));
+    let (l2hi, l2lo) = (c(k, -0.693_359_375), c(k, 2.121_944_4e-4));
+    let r = op(k, format!("math.fma {n}, {l2hi}, {xc} : {vt}"));
+    let r = op(k, format!("math.fma {n}, {l2lo}, {r} : {vt}"));
+    let coeffs = [
+        1.987_569_150_0e-4,
+        1.398_199_950_7e-3,
+        8.333_451_907_3e-3,
+        4.166_579_589_4e-2,
+        1.666_666_545_9e-1,
+        5.000_000_120_1e-1,
+    ];
+    let mut p = c(k, coeffs[0]);
+    for &cf in &coeffs[1..] {
+        let cv = c(k, cf);
+        p = op(k, format!("math.fma {p}, {r}, {cv} : {vt}"));
+    }
+    let r2 = op(k, format!("arith.mulf {r}, {r} : {vt}"));
+    let y = op(k, format!("math.fma {p}, {r2}, {r} : {vt}"));
+    let one = c(k, 1.0);
+    let y = op(k, format!("arith.addf {y}, {one} : {vt}"));
+    let ni = op(k, format!("arith.fptosi {n} : {vt} to {it}"));
+    let bias = op(k, format!("arith.constant dense<127> : {it}"));
+    let sh = op(k, format!("arith.constant dense<23> : {it}"));
+    let ni = op(k, format!("arith.addi {ni}, {bias} : {it}"));
+    let ni = op(k, format!("arith.shli {ni}, {sh} : {it}"));
+    let pw = op(k, format!("arith.bitcast {ni} : {it} to {vt}"));
+    let res = op(k, format!("arith.mulf {y}, {pw} : {vt}"));
+    let under = op(k, format!("arith.cmpf olt, {x}, {lo} : {vt}"));
+    let zero = op(k, format!("arith.constant dense<0.0> : {vt}"));
+    op(
+        k,
+        format!(
+            "arith.select {under}, {zero}, {res} : {vector_i1}, {vt}",
+            vector_i1 = format!("vector<{w}xi1>")
+        ),
+    )
 }
 
 /// `sum_d a[ar + d] * b[br + d]` over `n` elements, in a fixed order:
