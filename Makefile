@@ -95,7 +95,7 @@ test: setup
 	mkdir -p target
 	log=target/make-test.log
 	status=0
-	cargo test --release --workspace 2>&1 | tee "$$log" || status=$$?
+	cargo test --release --workspace --no-fail-fast 2>&1 | tee "$$log" || status=$$?
 	echo
 	echo "==================== test summary ===================="
 	(grep -E '^test result:' "$$log" || true) | awk '{ for (i = 1; i <= NF; i++) { \

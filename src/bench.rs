@@ -12,7 +12,8 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, String> {
     let compiled = driver::compile(&a.opts, true)?;
     let g = &compiled.optimized;
     let inputs = if a.inputs.is_empty() {
-        let env = tessera_cpu::specialize::env_from_dims(g, &a.opts.dims).map_err(|e| e.to_string())?;
+        let env =
+            tessera_cpu::specialize::env_from_dims(g, &a.opts.dims).map_err(|e| e.to_string())?;
         tessera_reference::diff::random_inputs(g, 1, &env)?
     } else {
         runner::read_inputs(g, &a.inputs)?

@@ -176,7 +176,17 @@ pub fn cpu_options(opts: &CompileOptions) -> tessera_cpu::CpuOptions {
             .model
             .file_stem()
             .and_then(|s| s.to_str())
-            .map(|s| if s == "model" { opts.model.parent().and_then(|p| p.file_name()).and_then(|p| p.to_str()).unwrap_or(s) } else { s })
+            .map(|s| {
+                if s == "model" {
+                    opts.model
+                        .parent()
+                        .and_then(|p| p.file_name())
+                        .and_then(|p| p.to_str())
+                        .unwrap_or(s)
+                } else {
+                    s
+                }
+            })
             .unwrap_or("model")
             .to_string(),
     }
@@ -188,7 +198,10 @@ pub fn backend(opts: &CompileOptions) -> Result<Box<dyn Backend>, String> {
         Target::Cpu => Box::new(tessera_cpu::Cpu {
             opts: cpu_options(opts),
         }),
-        Target::Accel => Box::new(tessera_accel::Accel::from_options(&opts.accel_config, &opts.dims)?),
+        Target::Accel => Box::new(tessera_accel::Accel::from_options(
+            &opts.accel_config,
+            &opts.dims,
+        )?),
         t => Box::new(Pending(t.name())),
     })
 }

@@ -92,8 +92,9 @@ fn compile(a: CompileArgs) -> Result<ExitCode, String> {
                 .as_ref()
                 .filter(|p| p.as_os_str() != "-")
                 .ok_or("--emit lib writes a directory: give it with -o DIR")?;
-            let files = tessera_cpu::library::write_library(graph, &driver::cpu_options(&a.opts), dir)
-                .map_err(|e| e.to_string())?;
+            let files =
+                tessera_cpu::library::write_library(graph, &driver::cpu_options(&a.opts), dir)
+                    .map_err(|e| e.to_string())?;
             println!(
                 "wrote {}, {} and {}",
                 files.library.display(),
@@ -130,7 +131,11 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     let elapsed = start.elapsed();
     if a.opts.timing {
         let mut t = compiled.timings;
-        t.add(format!("run on {}", a.opts.target.name()), elapsed, "first run: includes compilation");
+        t.add(
+            format!("run on {}", a.opts.target.name()),
+            elapsed,
+            "first run: includes compilation",
+        );
         for (name, secs, note) in rows {
             t.add(name, std::time::Duration::from_secs_f64(secs), note);
         }

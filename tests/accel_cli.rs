@@ -29,7 +29,10 @@ const BERT: &str = "tests/models/bert_legacy_op17";
 fn emit_asm_lists_host_ops_and_segments() {
     let model = path(&format!("{BERT}/model.onnx"));
     let o = tessera(
-        &["compile", &model, "--target", "accel", "--emit", "asm", "--dim", "batch=1", "--dim", "seq=16"],
+        &[
+            "compile", &model, "--target", "accel", "--emit", "asm", "--dim", "batch=1", "--dim",
+            "seq=16",
+        ],
         &[],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));

@@ -30,7 +30,11 @@ fn c_type(d: DType) -> &'static str {
 /// A C program that reads raw inputs from `argv[1]/inK.bin`, calls the
 /// library's entry point through the generated header, and writes
 /// `argv[1]/outK.bin`.
-fn c_program(name: &str, inputs: &[(String, Tensor)], outputs: &[(String, DType, usize)]) -> String {
+fn c_program(
+    name: &str,
+    inputs: &[(String, Tensor)],
+    outputs: &[(String, DType, usize)],
+) -> String {
     let upper = name.to_ascii_uppercase();
     let mut c = format!(
         "#include \"{name}.h\"\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n\n\
@@ -143,7 +147,11 @@ fn c_program_links_the_library_and_matches_onnxruntime() {
         std::fs::write(io.join(format!("in{i}.bin")), t.to_bytes()).unwrap();
     }
     for threads in ["1", "2"] {
-        let run = Command::new(&exe).arg(&io).arg(threads).output().expect("runs");
+        let run = Command::new(&exe)
+            .arg(&io)
+            .arg(threads)
+            .output()
+            .expect("runs");
         assert!(
             run.status.success(),
             "the C program failed:\n{}",

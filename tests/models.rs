@@ -80,7 +80,11 @@ enum Runtime {
     Cpu { threads: usize },
 }
 
-fn run_on(rt: Runtime, g: &tessera_ir::Graph, inputs: &[tessera_ir::Tensor]) -> Result<Vec<tessera_ir::Tensor>, String> {
+fn run_on(
+    rt: Runtime,
+    g: &tessera_ir::Graph,
+    inputs: &[tessera_ir::Tensor],
+) -> Result<Vec<tessera_ir::Tensor>, String> {
     match rt {
         Runtime::Ref => tessera_reference::run(g, inputs).map_err(|e| e.to_string()),
         Runtime::Cpu { threads } => {

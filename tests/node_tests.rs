@@ -173,7 +173,9 @@ fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(String, Tensor)>, String> {
 /// Runs `g` on `target`. A missing cpu lowering is `unsupported`.
 fn run_on(target: &str, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, Outcome> {
     match target {
-        "ref" => tessera_reference::run(g, inputs).map_err(|e| Outcome::new("run-error", e.to_string())),
+        "ref" => {
+            tessera_reference::run(g, inputs).map_err(|e| Outcome::new("run-error", e.to_string()))
+        }
         "cpu" => {
             let cpu = tessera_cpu::Cpu {
                 opts: tessera_cpu::CpuOptions::default(),
@@ -206,15 +208,19 @@ fn run_case(case: &Case, targets: &[&str]) -> Vec<Outcome> {
     let g = match tessera_frontend::import_model(case.dir.join("model.onnx")) {
         Ok(g) => g,
         Err(e) if e.is_unsupported() => {
-            return vec![Outcome::new("unsupported", e.unsupported_op_types().join(" ")); targets.len()]
+            return vec![
+                Outcome::new("unsupported", e.unsupported_op_types().join(" "));
+                targets.len()
+            ]
         }
         Err(e) => return vec![Outcome::new("invalid", e.to_string()); targets.len()],
     };
     targets
         .iter()
         .map(|t| {
-            catch_unwind(AssertUnwindSafe(|| run_case_on(case, &g, t)))
-                .unwrap_or_else(|p| Outcome::new("run-error", format!("panic: {}", panic_text(&*p))))
+            catch_unwind(AssertUnwindSafe(|| run_case_on(case, &g, t))).unwrap_or_else(|p| {
+                Outcome::new("run-error", format!("panic: {}", panic_text(&*p)))
+            })
         })
         .collect()
 }
@@ -284,9 +290,12 @@ fn run_all(cases: &[Case], targets: &[&str]) -> Vec<Vec<Outcome>> {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(case) = cases.get(i) else { break };
-                let outcome =
-                    catch_unwind(AssertUnwindSafe(|| run_case(case, targets))).unwrap_or_else(|p| {
-                        vec![Outcome::new("run-error", format!("panic: {}", panic_text(&*p))); targets.len()]
+                let outcome = catch_unwind(AssertUnwindSafe(|| run_case(case, targets)))
+                    .unwrap_or_else(|p| {
+                        vec![
+                            Outcome::new("run-error", format!("panic: {}", panic_text(&*p)));
+                            targets.len()
+                        ]
                     });
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
             });
@@ -358,8 +367,8 @@ fn write_status_file(path: &Path, title: &str, cases: &[Case], outcomes: &[Vec<O
                 .zip(per_target)
                 .filter(|(_, o)| o.category != "pass")
                 .collect();
-            let same = failing.len() == TARGETS.len()
-                && failing.iter().all(|(_, o)| *o == failing[0].1);
+            let same =
+                failing.len() == TARGETS.len() && failing.iter().all(|(_, o)| *o == failing[0].1);
             let with_reason = |o: &Outcome| match reason_for(&c.name) {
                 Some(r) => format!("{r} ({})", o.detail),
                 None => o.detail.clone(),
@@ -401,10 +410,24 @@ fn summary(title: &str, targets: &[&str], cases: &[Case], outcomes: &[Vec<Outcom
     use std::fmt::Write;
     let mut out = String::new();
     writeln!(out, "\n==================== {title} ====================").unwrap();
-    writeln!(out, "  {:<12} {}", "", targets.iter().map(|t| format!("{t:>6}")).collect::<String>()).unwrap();
+    writeln!(
+        out,
+        "  {:<12} {}",
+        "",
+        targets
+            .iter()
+            .map(|t| format!("{t:>6}"))
+            .collect::<String>()
+    )
+    .unwrap();
     for cat in CATEGORIES {
         let row: String = (0..targets.len())
-            .map(|t| format!("{:>6}", outcomes.iter().filter(|o| o[t].category == *cat).count()))
+            .map(|t| {
+                format!(
+                    "{:>6}",
+                    outcomes.iter().filter(|o| o[t].category == *cat).count()
+                )
+            })
             .collect();
         writeln!(out, "  {cat:<12} {row}").unwrap();
     }
@@ -421,15 +444,30 @@ fn summary(title: &str, targets: &[&str], cases: &[Case], outcomes: &[Vec<Outcom
             .map(|(c, o)| format!("{} ({})", c.name, o[t].category))
             .collect();
         if !failing.is_empty() && failing.len() <= 40 {
-            writeln!(out, "transformer-family tests not passing on {target} ({}):", failing.len()).unwrap();
+            writeln!(
+                out,
+                "transformer-family tests not passing on {target} ({}):",
+                failing.len()
+            )
+            .unwrap();
             for chunk in failing.chunks(4) {
                 writeln!(out, "  {}", chunk.join(", ")).unwrap();
             }
         } else if !failing.is_empty() {
-            writeln!(out, "transformer-family tests not passing on {target}: {}", failing.len()).unwrap();
+            writeln!(
+                out,
+                "transformer-family tests not passing on {target}: {}",
+                failing.len()
+            )
+            .unwrap();
         }
         let passed = outcomes.iter().filter(|o| o[t].category == "pass").count();
-        writeln!(out, "{label} ({target}): {passed} passed, {} failed", outcomes.len() - passed).unwrap();
+        writeln!(
+            out,
+            "{label} ({target}): {passed} passed, {} failed",
+            outcomes.len() - passed
+        )
+        .unwrap();
     }
     out
 }
@@ -500,7 +538,9 @@ fn check_suite(title: &str, root: &Path, status_file: &str) {
     print!("{text}");
     let file = repo_root().join(format!(
         "target/conformance-{}.txt",
-        status_file.trim_start_matches("tests/").trim_end_matches(".status")
+        status_file
+            .trim_start_matches("tests/")
+            .trim_end_matches(".status")
     ));
     let _ = std::fs::write(file, text);
     let status_path = repo_root().join(status_file);
@@ -512,7 +552,9 @@ fn check_suite(title: &str, root: &Path, status_file: &str) {
     let (columns, recorded) = read_status_file(&status_path);
     let mut drift = Vec::new();
     if columns != TARGETS {
-        drift.push(format!("  the file's columns are {columns:?}, the targets {TARGETS:?}"));
+        drift.push(format!(
+            "  the file's columns are {columns:?}, the targets {TARGETS:?}"
+        ));
     }
     for (c, o) in cases.iter().zip(&outcomes) {
         match recorded.get(&c.name) {

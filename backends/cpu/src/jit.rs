@@ -19,7 +19,11 @@ pub enum Lowered<'ctx> {
     /// The module in the LLVM dialect, as text.
     MlirText(String),
     /// Optimized LLVM IR, its target machine and per-phase times.
-    Module(Module<'ctx>, TargetMachine, Vec<(&'static str, std::time::Duration)>),
+    Module(
+        Module<'ctx>,
+        TargetMachine,
+        Vec<(&'static str, std::time::Duration)>,
+    ),
 }
 
 /// Symbol of the packed entry: `void tsr_run_packed(u8** buffers, i32 threads)`
@@ -35,13 +39,15 @@ pub fn add_packed_entry(module: &Module, buffers: usize) -> Result<(), String> {
     let main = module
         .get_function("tsr_main")
         .ok_or("internal error: the module has no tsr_main")?;
-    let set_threads = module.get_function("omp_set_num_threads").unwrap_or_else(|| {
-        module.add_function(
-            "omp_set_num_threads",
-            ctx.void_type().fn_type(&[i32t.into()], false),
-            None,
-        )
-    });
+    let set_threads = module
+        .get_function("omp_set_num_threads")
+        .unwrap_or_else(|| {
+            module.add_function(
+                "omp_set_num_threads",
+                ctx.void_type().fn_type(&[i32t.into()], false),
+                None,
+            )
+        });
     let f = module.add_function(
         PACKED,
         ctx.void_type().fn_type(&[ptr.into(), i32t.into()], false),
@@ -52,7 +58,8 @@ pub fn add_packed_entry(module: &Module, buffers: usize) -> Result<(), String> {
     let err = |e: inkwell::builder::BuilderError| format!("internal error: {e}");
     let array = f.get_nth_param(0).unwrap().into_pointer_value();
     let threads = f.get_nth_param(1).unwrap();
-    b.build_call(set_threads, &[threads.into()], "").map_err(err)?;
+    b.build_call(set_threads, &[threads.into()], "")
+        .map_err(err)?;
     let mut args = Vec::new();
     for i in 0..buffers {
         // SAFETY: the index is within the array the caller passes.
@@ -138,7 +145,12 @@ fn load(g: &Graph, env: &HashMap<String, i64>, opts: &CpuOptions) -> Result<Load
         arena_bytes: emitted.plan.arena_bytes,
         unshared_bytes: emitted.plan.unshared_bytes,
         weights_bytes: emitted.weights.len(),
-        io_bytes: emitted.inputs.iter().chain(&emitted.outputs).map(|d| d.bytes).sum(),
+        io_bytes: emitted
+            .inputs
+            .iter()
+            .chain(&emitted.outputs)
+            .map(|d| d.bytes)
+            .sum(),
         phases,
     };
     Ok(Loaded {

@@ -99,7 +99,14 @@ impl Backend for Cpu {
     }
 
     fn stages(&self) -> &'static [Stage] {
-        &[Stage::Mlir, Stage::MlirLlvm, Stage::Llvm, Stage::Asm, Stage::Obj, Stage::Lib]
+        &[
+            Stage::Mlir,
+            Stage::MlirLlvm,
+            Stage::Llvm,
+            Stage::Asm,
+            Stage::Obj,
+            Stage::Lib,
+        ]
     }
 
     fn emit(&self, graph: &Graph, stage: Stage) -> Result<Artifact, Diagnostic> {
@@ -133,6 +140,9 @@ impl Backend for Cpu {
     }
 
     fn prepare(&self, graph: &Graph) -> Result<Box<dyn Executable>, Diagnostic> {
-        Ok(Box::new(jit::CpuExecutable::new(graph.clone(), self.opts.clone())))
+        Ok(Box::new(jit::CpuExecutable::new(
+            graph.clone(),
+            self.opts.clone(),
+        )))
     }
 }

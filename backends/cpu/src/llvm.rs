@@ -32,15 +32,12 @@ impl TargetOptions {
     pub fn resolve(&self) -> ResolvedTarget {
         let host = self.triple.is_none();
         ResolvedTarget {
-            triple: self
-                .triple
-                .clone()
-                .unwrap_or_else(|| {
-                    TargetMachine::get_default_triple()
-                        .as_str()
-                        .to_string_lossy()
-                        .into_owned()
-                }),
+            triple: self.triple.clone().unwrap_or_else(|| {
+                TargetMachine::get_default_triple()
+                    .as_str()
+                    .to_string_lossy()
+                    .into_owned()
+            }),
             cpu: self.cpu.clone().unwrap_or_else(|| {
                 if host {
                     TargetMachine::get_host_cpu_name().to_string()
@@ -151,9 +148,11 @@ pub fn load_openmp() -> Result<(), String> {
                     return Ok(());
                 }
             }
-            Err("the OpenMP runtime (libomp) is missing: install libomp-19-dev \
+            Err(
+                "the OpenMP runtime (libomp) is missing: install libomp-19-dev \
                  (`make setup` does)"
-                .into())
+                    .into(),
+            )
         })
         .clone()
 }
@@ -183,4 +182,3 @@ impl<'ctx> Jit<'ctx> {
             .map_err(|e| format!("internal error: JIT symbol '{name}': {e}"))
     }
 }
-

@@ -102,7 +102,10 @@ pub fn check_static(g: &Graph) -> Result<(), Diagnostic> {
 
 /// The symbols of the graph inputs, bound from `--dim name=N` pairs. Missing
 /// ones are an error listing them.
-pub fn env_from_dims(g: &Graph, dims: &[(String, i64)]) -> Result<HashMap<String, i64>, Diagnostic> {
+pub fn env_from_dims(
+    g: &Graph,
+    dims: &[(String, i64)],
+) -> Result<HashMap<String, i64>, Diagnostic> {
     let env: HashMap<String, i64> = dims.iter().cloned().collect();
     let mut missing = Vec::new();
     for v in &g.inputs {

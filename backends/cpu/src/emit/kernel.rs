@@ -24,7 +24,11 @@ pub fn elem(d: DType) -> Result<&'static str, String> {
         DType::I16 | DType::U16 => "i16",
         DType::I8 | DType::U8 => "i8",
         DType::Bool => "i1",
-        other => return Err(format!("element type {other} is not supported by the cpu target")),
+        other => {
+            return Err(format!(
+                "element type {other} is not supported by the cpu target"
+            ))
+        }
     })
 }
 

@@ -85,14 +85,20 @@ pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic>
         lower::lower(&mut k).map_err(|e| op_error(op, e))?;
         let mut args = Vec::new();
         for b in k.used_operands() {
-            args.push(KernelArg::Value(b.value.expect("operands are graph values"), b.ty.clone()));
+            args.push(KernelArg::Value(
+                b.value.expect("operands are graph values"),
+                b.ty.clone(),
+            ));
         }
         for (j, d) in k.derived.iter().enumerate() {
             args.push(KernelArg::Derived(derived.len(), j, d.buf.ty.clone()));
         }
         derived.push(k.derived.iter().map(|d| d.tensor.clone()).collect());
         for b in k.passed_results() {
-            args.push(KernelArg::Value(b.value.expect("results are graph values"), b.ty.clone()));
+            args.push(KernelArg::Value(
+                b.value.expect("results are graph values"),
+                b.ty.clone(),
+            ));
         }
         kernels.push((i, k.finish(), args));
     }
@@ -130,7 +136,9 @@ pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic>
     for v in needed {
         let Some(t) = consts(v) else { continue };
         if t.dtype == DType::Str {
-            return Err(Diagnostic::new("string tensors are not supported by the cpu target"));
+            return Err(Diagnostic::new(
+                "string tensors are not supported by the cpu target",
+            ));
         }
         align_blob(&mut weights);
         const_offset.insert(v, weights.len());
@@ -159,9 +167,19 @@ pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic>
     let inputs: Vec<IoDesc> = g
         .inputs
         .iter()
-        .map(|v| io(g, g.values[v.0 as usize].name.clone().unwrap_or_default(), *v))
+        .map(|v| {
+            io(
+                g,
+                g.values[v.0 as usize].name.clone().unwrap_or_default(),
+                *v,
+            )
+        })
         .collect();
-    let outputs: Vec<IoDesc> = g.outputs.iter().map(|(n, v)| io(g, n.clone(), *v)).collect();
+    let outputs: Vec<IoDesc> = g
+        .outputs
+        .iter()
+        .map(|(n, v)| io(g, n.clone(), *v))
+        .collect();
 
     let mut m = String::from("module {\n");
     for f in helpers.funcs.values() {
@@ -212,13 +230,29 @@ impl<'a> Entry<'a> {
     ) -> Entry<'a> {
         let mut bases = Vec::new();
         for (i, d) in inputs.iter().enumerate() {
-            bases.push((Base::Input(i), format!("%in{i}"), format!("memref<{}xi8>", d.bytes.max(1))));
+            bases.push((
+                Base::Input(i),
+                format!("%in{i}"),
+                format!("memref<{}xi8>", d.bytes.max(1)),
+            ));
         }
         for (i, d) in outputs.iter().enumerate() {
-            bases.push((Base::Output(i), format!("%out{i}"), format!("memref<{}xi8>", d.bytes.max(1))));
+            bases.push((
+                Base::Output(i),
+                format!("%out{i}"),
+                format!("memref<{}xi8>", d.bytes.max(1)),
+            ));
         }
-        bases.push((Base::Arena, "%arena".into(), format!("memref<{}xi8>", plan.arena_bytes.max(1))));
-        bases.push((Base::Weights, "%weights".into(), format!("memref<{}xi8>", weights.max(1))));
+        bases.push((
+            Base::Arena,
+            "%arena".into(),
+            format!("memref<{}xi8>", plan.arena_bytes.max(1)),
+        ));
+        bases.push((
+            Base::Weights,
+            "%weights".into(),
+            format!("memref<{}xi8>", weights.max(1)),
+        ));
         Entry {
             plan,
             bases,
@@ -230,7 +264,11 @@ impl<'a> Entry<'a> {
     }
 
     fn base(&self, b: Base) -> (&str, &str) {
-        let e = self.bases.iter().find(|x| x.0 == b).expect("every base is declared");
+        let e = self
+            .bases
+            .iter()
+            .find(|x| x.0 == b)
+            .expect("every base is declared");
         (&e.1, &e.2)
     }
 
@@ -255,7 +293,11 @@ impl<'a> Entry<'a> {
         let name = format!("%v{}", self.next);
         let (b, bty) = self.base(place.base);
         let (b, bty) = (b.to_string(), bty.to_string());
-        writeln!(self.body, "    {name} = memref.view {b}[{off}][] : {bty} to {ty}").unwrap();
+        writeln!(
+            self.body,
+            "    {name} = memref.view {b}[{off}][] : {bty} to {ty}"
+        )
+        .unwrap();
         self.views.insert(key, name.clone());
         name
     }
@@ -270,7 +312,11 @@ impl<'a> Entry<'a> {
         Ok(self.view(place, ty))
     }
 
-    fn emit(mut self, g: &Graph, kernels: &[(usize, String, Vec<KernelArg>)]) -> Result<String, Diagnostic> {
+    fn emit(
+        mut self,
+        g: &Graph,
+        kernels: &[(usize, String, Vec<KernelArg>)],
+    ) -> Result<String, Diagnostic> {
         for (op_index, _, args) in kernels {
             let op = &g.ops[*op_index];
             let mut names = Vec::new();

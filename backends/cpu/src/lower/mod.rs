@@ -8,18 +8,25 @@
 
 pub mod elementwise;
 pub mod generic;
-pub mod shape;
 pub mod matmul;
 pub mod nn;
 pub mod quant;
 pub mod reduce;
+pub mod shape;
 
 use crate::emit::kernel::KernelCtx;
 
 pub type LowerFn = fn(&mut KernelCtx) -> Result<(), String>;
 
 /// Every family's table, in lookup order.
-const FAMILIES: &[&[(&str, LowerFn)]] = &[elementwise::LOWERINGS, shape::LOWERINGS, nn::LOWERINGS, reduce::LOWERINGS, quant::LOWERINGS, matmul::LOWERINGS];
+const FAMILIES: &[&[(&str, LowerFn)]] = &[
+    elementwise::LOWERINGS,
+    shape::LOWERINGS,
+    nn::LOWERINGS,
+    reduce::LOWERINGS,
+    quant::LOWERINGS,
+    matmul::LOWERINGS,
+];
 
 pub fn find(mnemonic: &str) -> Option<LowerFn> {
     FAMILIES
@@ -31,8 +38,18 @@ pub fn find(mnemonic: &str) -> Option<LowerFn> {
 
 /// Mnemonics the cpu target lowers (views included).
 pub fn supported() -> Vec<&'static str> {
-    let mut v: Vec<&str> = FAMILIES.iter().flat_map(|f| f.iter().map(|(m, _)| *m)).collect();
-    v.extend(["reshape", "flatten", "squeeze", "unsqueeze", "identity", "constant"]);
+    let mut v: Vec<&str> = FAMILIES
+        .iter()
+        .flat_map(|f| f.iter().map(|(m, _)| *m))
+        .collect();
+    v.extend([
+        "reshape",
+        "flatten",
+        "squeeze",
+        "unsqueeze",
+        "identity",
+        "constant",
+    ]);
     v.sort();
     v.dedup();
     v

@@ -1292,12 +1292,10 @@ fn vec_exp(k: &mut KernelCtx, x: &str, w: usize) -> String {
     let res = op(k, format!("arith.mulf {y}, {pw} : {vt}"));
     let under = op(k, format!("arith.cmpf olt, {x}, {lo} : {vt}"));
     let zero = op(k, format!("arith.constant dense<0.0> : {vt}"));
+    let mt = format!("vector<{w}xi1>");
     op(
         k,
-        format!(
-            "arith.select {under}, {zero}, {res} : {vector_i1}, {vt}",
-            vector_i1 = format!("vector<{w}xi1>")
-        ),
+        format!("arith.select {under}, {zero}, {res} : {mt}, {vt}"),
     )
 }
 

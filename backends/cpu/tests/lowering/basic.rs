@@ -1,7 +1,6 @@
 //! Each lowering against the reference interpreter on small graphs
 //! (broadcasting, odd sizes, every dtype the lowering accepts).
 
-
 use crate::common::check;
 
 #[test]

@@ -3,7 +3,6 @@
 //! semantics (cast rounding and saturation, integer division, remainders,
 //! shifts) on hand-picked inputs, some with hand-computed expected values.
 
-
 use crate::common::{check, graph, run_cpu};
 use tessera_backend::compare::{compare, Tolerance};
 use tessera_ir::{DType, Tensor};

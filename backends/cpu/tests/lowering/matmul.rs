@@ -4,7 +4,6 @@
 //! constant and run-time B, every dtype, every `linear` epilogue; 1 and 2
 //! threads must agree bit for bit (`common::check`).
 
-
 use crate::common::check;
 
 /// A graph under construction: several independent ops, one output each,

@@ -2,8 +2,6 @@
 //! against the reference interpreter: odd sizes, every axis, optional
 //! operands and outputs, 1 vs 2 threads bit-identical.
 
-
-
 /// `common::check`, first writing the emitted MLIR to `$TESSERA_DUMP_MLIR`
 /// when set (to debug a lowering with mlir-opt).
 fn check(text: &str) {
@@ -133,6 +131,32 @@ fn attention_4d_bool_mask_broadcast() {
         ],
         "is_causal = 0",
         &[("y", "2x3x5x8xf32")],
+    ));
+}
+
+/// The vectorized f32 path (no causal limit, key count a multiple of 8,
+/// float mask): keys transposed per task, 64-key score blocks, vector exp.
+#[test]
+fn attention_f32_wide_keys_float_mask() {
+    check(&attention(
+        &[
+            ("q", "1x2x24x64xf32"),
+            ("k", "1x2x72x64xf32"),
+            ("v", "1x2x72x64xf32"),
+            ("m", "1x1x24x72xf32"),
+        ],
+        "is_causal = 0",
+        &[("y", "1x2x24x64xf32")],
+    ));
+    // BERT's packed 3-D layout, grouped heads, 16 keys.
+    check(&attention(
+        &[
+            ("q", "2x16x128xf32"),
+            ("k", "2x16x64xf32"),
+            ("v", "2x16x64xf32"),
+        ],
+        "is_causal = 0, q_num_heads = 4, kv_num_heads = 2",
+        &[("y", "2x16x128xf32")],
     ));
 }
 

@@ -3,7 +3,6 @@
 //! round-half-to-even), float results within tolerance, 1 vs 2 threads
 //! identical.
 
-
 use crate::common::check;
 
 /// A graph with inputs `ins`, constants `consts` (name, type, dense literal)

@@ -2,7 +2,6 @@
 //! kind, axes sets (leading, trailing, interior, all, none), keepdims,
 //! integer and half types, 1 vs 2 threads bit-identical.
 
-
 use crate::common::check;
 
 /// `tsr.<op>` over `x: tensor<shape x dt>` with constant `axes` (None: no

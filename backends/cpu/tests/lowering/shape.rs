@@ -1,7 +1,6 @@
 //! Data-movement lowerings against the reference interpreter: odd shapes,
 //! rank 0 and 1, several dtypes, negative steps and indices, every pad mode.
 
-
 use crate::common::{check, graph, run_cpu};
 use tessera_ir::{DType, Tensor};
 

@@ -67,7 +67,13 @@ impl Tile {
             unroll: v.get(5).copied().unwrap_or(DEFAULT_TILE.unroll),
         };
         let regs = t.mr * t.nr / LANES;
-        if t.mr == 0 || t.nr == 0 || !t.nr.is_multiple_of(LANES) || t.kc == 0 || t.unroll == 0 || regs > 30 {
+        if t.mr == 0
+            || t.nr == 0
+            || !t.nr.is_multiple_of(LANES)
+            || t.kc == 0
+            || t.unroll == 0
+            || regs > 30
+        {
             return Err(format!(
                 "TESSERA_GEMM_TILE={s}: NR must be a multiple of {LANES} and MR * NR / {LANES} at most 30 registers"
             ));
