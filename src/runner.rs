@@ -76,7 +76,7 @@ pub fn run(
     backend: &dyn Backend,
     g: &Graph,
     inputs: &[Tensor],
-) -> Result<(Vec<Tensor>, Vec<(String, f64, String)>), String> {
+) -> Result<(Vec<Tensor>, Vec<tessera_backend::TimingRow>), String> {
     let mut exe = backend.prepare(g).map_err(|e| e.to_string())?;
     let out = exe.run(inputs).map_err(|e| e.to_string())?;
     Ok((out, exe.timing_rows()))

@@ -31,7 +31,7 @@ fn sets(dir: &Path) -> Vec<PathBuf> {
 
 fn read(set: &Path, prefix: &str, n: usize) -> Vec<Tensor> {
     (0..n)
-        .map(|k| tessera_frontend::read_tensor_pb(&set.join(format!("{prefix}_{k}.pb"))).unwrap())
+        .map(|k| tessera_frontend::read_tensor_pb(set.join(format!("{prefix}_{k}.pb"))).unwrap())
         .collect()
 }
 
@@ -67,7 +67,7 @@ fn within_quant_tolerance(got: &Tensor, want: &Tensor) -> Result<f64, String> {
 
 fn check_model(name: &str, cfg: &HwConfig) {
     let dir = models().join(name);
-    let g = tessera_frontend::import_model(&dir.join("model.onnx")).unwrap();
+    let g = tessera_frontend::import_model(dir.join("model.onnx")).unwrap();
     for set in sets(&dir) {
         let inputs = read(&set, "input", g.inputs.len());
         let expected = read(&set, "output", g.outputs.len());

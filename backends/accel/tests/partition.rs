@@ -71,7 +71,7 @@ fn host_ops_are_listed_with_their_node() {
     assert_eq!(p.segments().count(), 1);
     // The program still computes exp(erf(x)).
     let xs = Tensor::f32(vec![4, 8], (0..32).map(|i| i as f32 / 16.0 - 1.0).collect());
-    let (out, _) = p.run(&[xs.clone()]).unwrap();
+    let (out, _) = p.run(std::slice::from_ref(&xs)).unwrap();
     let want = tessera_reference::run(&g, &[xs]).unwrap();
     for (a, b) in out[0].to_f32_vec().iter().zip(want[0].to_f32_vec()) {
         assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
@@ -133,7 +133,7 @@ fn bert_base_layer_utilization() {
     for cfg in [HwConfig::edge(), HwConfig::server()] {
         let p = Program::compile(&g, &cfg, &Bindings::new()).unwrap();
         assert_eq!(p.host_ops().count(), 0, "{}", p.header());
-        let (_, reports) = p.run(&[x.clone()]).unwrap();
+        let (_, reports) = p.run(std::slice::from_ref(&x)).unwrap();
         let s = RunSummary::of(&cfg, &reports, 0);
         eprint!("BERT-base layer (seq 128): {}", s.to_text(&cfg));
         assert_eq!(s.macs, 128 * (4 * 768 * 768 + 2 * 768 * 3072));

@@ -108,6 +108,9 @@ pub trait Backend {
     fn prepare(&self, graph: &Graph) -> Result<Box<dyn Executable>, Diagnostic>;
 }
 
+/// One row of a target's `--timing` report: phase, seconds, note.
+pub type TimingRow = (String, f64, String);
+
 /// A compiled model that runs on concrete inputs, in graph input order.
 pub trait Executable {
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Diagnostic>;
@@ -121,7 +124,7 @@ pub trait Executable {
 
     /// What the target wants to say under `--timing` (compile phases,
     /// memory plan, cycles), as rows of (phase, seconds, note).
-    fn timing_rows(&self) -> Vec<(String, f64, String)> {
+    fn timing_rows(&self) -> Vec<TimingRow> {
         Vec::new()
     }
 }
