@@ -7,24 +7,8 @@ use std::path::{Path, PathBuf};
 use tessera_backend::compare::{compare, Tolerance};
 use tessera_ir::{parse_graph, print_graph, print_graph_with, verify, PrintOptions};
 
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models")
-}
-
-fn model_names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(models_dir())
-        .expect("tests/models exists")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("model.onnx").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert!(
-        names.len() >= 11,
-        "expected the 11 fixture models, found {names:?}"
-    );
-    names
-}
+mod common;
+use common::{model_names, models_dir};
 
 /// The models' README: 1e-4 for the float models; the quantized ones are
 /// compared with onnxruntime's own integer arithmetic, within 1e-3.

@@ -5,27 +5,10 @@
 //! reviewed diff. That the optimized graphs still compute what onnxruntime
 //! does is checked in `tests/models.rs`.
 
-use std::path::{Path, PathBuf};
 use tessera_ir::{print_graph_with, verify, OpKind, PrintOptions};
 
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models")
-}
-
-fn model_names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(models_dir())
-        .expect("tests/models exists")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("model.onnx").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert!(
-        names.len() >= 11,
-        "expected the 11 fixture models, found {names:?}"
-    );
-    names
-}
+mod common;
+use common::{model_names, models_dir};
 
 fn optimized(name: &str) -> tessera_ir::Graph {
     let path = models_dir().join(name).join("model.onnx");

@@ -41,14 +41,19 @@ pub struct EmitOptions {
     pub threads: usize,
 }
 
-fn io(g: &Graph, name: String, v: ValueId) -> IoDesc {
-    let ty = g.ty(v);
-    let shape: Vec<usize> = ty
+/// The dims of a value of a specialized graph (every shape is static there).
+fn static_dims(g: &Graph, v: ValueId) -> Vec<usize> {
+    g.ty(v)
         .static_shape()
         .unwrap_or_default()
         .into_iter()
         .map(|n| n as usize)
-        .collect();
+        .collect()
+}
+
+fn io(g: &Graph, name: String, v: ValueId) -> IoDesc {
+    let ty = g.ty(v);
+    let shape = static_dims(g, v);
     IoDesc {
         name,
         dtype: ty.dtype(),
@@ -350,14 +355,7 @@ impl<'a> Entry<'a> {
             .unwrap();
         }
         for &(k, v) in &self.plan.copies.clone() {
-            let ty = g.ty(v);
-            let shape: Vec<usize> = ty
-                .static_shape()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|n| n as usize)
-                .collect();
-            let mty = memref_type(&shape, ty.dtype()).map_err(Diagnostic::new)?;
+            let mty = memref_type(&static_dims(g, v), g.ty(v).dtype()).map_err(Diagnostic::new)?;
             let src = self.value_view(g, v, &mty)?;
             let dst = self.view(
                 Place {
