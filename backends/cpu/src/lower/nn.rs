@@ -339,7 +339,7 @@ fn norm_param(
     x_shape: &[usize],
     axis: usize,
     what: &str,
-) -> Result<Option<(String, String, DType, bool)>, String> {
+) -> Result<Option<NormParam>, String> {
     let Some(p) = k.opt_operand(i).cloned() else {
         return Ok(None);
     };
@@ -406,62 +406,42 @@ fn lower_norm(k: &mut KernelCtx) -> Result<(), String> {
             ));
         }
     }
-    let zero = fconst(k, 0.0, ct);
     let one = fconst(k, 1.0, ct);
     let epsc = fconst(k, eps, ct);
     let n = fconst(k, cols as f64, ct);
+    let f32_params = scale.2 == DType::F32 && bias.as_ref().is_none_or(|b| b.2 == DType::F32);
+    let row = NormRow {
+        x: (xm, xt),
+        y: (ym, yt),
+        d,
+        cols,
+        w: if d == DType::F32 && f32_params {
+            norm_width(cols)
+        } else {
+            None
+        },
+        scale,
+        bias,
+    };
     let p = par_open(k, &[rows]);
     let base = mad(k, &p[0], cols, None);
-    let (lo, hi) = (k.idx(0), k.idx(cols as i64));
 
     let (inv, mean) = if rms {
-        let (j, a, r) = for_open(k, &lo, &hi, 1, &[(&zero, ct)]);
-        let i = op(k, format!("arith.addi {base}, {j} : index"));
-        let v = load(k, &xm, &xt, &i, d);
-        let acc = op(k, format!("math.fma {v}, {v}, {} : {ct}", a[0]));
-        for_close(k, &[(&acc, ct)]);
-        let ms = op(k, format!("arith.divf {}, {n} : {ct}", r[0]));
+        let ss = row.reduce(k, &base, RowSum::Squares(None));
+        let ms = op(k, format!("arith.divf {ss}, {n} : {ct}"));
         let t = op(k, format!("arith.addf {ms}, {epsc} : {ct}"));
         let sq = op(k, format!("math.sqrt {t} : {ct}"));
         (op(k, format!("arith.divf {one}, {sq} : {ct}")), None)
     } else {
-        let (j, a, r) = for_open(k, &lo, &hi, 1, &[(&zero, ct)]);
-        let i = op(k, format!("arith.addi {base}, {j} : index"));
-        let v = load(k, &xm, &xt, &i, d);
-        let acc = op(k, format!("arith.addf {}, {v} : {ct}", a[0]));
-        for_close(k, &[(&acc, ct)]);
-        let mean = op(k, format!("arith.divf {}, {n} : {ct}", r[0]));
-        let (j, a, r) = for_open(k, &lo, &hi, 1, &[(&zero, ct)]);
-        let i = op(k, format!("arith.addi {base}, {j} : index"));
-        let v = load(k, &xm, &xt, &i, d);
-        let c = op(k, format!("arith.subf {v}, {mean} : {ct}"));
-        let acc = op(k, format!("math.fma {c}, {c}, {} : {ct}", a[0]));
-        for_close(k, &[(&acc, ct)]);
-        let var = op(k, format!("arith.divf {}, {n} : {ct}", r[0]));
+        let sum = row.reduce(k, &base, RowSum::Plain);
+        let mean = op(k, format!("arith.divf {sum}, {n} : {ct}"));
+        let ss = row.reduce(k, &base, RowSum::Squares(Some(&mean)));
+        let var = op(k, format!("arith.divf {ss}, {n} : {ct}"));
         let t = op(k, format!("arith.addf {var}, {epsc} : {ct}"));
         let sq = op(k, format!("math.sqrt {t} : {ct}"));
         (op(k, format!("arith.divf {one}, {sq} : {ct}")), Some(mean))
     };
-
-    let (j, _, _) = for_open(k, &lo, &hi, 1, &[]);
-    let i = op(k, format!("arith.addi {base}, {j} : index"));
-    let v = load(k, &xm, &xt, &i, d);
-    let c = match &mean {
-        Some(m) => op(k, format!("arith.subf {v}, {m} : {ct}")),
-        None => v,
-    };
-    let nrm = op(k, format!("arith.mulf {c}, {inv} : {ct}"));
-    let (sm, st, sd, sscalar) = &scale;
-    let si = if *sscalar { k.idx(0) } else { j.clone() };
-    let s = load_as(k, sm, st, &si, *sd, ct);
-    let mut out = op(k, format!("arith.mulf {nrm}, {s} : {ct}"));
-    if let Some((bm, bt, bd, bscalar)) = &bias {
-        let bi = if *bscalar { k.idx(0) } else { j.clone() };
-        let b = load_as(k, bm, bt, &bi, *bd, ct);
-        out = op(k, format!("arith.addf {out}, {b} : {ct}"));
-    }
-    store(k, &out, &ym, &yt, &i, d);
-    for_close(k, &[]);
+    row.normalize(k, &base, mean.as_deref(), &inv);
 
     let row = p[0].clone();
     for ((m, t, sd), v) in stats.iter().zip([mean.clone().unwrap_or_default(), inv]) {
@@ -474,6 +454,181 @@ fn lower_norm(k: &mut KernelCtx) -> Result<(), String> {
     }
     par_close(k);
     Ok(())
+}
+
+/// Lanes per vector step of an f32 normalization row of `cols` elements:
+/// the widest of 64/32/16 lanes that tiles the row (a wide vector splits
+/// into independent register chains), else 16 with a scalar tail; None
+/// (all scalar) for rows shorter than 16.
+fn norm_width(cols: usize) -> Option<usize> {
+    lane_width(cols)
+        .filter(|&w| w >= 16)
+        .or((cols >= 16).then_some(16))
+}
+
+/// What a normalization row reduces.
+enum RowSum<'a> {
+    /// `sum x`.
+    Plain,
+    /// `sum (x - c)^2`, or `sum x^2` without a center.
+    Squares(Option<&'a str>),
+}
+
+/// A scale or bias parameter: (memref, type, dtype, is_scalar).
+type NormParam = (String, String, DType, bool);
+
+/// The rows of a layer/RMS normalization. With `w` set (f32 data and
+/// parameters), the first `cols / w * w` elements of a row go `w` lanes at a
+/// time and the rest one at a time; the lane accumulator is reduced before
+/// the scalar tail continues it, so every sum has one fixed order.
+struct NormRow {
+    x: (String, String),
+    y: (String, String),
+    d: DType,
+    cols: usize,
+    w: Option<usize>,
+    scale: NormParam,
+    bias: Option<NormParam>,
+}
+
+impl NormRow {
+    fn split(&self) -> usize {
+        self.w.map_or(0, |w| self.cols / w * w)
+    }
+
+    fn vty(&self) -> String {
+        format!("vector<{}xf32>", self.w.unwrap_or(1))
+    }
+
+    /// One term of `what` at element `v` (compute type `ty`), added to `acc`.
+    fn term(
+        k: &mut KernelCtx,
+        what: &RowSum,
+        v: &str,
+        acc: &str,
+        center: Option<&str>,
+        ty: &str,
+    ) -> String {
+        match (what, center) {
+            (RowSum::Plain, _) => op(k, format!("arith.addf {acc}, {v} : {ty}")),
+            (RowSum::Squares(_), Some(c)) => {
+                let c = op(k, format!("arith.subf {v}, {c} : {ty}"));
+                op(k, format!("math.fma {c}, {c}, {acc} : {ty}"))
+            }
+            (RowSum::Squares(_), None) => op(k, format!("math.fma {v}, {v}, {acc} : {ty}")),
+        }
+    }
+
+    /// The row sum `what` over the row starting at `base`.
+    fn reduce(&self, k: &mut KernelCtx, base: &str, what: RowSum) -> String {
+        let ct = compute_ty(self.d);
+        let (xm, xt) = (&self.x.0, &self.x.1);
+        let center = match what {
+            RowSum::Squares(Some(c)) => Some(c.to_string()),
+            _ => None,
+        };
+        let split = self.split();
+        let mut acc = fconst(k, 0.0, ct);
+        if split > 0 {
+            let vt = &self.vty();
+            let vc = center
+                .as_ref()
+                .map(|c| op(k, format!("vector.broadcast {c} : f32 to {vt}")));
+            let vz = op(k, format!("arith.constant dense<0.0> : {vt}"));
+            let (lo, hi) = (k.idx(0), k.idx(split as i64));
+            let (j, a, r) = for_open(k, &lo, &hi, self.w.unwrap_or(1), &[(&vz, vt)]);
+            let i = op(k, format!("arith.addi {base}, {j} : index"));
+            let v = op(k, format!("vector.load {xm}[{i}] : {xt}, {vt}"));
+            let next = Self::term(k, &what, &v, &a[0], vc.as_deref(), vt);
+            for_close(k, &[(&next, vt)]);
+            acc = op(
+                k,
+                format!("vector.reduction <add>, {} : {vt} into f32", r[0]),
+            );
+        }
+        if split < self.cols {
+            let (lo, hi) = (k.idx(split as i64), k.idx(self.cols as i64));
+            let (j, a, r) = for_open(k, &lo, &hi, 1, &[(&acc, ct)]);
+            let i = op(k, format!("arith.addi {base}, {j} : index"));
+            let v = load(k, xm, xt, &i, self.d);
+            let next = Self::term(k, &what, &v, &a[0], center.as_deref(), ct);
+            for_close(k, &[(&next, ct)]);
+            acc = r[0].clone();
+        }
+        acc
+    }
+
+    /// `y = (x - mean) * inv * scale + bias` over the row starting at `base`.
+    fn normalize(&self, k: &mut KernelCtx, base: &str, mean: Option<&str>, inv: &str) {
+        let ct = compute_ty(self.d);
+        let split = self.split();
+        if split > 0 {
+            let vt = &self.vty();
+            let bc =
+                |k: &mut KernelCtx, x: &str| op(k, format!("vector.broadcast {x} : f32 to {vt}"));
+            let vmean = mean.map(|m| bc(k, m));
+            let vinv = bc(k, inv);
+            let zero = k.idx(0);
+            // Scalar parameters are loop-invariant broadcasts.
+            let scalar_param = |k: &mut KernelCtx, p: &NormParam| -> Option<String> {
+                p.3.then(|| {
+                    let s = op(k, format!("memref.load {}[{zero}] : {}", p.0, p.1));
+                    bc(k, &s)
+                })
+            };
+            let vs = scalar_param(k, &self.scale);
+            let vb = self.bias.as_ref().map(|b| scalar_param(k, b));
+            let (lo, hi) = (k.idx(0), k.idx(split as i64));
+            let (j, _, _) = for_open(k, &lo, &hi, self.w.unwrap_or(1), &[]);
+            let i = op(k, format!("arith.addi {base}, {j} : index"));
+            let param = |k: &mut KernelCtx, p: &NormParam, pre: &Option<String>| -> String {
+                pre.clone()
+                    .unwrap_or_else(|| op(k, format!("vector.load {}[{j}] : {}, {vt}", p.0, p.1)))
+            };
+            let v = op(
+                k,
+                format!("vector.load {}[{i}] : {}, {vt}", self.x.0, self.x.1),
+            );
+            let c = match &vmean {
+                Some(m) => op(k, format!("arith.subf {v}, {m} : {vt}")),
+                None => v,
+            };
+            let nrm = op(k, format!("arith.mulf {c}, {vinv} : {vt}"));
+            let s = param(k, &self.scale, &vs);
+            let mut out = op(k, format!("arith.mulf {nrm}, {s} : {vt}"));
+            if let (Some(b), Some(vb)) = (&self.bias, &vb) {
+                let b = param(k, b, vb);
+                out = op(k, format!("arith.addf {out}, {b} : {vt}"));
+            }
+            k.line(format!(
+                "vector.store {out}, {}[{i}] : {}, {vt}",
+                self.y.0, self.y.1
+            ));
+            for_close(k, &[]);
+        }
+        if split < self.cols {
+            let (lo, hi) = (k.idx(split as i64), k.idx(self.cols as i64));
+            let (j, _, _) = for_open(k, &lo, &hi, 1, &[]);
+            let i = op(k, format!("arith.addi {base}, {j} : index"));
+            let v = load(k, &self.x.0, &self.x.1, &i, self.d);
+            let c = match mean {
+                Some(m) => op(k, format!("arith.subf {v}, {m} : {ct}")),
+                None => v,
+            };
+            let nrm = op(k, format!("arith.mulf {c}, {inv} : {ct}"));
+            let (sm, st, sd, sscalar) = &self.scale;
+            let si = if *sscalar { k.idx(0) } else { j.clone() };
+            let s = load_as(k, sm, st, &si, *sd, ct);
+            let mut out = op(k, format!("arith.mulf {nrm}, {s} : {ct}"));
+            if let Some((bm, bt, bd, bscalar)) = &self.bias {
+                let bi = if *bscalar { k.idx(0) } else { j.clone() };
+                let b = load_as(k, bm, bt, &bi, *bd, ct);
+                out = op(k, format!("arith.addf {out}, {b} : {ct}"));
+            }
+            store(k, &out, &self.y.0, &self.y.1, &i, self.d);
+            for_close(k, &[]);
+        }
+    }
 }
 
 /// Loads a float element of any float dtype as `ct`.

@@ -171,7 +171,8 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
     }
     debug_assert_eq!(p.dtype, DType::F32);
     let t = Tile::current()?;
-    let ukr = Ukr::new(t.mr, t.nr, t.unroll, &p.epi);
+    let a_rows = reads_a_in_place(p).then_some(p.a.rs);
+    let ukr = Ukr::new(t.mr, t.nr, t.unroll, a_rows, &p.epi);
     let sym = ukr.symbol();
     let text = ukr.text()?;
     k.helper(&sym, || text);
@@ -230,13 +231,18 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
     ));
     k.line("memref.alloca_scope {");
     let (bivs, im, inn) = (&ivs[..nbatch], &ivs[nbatch], &ivs[nbatch + 1]);
-    let apk_len = g.mc * t.kc;
-    let apk = k.op(format!(
-        "memref.alloca() {{alignment = 64 : i64}} : memref<{apk_len}xf32>"
-    ));
-    let apk = k.op(format!(
-        "memref.reinterpret_cast {apk} to offset: [0], sizes: [{FLAT}], strides: [1] : memref<{apk_len}xf32> to {fl}"
-    ));
+    let apk = match a_rows {
+        Some(_) => None,
+        None => {
+            let apk_len = g.mc * t.kc;
+            let apk = k.op(format!(
+                "memref.alloca() {{alignment = 64 : i64}} : memref<{apk_len}xf32>"
+            ));
+            Some(k.op(format!(
+                "memref.reinterpret_cast {apk} to offset: [0], sizes: [{FLAT}], strides: [1] : memref<{apk_len}xf32> to {fl}"
+            )))
+        }
+    };
     let a_base = k.dot(bivs, &p.a.batch);
     let c_base = k.dot(bivs, &p.out.batch);
     let item = k.dot(bivs, &item_strides);
@@ -268,30 +274,32 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
 
     // Pack A[m0.., k0..] into [panel][kc][MR]; rows past M read row M-1 and
     // store zero.
-    let ip = k.fresh("ip");
-    k.line(format!("scf.for {ip} = {c0} to {mpanels} step {c1} {{"));
-    let pp = k.fresh("pp");
-    k.line(format!("scf.for {pp} = {c0} to {kc} step {c1} {{"));
-    let row0 = k.add_mul_c(&m0, &ip, t.mr);
-    let kcol = k.add(&k0, &pp);
-    let col_off = k.add_mul_c(&a_base, &kcol, p.a.cs);
-    let dst_row = k.mul(&ip, &kc);
-    let dst_row = k.add(&dst_row, &pp);
-    let dst = k.mul_c(&dst_row, t.mr);
-    let m_last = k.idx(p.m as i64 - 1);
-    let zf = super::text::fconst(k, "f32", 0.0);
-    for r in 0..t.mr {
-        let i = k.add_c(&row0, r);
-        let ok = k.op(format!("arith.cmpi slt, {i}, {m} : index"));
-        let icl = k.min(&i, &m_last);
-        let at = k.add_mul_c(&col_off, &icl, p.a.rs);
-        let v = k.op(format!("memref.load {a}[{at}] : {fl}"));
-        let v = k.op(format!("arith.select {ok}, {v}, {zf} : f32"));
-        let d = k.add_c(&dst, r);
-        k.line(format!("memref.store {v}, {apk}[{d}] : {fl}"));
+    if let Some(apk) = &apk {
+        let ip = k.fresh("ip");
+        k.line(format!("scf.for {ip} = {c0} to {mpanels} step {c1} {{"));
+        let pp = k.fresh("pp");
+        k.line(format!("scf.for {pp} = {c0} to {kc} step {c1} {{"));
+        let row0 = k.add_mul_c(&m0, &ip, t.mr);
+        let kcol = k.add(&k0, &pp);
+        let col_off = k.add_mul_c(&a_base, &kcol, p.a.cs);
+        let dst_row = k.mul(&ip, &kc);
+        let dst_row = k.add(&dst_row, &pp);
+        let dst = k.mul_c(&dst_row, t.mr);
+        let m_last = k.idx(p.m as i64 - 1);
+        let zf = super::text::fconst(k, "f32", 0.0);
+        for r in 0..t.mr {
+            let i = k.add_c(&row0, r);
+            let ok = k.op(format!("arith.cmpi slt, {i}, {m} : index"));
+            let icl = k.min(&i, &m_last);
+            let at = k.add_mul_c(&col_off, &icl, p.a.rs);
+            let v = k.op(format!("memref.load {a}[{at}] : {fl}"));
+            let v = k.op(format!("arith.select {ok}, {v}, {zf} : f32"));
+            let d = k.add_c(&dst, r);
+            k.line(format!("memref.store {v}, {apk}[{d}] : {fl}"));
+        }
+        k.line("}");
+        k.line("}");
     }
-    k.line("}");
-    k.line("}");
 
     // Sweep the B panels (L1) over the packed A panels (L2).
     let jp = k.fresh("jp");
@@ -307,13 +315,21 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
     k.line(format!("scf.for {ip2} = {c0} to {mpanels} step {c1} {{"));
     let i0 = k.add_mul_c(&m0, &ip2, t.mr);
     let mv = k.sub(&m, &i0);
-    let ao = k.mul(&ip2, &kc);
-    let ao = k.mul_c(&ao, t.mr);
+    let (abuf, ao) = match &apk {
+        Some(apk) => {
+            let ao = k.mul(&ip2, &kc);
+            (apk.clone(), k.mul_c(&ao, t.mr))
+        }
+        None => {
+            let ao = k.add_mul_c(&a_base, &i0, p.a.rs);
+            (a.clone(), k.add(&ao, &k0))
+        }
+    };
     let co = k.add_mul_c(&c_base, &i0, p.out.rs);
     let co = k.add(&co, &j0);
     let ldc = k.idx(p.out.rs as i64);
     let mut args = vec![
-        apk.clone(),
+        abuf,
         ao,
         bp.clone(),
         bo,
@@ -348,6 +364,16 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
         k.line(format!("memref.dealloc {buf} : {ty}"));
     }
     Ok(())
+}
+
+/// Whether the microkernel reads A where it lies rather than from packed
+/// panels: when its rows are contiguous along K, a row's KC block is one
+/// stream the hardware prefetches, so packing only copies.
+/// `TESSERA_GEMM_PACK_A=1` forces packing (to measure the difference).
+fn reads_a_in_place(p: &Problem) -> bool {
+    static FORCE_PACK: OnceLock<bool> = OnceLock::new();
+    p.a.cs == 1
+        && !*FORCE_PACK.get_or_init(|| std::env::var("TESSERA_GEMM_PACK_A").is_ok_and(|v| v == "1"))
 }
 
 fn ceil_div(e: &mut dyn Emit, x: &str, d: usize) -> String {

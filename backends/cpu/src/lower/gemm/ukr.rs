@@ -33,6 +33,9 @@ pub struct Ukr {
     pub mr: usize,
     pub nr: usize,
     pub unroll: usize,
+    /// `Some(lda)`: A is read in place from rows `lda` elements apart
+    /// (contiguous along K) instead of from a packed `[kc][MR]` panel.
+    pub a_rows: Option<usize>,
     pub alpha: bool,
     pub pre: Vec<AddendShape>,
     pub act: Act,
@@ -40,7 +43,7 @@ pub struct Ukr {
 }
 
 impl Ukr {
-    pub fn new(mr: usize, nr: usize, unroll: usize, epi: &Epilogue) -> Ukr {
+    pub fn new(mr: usize, nr: usize, unroll: usize, a_rows: Option<usize>, epi: &Epilogue) -> Ukr {
         let shape = |a: &epilogue::Addend| AddendShape {
             along_n: a.op.cs != 0,
             scaled: a.scale.is_some(),
@@ -49,6 +52,7 @@ impl Ukr {
             mr,
             nr,
             unroll,
+            a_rows,
             alpha: epi.alpha.is_some(),
             pre: epi.pre.iter().map(shape).collect(),
             act: epi.act,
@@ -66,6 +70,9 @@ impl Ukr {
 
     pub fn symbol(&self) -> String {
         let mut s = format!("tsr_sgemm_{}x{}_u{}", self.mr, self.nr, self.unroll);
+        if let Some(lda) = self.a_rows {
+            s.push_str(&format!("_lda{lda}"));
+        }
         let tag = |a: &AddendShape| {
             format!(
                 "{}{}",
@@ -114,8 +121,9 @@ impl Ukr {
 
     /// The helper: `(a, a_off, b, b_off, kc, c, c_off, ldc, mv, nv, first,
     /// last, [alpha], per addend: (buf, off, row_stride, [scale]))`. A is
-    /// packed `[kc][MR]`, B `[kc][NR]`; C and the addends are addressed at
-    /// the tile's top-left element.
+    /// packed `[kc][MR]` (or read in place, see [`Ukr::a_rows`]), B
+    /// `[kc][NR]`; A, C and the addends are addressed at the tile's
+    /// top-left element.
     pub fn text(&self) -> Result<String, String> {
         let (mr, nv_) = (self.mr, self.nr / LANES);
         let na = mr * nv_;
@@ -167,6 +175,23 @@ impl Ukr {
         }
         let tile_addr =
             |e: &mut Body, r: usize, v: usize, crow: &[String]| e.add_c(&crow[r], v * LANES);
+        // In-place A: rows past mv (masked off on store) read row mv - 1,
+        // so no read leaves A.
+        let arows: Vec<String> = match self.a_rows {
+            Some(lda) => {
+                let c1 = e.idx(1);
+                let last = e.sub("%mv", &c1);
+                (0..mr)
+                    .map(|r| {
+                        let ri = e.idx(r as i64);
+                        let rc = e.min(&ri, &last);
+                        let off = e.mul_c(&rc, lda);
+                        e.add("%ao", &off)
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
 
         // Accumulators: zero on the first K block, C's partial sums after.
         let tys = vec![V; na].join(", ");
@@ -208,7 +233,7 @@ impl Ukr {
             let mut cur: Vec<String> = carried.iter().map(|(n, _)| n.clone()).collect();
             for j in 0..copies {
                 let p = e.add_c(&iv, j);
-                self.rank1_step(&mut e, &p, &mut cur, &fl);
+                self.rank1_step(&mut e, &p, &arows, &mut cur, &fl);
             }
             e.raw(format!("  scf.yield {} : {tys}", cur.join(", ")));
             e.raw("}".into());
@@ -298,7 +323,7 @@ impl Ukr {
 
     /// `acc[r][v] += a[p][r] * b[p][v]`: NR/16 vector loads of B, MR
     /// broadcasts of A.
-    fn rank1_step(&self, e: &mut Body, p: &str, acc: &mut [String], fl: &str) {
+    fn rank1_step(&self, e: &mut Body, p: &str, arows: &[String], acc: &mut [String], fl: &str) {
         let nv_ = self.nr / LANES;
         let ab = e.mul_c(p, self.mr);
         let ab = e.add("%ao", &ab);
@@ -311,7 +336,10 @@ impl Ukr {
             })
             .collect();
         for r in 0..self.mr {
-            let at = e.add_c(&ab, r);
+            let at = match self.a_rows {
+                Some(_) => e.add(&arows[r], p),
+                None => e.add_c(&ab, r),
+            };
             let s = e.op(format!("memref.load %a[{at}] : {fl}"));
             let sv = e.op(format!("vector.broadcast {s} : f32 to {V}"));
             for (v, b) in bv.iter().enumerate() {
