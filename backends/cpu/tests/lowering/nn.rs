@@ -89,6 +89,28 @@ fn rms_norm() {
     ));
 }
 
+/// Rows of at least 16 f32 take the vector path: the widest of 64/32/16
+/// lanes dividing the row, then a scalar tail (50 = 3 x 16 + 2), with mean,
+/// variance and the normalization vectorized.
+#[test]
+fn norms_vector_rows_with_tails() {
+    check(&one(
+        &[("x", "3x2x50xf32"), ("s", "50xf32"), ("b", "50xf32")],
+        "tsr.layer_normalization %x, %s, %b {axis = -1, epsilon = 1e-5} : (tensor<3x2x50xf32>, tensor<50xf32>, tensor<50xf32>) -> (tensor<3x2x50xf32>, tensor<3x2x1xf32>, tensor<3x2x1xf32>)",
+        &[("y", "3x2x50xf32"), ("m", "3x2x1xf32"), ("r", "3x2x1xf32")],
+    ));
+    check(&one(
+        &[("x", "4x768xf32"), ("s", "768xf32")],
+        "tsr.rms_normalization %x, %s {epsilon = 1e-6} : (tensor<4x768xf32>, tensor<768xf32>) -> tensor<4x768xf32>",
+        &[("y", "4x768xf32")],
+    ));
+    check(&one(
+        &[("x", "3x2x35xf32"), ("s", "2x35xf32")],
+        "tsr.layer_normalization %x, %s {axis = 1} : (tensor<3x2x35xf32>, tensor<2x35xf32>) -> tensor<3x2x35xf32>",
+        &[("y", "3x2x35xf32")],
+    ));
+}
+
 /// One `tsr.attention` with the given operands, attributes and results.
 fn attention(ins: &[(&str, &str)], attrs: &str, outs: &[(&str, &str)]) -> String {
     let names: Vec<String> = ins

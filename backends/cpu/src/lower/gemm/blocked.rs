@@ -2,11 +2,12 @@
 //!
 //! Tasks are `(batch item, MC-row block, NC-column block)` tiles of C,
 //! spread over the threads by one `scf.parallel` (OpenMP). Each task walks K
-//! in fixed KC blocks: packs its `MC x KC` block of A into `MR`-row panels
-//! on its own stack, then for every `NR`-column panel of B (kept in L1 while
-//! it sweeps the A panels in L2) calls the microkernel per `MR x NR` tile.
-//! B is packed once: at compile time when constant, else up front at run
-//! time. The K blocking never depends on the thread count, so every output
+//! in fixed KC blocks: for every `NR`-column panel of B (kept in L1 while
+//! it sweeps the A rows in L2) calls the microkernel per `MR x NR` tile.
+//! A whose rows are contiguous along K is read in place (packing it measured
+//! no faster, see [`reads_a_in_place`]); otherwise the task first packs its
+//! `MC x KC` block of A into `MR`-row panels on its own stack. B is packed
+//! once: at compile time when constant, else up front at run time. The K blocking never depends on the thread count, so every output
 //! element is summed in the same order whatever the split.
 
 use super::pack::{pack_b, packed_len};
@@ -183,7 +184,7 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
     let (bp, scratch) = match &p.b.buf.constant {
         Some(c) => {
             let data = c.to_f32_vec();
-            let packed = pack_b(&data, items, p.k, p.n, (p.b.rs, p.b.cs), t.nr);
+            let packed = pack_b(&data, items, p.k, p.n, (p.b.rs, p.b.cs), t.nr, t.kc);
             let d = k.derived_constant(Tensor::f32(vec![packed.len()], packed))?;
             (flat(k, &d, FLAT), None)
         }
@@ -307,10 +308,10 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
     let j0 = k.add_mul_c(&n0, &jp, t.nr);
     let nv = k.sub(&n, &j0);
     let panel = k.add(&panel0, &jp);
-    let pk = k.mul(&panel, &kk);
-    let pk = k.add(&pk, &k0);
-    let bo = k.mul_c(&pk, t.nr);
-    let bo = k.add(&b_base, &bo);
+    // See pack.rs for the layout: K block, then panel, then row.
+    let bo = k.add_mul_c(&b_base, &k0, p.n.div_ceil(t.nr) * t.nr);
+    let pk = k.mul(&panel, &kc);
+    let bo = k.add_mul_c(&bo, &pk, t.nr);
     let ip2 = k.fresh("ip");
     k.line(format!("scf.for {ip2} = {c0} to {mpanels} step {c1} {{"));
     let i0 = k.add_mul_c(&m0, &ip2, t.mr);
@@ -409,10 +410,21 @@ fn runtime_pack_b(
     ));
     let src = k.mul_c(&it, p.k * p.n);
     let j0 = k.mul_c(&q, t.nr);
-    let ip = k.mul_c(&it, panels);
-    let ip = k.add(&ip, &q);
-    let dst0 = k.mul_c(&ip, p.k * t.nr);
+    let dst0 = k.mul_c(&it, panels * p.k * t.nr);
     let kk = k.idx(p.k as i64);
+    // Row pp of panel q in pack.rs's layout: K block, then panel, then row.
+    let kcv = k.idx(t.kc as i64);
+    let dst_row = |k: &mut KernelCtx, pp: &str| -> String {
+        let kb = k.op(format!("arith.divui {pp}, {kcv} : index"));
+        let k0 = k.mul_c(&kb, t.kc);
+        let kleft = k.sub(&kk, &k0);
+        let kcur = k.min(&kcv, &kleft);
+        let at = k.add_mul_c(&dst0, &k0, panels * t.nr);
+        let qk = k.mul(&q, &kcur);
+        let at = k.add_mul_c(&at, &qk, t.nr);
+        let r = k.sub(pp, &k0);
+        k.add_mul_c(&at, &r, t.nr)
+    };
     let n = k.idx(p.n as i64);
     let pp = k.fresh("pp");
     if p.b.cs == 1 {
@@ -421,7 +433,7 @@ fn runtime_pack_b(
         k.line(format!("scf.for {pp} = {c0} to {kk} step {c1} {{"));
         let row = k.add_mul_c(&src, &pp, p.b.rs);
         let row = k.add(&row, &j0);
-        let drow = k.add_mul_c(&dst0, &pp, t.nr);
+        let drow = dst_row(k, &pp);
         for v in 0..t.nr / LANES {
             let jv = k.add_c(&j0, v * LANES);
             let cnt = k.sub(&n, &jv);
@@ -447,12 +459,12 @@ fn runtime_pack_b(
         let ok = k.op(format!("arith.cmpi slt, {j}, {n} : index"));
         let jcl = k.min(&j, &n_last);
         let col = k.add_mul_c(&src, &jcl, p.b.cs);
-        let dcol = k.add(&dst0, &jj);
         k.line(format!("scf.for {pp} = {c0} to {kk} step {c1} {{"));
         let at = k.add_mul_c(&col, &pp, p.b.rs);
         let x = k.op(format!("memref.load {b}[{at}] : {fl}"));
         let x = k.op(format!("arith.select {ok}, {x}, {zf} : f32"));
-        let d = k.add_mul_c(&dcol, &pp, t.nr);
+        let d = dst_row(k, &pp);
+        let d = k.add(&d, &jj);
         k.line(format!("memref.store {x}, {bpf}[{d}] : {fl}"));
         k.line("}");
         k.line("}");

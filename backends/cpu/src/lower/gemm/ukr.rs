@@ -321,12 +321,18 @@ impl Ukr {
         Ok(e.finish(&self.symbol(), &params))
     }
 
-    /// `acc[r][v] += a[p][r] * b[p][v]`: NR/16 vector loads of B, MR
-    /// broadcasts of A.
+    /// `acc[r][v] += a[r][p] * b[p][v]`: NR/16 vector loads of B, MR
+    /// broadcasts of A (from `arows[r] + p` when A is read in place).
     fn rank1_step(&self, e: &mut Body, p: &str, arows: &[String], acc: &mut [String], fl: &str) {
         let nv_ = self.nr / LANES;
-        let ab = e.mul_c(p, self.mr);
-        let ab = e.add("%ao", &ab);
+        let a_at: Vec<String> = match self.a_rows {
+            Some(_) => arows.iter().map(|row| e.add(row, p)).collect(),
+            None => {
+                let ab = e.mul_c(p, self.mr);
+                let ab = e.add("%ao", &ab);
+                (0..self.mr).map(|r| e.add_c(&ab, r)).collect()
+            }
+        };
         let bb = e.mul_c(p, self.nr);
         let bb = e.add("%bo", &bb);
         let bv: Vec<String> = (0..nv_)
@@ -335,11 +341,7 @@ impl Ukr {
                 e.op(format!("vector.load %b[{at}] : {fl}, {V}"))
             })
             .collect();
-        for r in 0..self.mr {
-            let at = match self.a_rows {
-                Some(_) => e.add(&arows[r], p),
-                None => e.add_c(&ab, r),
-            };
+        for (r, at) in a_at.iter().enumerate() {
             let s = e.op(format!("memref.load %a[{at}] : {fl}"));
             let sv = e.op(format!("vector.broadcast {s} : f32 to {V}"));
             for (v, b) in bv.iter().enumerate() {
