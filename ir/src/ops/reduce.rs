@@ -222,8 +222,8 @@ impl Reduction {
 }
 
 /// The reduced axes (sorted, distinct). Absent or empty axes reduce all
-/// dims, or none with `noop_with_empty_axes`.
-fn reduced_axes(axes: Option<&[i64]>, rank: usize, noop: bool) -> Result<Vec<usize>, String> {
+/// dims, or none with `noop_with_empty_axes`. Backends use it too.
+pub fn reduced_axes(axes: Option<&[i64]>, rank: usize, noop: bool) -> Result<Vec<usize>, String> {
     match axes {
         Some(a) if !a.is_empty() => {
             let mut v = a

@@ -1114,27 +1114,3 @@ fn t_last(b: &Builder, t: ValueId) -> usize {
         .and_then(|d| d.as_fixed())
         .expect("fixed last dim") as usize
 }
-
-/// Timing and node counts on a big model (BERT-base from
-/// `scripts/make_bert.py`): `TESSERA_BIG_MODEL=path cargo test --release
-/// -p tessera-passes big_model_report -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn big_model_report() {
-    let Ok(path) = std::env::var("TESSERA_BIG_MODEL") else {
-        return;
-    };
-    let mut g = tessera_frontend::import_model(&path).unwrap();
-    let compute = |g: &Graph| g.ops.iter().filter(|o| o.kind != OpKind::Constant).count();
-    let before = compute(&g);
-    let pm = crate::PassManager::parse(crate::pipeline_for_level(2), Default::default()).unwrap();
-    let stats = pm.run(&mut g, &mut |_, _| {}).unwrap();
-    let mut hist: std::collections::BTreeMap<&str, usize> = Default::default();
-    for o in g.ops.iter().filter(|o| o.kind != OpKind::Constant) {
-        *hist.entry(o.kind.mnemonic()).or_default() += 1;
-    }
-    eprintln!("{path}: {before} -> {} ops: {hist:?}", compute(&g));
-    for s in &stats {
-        eprintln!("  {} {:?}", s.name, s.time);
-    }
-}

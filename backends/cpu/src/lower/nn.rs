@@ -12,6 +12,7 @@
 //! `memref.alloca_scope` that the later `convert-scf-to-cf` breaks.
 
 use crate::emit::kernel::{Buf, KernelCtx};
+use tessera_ir::ops::nn::attention::Dims as AttnDims;
 use tessera_ir::{AttrAccess, DType};
 
 use super::LowerFn;
@@ -818,90 +819,17 @@ impl RowLayout {
     }
 }
 
-struct AttnDims {
-    batch: usize,
-    q_heads: usize,
-    kv_heads: usize,
-    q_seq: usize,
-    kv_seq: usize,
-    past: usize,
-    head: usize,
-    v_head: usize,
-    packed: bool,
-}
-
+/// The op's geometry, from the same definition the reference uses.
 fn attention_dims(k: &KernelCtx, q: &Buf, kb: &Buf, v: &Buf) -> Result<AttnDims, String> {
-    let heads = |name: &str| -> Result<Option<usize>, String> {
-        if !k.op.has_attr(name) {
-            return Ok(None);
-        }
-        let h = k.op.int(name)?;
-        if h <= 0 {
-            return Err(format!("{name} must be positive, got {h}"));
-        }
-        Ok(Some(h as usize))
-    };
-    let (qh, kvh) = (heads("q_num_heads")?, heads("kv_num_heads")?);
-    if q.rank() != kb.rank() || q.rank() != v.rank() {
-        return Err("Q, K and V must have the same rank".into());
-    }
-    let mut d = match q.rank() {
-        4 => AttnDims {
-            batch: q.shape[0],
-            q_heads: q.shape[1],
-            kv_heads: kb.shape[1],
-            q_seq: q.shape[2],
-            kv_seq: kb.shape[2],
-            past: 0,
-            head: q.shape[3],
-            v_head: v.shape[3],
-            packed: false,
-        },
-        3 => {
-            let (Some(qh), Some(kvh)) = (qh, kvh) else {
-                return Err("3-D inputs need q_num_heads and kv_num_heads".into());
-            };
-            if !q.shape[2].is_multiple_of(qh)
-                || !kb.shape[2].is_multiple_of(kvh)
-                || !v.shape[2].is_multiple_of(kvh)
-            {
-                return Err("hidden sizes are not divisible by the head counts".into());
-            }
-            AttnDims {
-                batch: q.shape[0],
-                q_heads: qh,
-                kv_heads: kvh,
-                q_seq: q.shape[1],
-                kv_seq: kb.shape[1],
-                past: 0,
-                head: q.shape[2] / qh,
-                v_head: v.shape[2] / kvh,
-                packed: true,
-            }
-        }
-        r => return Err(format!("Q, K and V must be 3-D or 4-D, got rank {r}")),
-    };
-    if d.kv_heads == 0 || d.q_heads % d.kv_heads != 0 {
-        return Err(format!(
-            "q heads ({}) must be a multiple of kv heads ({})",
-            d.q_heads, d.kv_heads
-        ));
-    }
-    if let (Some(pk), Some(pv)) = (k.opt_operand(4), k.opt_operand(5)) {
-        let p = pk.shape.get(2).copied().unwrap_or(0);
-        if pk.shape != [d.batch, d.kv_heads, p, d.head]
-            || pv.shape != [d.batch, d.kv_heads, p, d.v_head]
-        {
-            return Err(format!(
-                "past_key {:?} / past_value {:?} do not match K/V",
-                pk.shape, pv.shape
-            ));
-        }
-        d.past = p;
-    } else if k.opt_operand(4).is_some() || k.opt_operand(5).is_some() {
-        return Err("past_key and past_value must be given together".into());
-    }
-    Ok(d)
+    let shape = |i: usize| k.opt_operand(i).map(|b| b.shape.as_slice());
+    tessera_ir::ops::nn::attention::attention_dims(
+        k.op,
+        &q.shape,
+        &kb.shape,
+        &v.shape,
+        shape(4),
+        shape(5),
+    )
 }
 
 /// Copies `src` rows (layout `sl`, `seq` rows per head) into the [B, H, T, D]
@@ -952,7 +880,7 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
         return Err("the qk_matmul_output result is not supported by the cpu target".into());
     }
     let d = attention_dims(k, &q, &kb, &vb)?;
-    let total = d.past + d.kv_seq;
+    let total = d.total();
     let ct = compute_ty(dt);
     let scale = if k.op.has_attr("scale") {
         k.op.float("scale")?

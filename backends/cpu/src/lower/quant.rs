@@ -159,6 +159,60 @@ fn block_size(k: &KernelCtx) -> Result<i64, String> {
     }
 }
 
+/// The flat views and the opened (outer, dim, inner) nest of a
+/// QuantizeLinear / DequantizeLinear kernel.
+struct Nest {
+    x: (String, String),
+    scale: (String, String),
+    zp: Option<(String, String)>,
+    y: (String, String),
+    /// Flat element index and flat parameter index.
+    i: String,
+    pi: String,
+}
+
+/// Checks the zero point (type `zp_dtype`, the scale's shape), lays out the
+/// parameters along `axis` / `block_size` and opens the loop nest; `None`
+/// when the result is empty (nothing to emit).
+fn open_nest(
+    k: &mut KernelCtx,
+    name: &str,
+    x: &Buf,
+    scale: &Buf,
+    zp: Option<&Buf>,
+    zp_dtype: DType,
+    y: &Buf,
+) -> Result<Option<Nest>, String> {
+    if let Some(z) = zp {
+        if z.dtype != zp_dtype || (z.shape != scale.shape && !(z.len() == 1 && scale.len() == 1)) {
+            return Err(format!(
+                "tsr.{name}: zero point must be {zp_dtype} and match the scale shape"
+            ));
+        }
+    }
+    let (layout, outer, dim, inner) =
+        param_layout(&x.shape, &scale.shape, k.op.int("axis")?, block_size(k)?)?;
+    if y.is_empty() {
+        return Ok(None);
+    }
+    let xf = flat(k, x)?;
+    let sf = flat(k, scale)?;
+    let zf = match zp {
+        Some(z) => Some(flat(k, z)?),
+        None => None,
+    };
+    let yf = flat(k, y)?;
+    let (i, pi) = param_nest(k, &layout, outer, dim, inner);
+    Ok(Some(Nest {
+        x: xf,
+        scale: sf,
+        zp: zf,
+        y: yf,
+        i,
+        pi,
+    }))
+}
+
 fn lower_dequantize(k: &mut KernelCtx) -> Result<(), String> {
     let x = k.operand(0)?.clone();
     let scale = k.operand(1)?.clone();
@@ -176,27 +230,17 @@ fn lower_dequantize(k: &mut KernelCtx) -> Result<(), String> {
             scale.dtype
         ));
     }
-    if let Some(z) = &zp {
-        if z.dtype != x.dtype || (z.shape != scale.shape && !(z.len() == 1 && scale.len() == 1)) {
-            return Err(
-                "tsr.dequantize_linear: zero point must match the input type and the scale shape"
-                    .into(),
-            );
-        }
-    }
-    let (layout, outer, dim, inner) =
-        param_layout(&x.shape, &scale.shape, k.op.int("axis")?, block_size(k)?)?;
-    if y.is_empty() {
+    let Some(Nest {
+        x: (xm, xt),
+        scale: (sm, st),
+        zp: zf,
+        y: (ym, yt),
+        i,
+        pi,
+    }) = open_nest(k, "dequantize_linear", &x, &scale, zp.as_ref(), x.dtype, &y)?
+    else {
         return Ok(());
-    }
-    let (xm, xt) = flat(k, &x)?;
-    let (sm, st) = flat(k, &scale)?;
-    let zf = match &zp {
-        Some(z) => Some(flat(k, z)?),
-        None => None,
     };
-    let (ym, yt) = flat(k, &y)?;
-    let (i, pi) = param_nest(k, &layout, outer, dim, inner);
     let xv = load_f32(k, &xm, &xt, &i, x.dtype)?;
     let dx = match &zf {
         Some((zm, zt)) => {
@@ -240,27 +284,17 @@ fn lower_quantize(k: &mut KernelCtx) -> Result<(), String> {
             ))
         }
     };
-    if let Some(z) = &zp {
-        if z.dtype != out || (z.shape != scale.shape && !(z.len() == 1 && scale.len() == 1)) {
-            return Err(
-                "tsr.quantize_linear: zero point must match the result type and the scale shape"
-                    .into(),
-            );
-        }
-    }
-    let (layout, outer, dim, inner) =
-        param_layout(&x.shape, &scale.shape, k.op.int("axis")?, block_size(k)?)?;
-    if y.is_empty() {
+    let Some(Nest {
+        x: (xm, xt),
+        scale: (sm, st),
+        zp: zf,
+        y: (ym, yt),
+        i,
+        pi,
+    }) = open_nest(k, "quantize_linear", &x, &scale, zp.as_ref(), out, &y)?
+    else {
         return Ok(());
-    }
-    let (xm, xt) = flat(k, &x)?;
-    let (sm, st) = flat(k, &scale)?;
-    let zf = match &zp {
-        Some(z) => Some(flat(k, z)?),
-        None => None,
     };
-    let (ym, yt) = flat(k, &y)?;
-    let (i, pi) = param_nest(k, &layout, outer, dim, inner);
     let xv = load_f32(k, &xm, &xt, &i, x.dtype)?;
     let s = load_f32(k, &sm, &st, &pi, scale.dtype)?;
     let mut q = op(k, format!("arith.divf {xv}, {s} : f32"));

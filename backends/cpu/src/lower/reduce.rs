@@ -170,19 +170,7 @@ fn reduced_axes(k: &KernelCtx, rank: usize) -> Result<Vec<usize>, String> {
                 .to_i64_vec(),
         ),
     };
-    match axes {
-        Some(a) if !a.is_empty() => {
-            let mut v = a
-                .iter()
-                .map(|&x| norm_axis(x, rank))
-                .collect::<Result<Vec<_>, _>>()?;
-            v.sort_unstable();
-            v.dedup();
-            Ok(v)
-        }
-        _ if noop => Ok(Vec::new()),
-        _ => Ok((0..rank).collect()),
-    }
+    tessera_ir::ops::reduce::reduced_axes(axes.as_deref(), rank, noop)
 }
 
 fn lower_reduce(k: &mut KernelCtx) -> Result<(), String> {

@@ -7,23 +7,26 @@ use crate::dim::Dim;
 use crate::ops::quant::round_to;
 use crate::ops::*;
 
-/// Sizes of one attention call, with K/V heads and the cache resolved.
-#[derive(Clone, Copy, Debug)]
-struct Dims {
-    batch: usize,
-    q_heads: usize,
-    kv_heads: usize,
-    q_seq: usize,
-    kv_seq: usize,
-    past: usize,
-    head: usize,
-    v_head: usize,
+/// Sizes of one attention call, with K/V heads and the cache resolved. The
+/// one definition of the op's geometry: the reference semantics and the
+/// backends' kernels both get it from [`attention_dims`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub batch: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub q_seq: usize,
+    pub kv_seq: usize,
+    pub past: usize,
+    pub head: usize,
+    pub v_head: usize,
     /// Q, K, V are [batch, seq, heads*size] rather than [batch, heads, seq, size].
-    packed: bool,
+    pub packed: bool,
 }
 
 impl Dims {
-    fn total(&self) -> usize {
+    /// Keys seen by each query: the cache plus the new ones.
+    pub fn total(&self) -> usize {
         self.past + self.kv_seq
     }
 }
@@ -51,34 +54,55 @@ fn split_hidden(hidden: usize, heads: usize, what: &str) -> Result<usize, String
     Ok(hidden / heads)
 }
 
-fn attention_dims(ctx: &EvalCtx) -> Result<Dims, String> {
-    let (q, k, v) = (ctx.input(0)?, ctx.input(1)?, ctx.input(2)?);
-    if q.rank() != k.rank() || q.rank() != v.rank() {
-        return Err("Q, K and V must have the same rank".into());
-    }
-    let past = ctx.opt_input(4);
-    if past.is_some() != ctx.opt_input(5).is_some() {
-        return Err("past_key and past_value must be given together".into());
-    }
-    if past.is_some() && ctx.opt_input(6).is_some() {
+fn eval_dims(ctx: &EvalCtx) -> Result<Dims, String> {
+    let shape = |i: usize| ctx.opt_input(i).map(|t| t.shape.as_slice());
+    if ctx.opt_input(6).is_some() && shape(4).is_some() {
         return Err("nonpad_kv_seqlen cannot be combined with past_key/past_value".into());
     }
-    let qh = heads_attr(ctx, "q_num_heads")?;
-    let kvh = heads_attr(ctx, "kv_num_heads")?;
-    let mut d = match q.rank() {
+    attention_dims(
+        ctx,
+        &ctx.input(0)?.shape,
+        &ctx.input(1)?.shape,
+        &ctx.input(2)?.shape,
+        shape(4),
+        shape(5),
+    )
+}
+
+/// Resolves the geometry of an `attention` op from its attributes and the
+/// concrete shapes of Q, K, V and the optional past K/V, checking that they
+/// agree.
+pub fn attention_dims(
+    attrs: &impl AttrAccess,
+    q: &[usize],
+    k: &[usize],
+    v: &[usize],
+    past_k: Option<&[usize]>,
+    past_v: Option<&[usize]>,
+) -> Result<Dims, String> {
+    if q.len() != k.len() || q.len() != v.len() {
+        return Err("Q, K and V must have the same rank".into());
+    }
+    let past = past_k;
+    if past.is_some() != past_v.is_some() {
+        return Err("past_key and past_value must be given together".into());
+    }
+    let qh = heads_attr(attrs, "q_num_heads")?;
+    let kvh = heads_attr(attrs, "kv_num_heads")?;
+    let mut d = match q.len() {
         4 => {
             if qh.is_some() || kvh.is_some() {
                 return Err("q_num_heads and kv_num_heads must not be set for 4-D inputs".into());
             }
             Dims {
-                batch: q.shape[0],
-                q_heads: q.shape[1],
-                kv_heads: k.shape[1],
-                q_seq: q.shape[2],
-                kv_seq: k.shape[2],
+                batch: q[0],
+                q_heads: q[1],
+                kv_heads: k[1],
+                q_seq: q[2],
+                kv_seq: k[2],
                 past: 0,
-                head: q.shape[3],
-                v_head: v.shape[3],
+                head: q[3],
+                v_head: v[3],
                 packed: false,
             }
         }
@@ -87,19 +111,19 @@ fn attention_dims(ctx: &EvalCtx) -> Result<Dims, String> {
                 (Some(a), Some(b)) => (a as usize, b as usize),
                 _ => return Err("3-D inputs need q_num_heads and kv_num_heads".into()),
             };
-            let head = split_hidden(q.shape[2], qh, "Q")?;
-            if split_hidden(k.shape[2], kvh, "K")? != head {
+            let head = split_hidden(q[2], qh, "Q")?;
+            if split_hidden(k[2], kvh, "K")? != head {
                 return Err("Q and K head sizes differ".into());
             }
             Dims {
-                batch: q.shape[0],
+                batch: q[0],
                 q_heads: qh,
                 kv_heads: kvh,
-                q_seq: q.shape[1],
-                kv_seq: k.shape[1],
+                q_seq: q[1],
+                kv_seq: k[1],
                 past: 0,
                 head,
-                v_head: split_hidden(v.shape[2], kvh, "V")?,
+                v_head: split_hidden(v[2], kvh, "V")?,
                 packed: true,
             }
         }
@@ -115,11 +139,8 @@ fn attention_dims(ctx: &EvalCtx) -> Result<Dims, String> {
     } else {
         vec![d.batch, d.kv_heads, d.kv_seq, d.v_head]
     };
-    if k.shape != expect_k || v.shape != expect_v {
-        return Err(format!(
-            "K {:?} / V {:?} do not match Q {:?}",
-            k.shape, v.shape, q.shape
-        ));
+    if k != expect_k || v != expect_v {
+        return Err(format!("K {k:?} / V {v:?} do not match Q {q:?}"));
     }
     if d.kv_heads == 0 || d.q_heads % d.kv_heads != 0 {
         return Err(format!(
@@ -127,14 +148,11 @@ fn attention_dims(ctx: &EvalCtx) -> Result<Dims, String> {
             d.q_heads, d.kv_heads
         ));
     }
-    if let (Some(pk), Some(pv)) = (past, ctx.opt_input(5)) {
-        let p = pk.shape.get(2).copied().unwrap_or(0);
-        if pk.shape != [d.batch, d.kv_heads, p, d.head]
-            || pv.shape != [d.batch, d.kv_heads, p, d.v_head]
-        {
+    if let (Some(pk), Some(pv)) = (past, past_v) {
+        let p = pk.get(2).copied().unwrap_or(0);
+        if pk != [d.batch, d.kv_heads, p, d.head] || pv != [d.batch, d.kv_heads, p, d.v_head] {
             return Err(format!(
-                "past_key {:?} / past_value {:?} do not match K/V",
-                pk.shape, pv.shape
+                "past_key {pk:?} / past_value {pv:?} do not match K/V"
             ));
         }
         d.past = p;
@@ -283,7 +301,7 @@ impl<'a> Bias<'a> {
 }
 
 fn attention_kernel<R: Real>(ctx: &EvalCtx) -> Result<Vec<Tensor>, String> {
-    let d = attention_dims(ctx)?;
+    let d = eval_dims(ctx)?;
     let (q_t, k_t, v_t) = (ctx.input(0)?, ctx.input(1)?, ctx.input(2)?);
     let (qdt, vdt) = (q_t.dtype, v_t.dtype);
     let total = d.total();
