@@ -376,3 +376,27 @@ fn linear_residual_per_batch_item_keeps_batches_apart() {
     );
     g.check();
 }
+
+/// Weights of 1 MiB and more take the microkernel that prefetches the next
+/// B panel: odd M (a partial row panel), K past one KC block and not a
+/// multiple of it (the next-K-block target and the end-of-buffer clamp),
+/// N with a partial column panel, plain and batched A.
+#[test]
+fn big_constant_b_prefetches_the_next_panel() {
+    let mut g = G::default();
+    g.matmul(&[37, 600], &[600, 500], "f32", true);
+    g.matmul(&[2, 19, 520], &[520, 530], "f32", true);
+    let text = g.text();
+    let graph = crate::common::graph(&text);
+    let emitted = tessera_cpu::emit_mlir(
+        &graph,
+        &Default::default(),
+        &tessera_cpu::CpuOptions::default(),
+    )
+    .expect("emit");
+    assert!(
+        emitted.mlir.contains("memref.prefetch"),
+        "the 1 MiB weights did not take the prefetching microkernel"
+    );
+    check(&text);
+}

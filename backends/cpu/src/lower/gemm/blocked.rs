@@ -173,14 +173,23 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
     debug_assert_eq!(p.dtype, DType::F32);
     let t = Tile::current()?;
     let a_rows = reads_a_in_place(p).then_some(p.a.rs);
-    let ukr = Ukr::new(t.mr, t.nr, t.unroll, a_rows, &p.epi);
+    let mut ukr = Ukr::new(t.mr, t.nr, t.unroll, a_rows, &p.epi);
+    let (items, item_strides) = b_items(p);
+    let item_len = packed_len(1, p.k, p.n, t.nr);
+    // Weights too big to stay in cache come from DRAM at first touch: the
+    // first microkernel call on each B panel would wait on it while the
+    // other row panels reuse it from cache. Each call instead prefetches a
+    // slice of the next panel, so the fetch overlaps a whole panel's work.
+    let prefetch_below = (items * item_len) as i64 - (LANES * t.kc.div_ceil(t.unroll)) as i64;
+    ukr.prefetch = p.b.buf.constant.is_some()
+        && items * item_len * 4 >= PREFETCH_MIN_BYTES
+        && t.unroll > 1
+        && prefetch_below > 0;
     let sym = ukr.symbol();
     let text = ukr.text()?;
     k.helper(&sym, || text);
     let fl = format!("memref<{FLAT}xf32>");
 
-    let (items, item_strides) = b_items(p);
-    let item_len = packed_len(1, p.k, p.n, t.nr);
     let (bp, scratch) = match &p.b.buf.constant {
         Some(c) => {
             let data = c.to_f32_vec();
@@ -312,6 +321,24 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
     let bo = k.add_mul_c(&b_base, &k0, p.n.div_ceil(t.nr) * t.nr);
     let pk = k.mul(&panel, &kc);
     let bo = k.add_mul_c(&bo, &pk, t.nr);
+    let pf_slice = ukr.prefetch.then(|| {
+        next_panel_slice(
+            k,
+            &t,
+            p,
+            &bo,
+            &kc,
+            &NextPanel {
+                jp: &jp,
+                npanels: &npanels,
+                panel0: &panel0,
+                b_base: &b_base,
+                k0: &k0,
+                kk: &kk,
+                mpanels: &mpanels,
+            },
+        )
+    });
     let ip2 = k.fresh("ip");
     k.line(format!("scf.for {ip2} = {c0} to {mpanels} step {c1} {{"));
     let i0 = k.add_mul_c(&m0, &ip2, t.mr);
@@ -343,6 +370,12 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
         first.clone(),
         last.clone(),
     ];
+    if let Some((next, per)) = &pf_slice {
+        let off = k.mul(&ip2, per);
+        let pf = k.add_mul_c(next, &off, LANES);
+        let below = k.idx(prefetch_below);
+        args.push(k.min(&pf, &below));
+    }
     args.extend(alpha.clone());
     for (((buf, o), base), scale) in addends.iter().zip(&e_base).zip(&scales) {
         let off = k.add_mul_c(base, &i0, o.rs);
@@ -365,6 +398,55 @@ pub fn emit(k: &mut KernelCtx, p: &Problem) -> Result<(), String> {
         k.line(format!("memref.dealloc {buf} : {ty}"));
     }
     Ok(())
+}
+
+/// Constant B at least this big gets the software prefetch of the next
+/// panel (smaller weights stay in L2/L3 across runs).
+const PREFETCH_MIN_BYTES: usize = 1 << 20;
+
+/// Where the panel after the current one starts, and in which loop of the
+/// B sweep the ukr is.
+struct NextPanel<'a> {
+    jp: &'a str,
+    npanels: &'a str,
+    panel0: &'a str,
+    b_base: &'a str,
+    k0: &'a str,
+    kk: &'a str,
+    mpanels: &'a str,
+}
+
+/// The start of the B panel this task needs next (the following panel of
+/// this K block, else its first panel of the next K block) and the cache
+/// lines each of the `mpanels` microkernel calls prefetches of it.
+fn next_panel_slice(
+    k: &mut KernelCtx,
+    t: &Tile,
+    p: &Problem,
+    bo: &str,
+    kc: &str,
+    n: &NextPanel,
+) -> (String, String) {
+    let panel_len = k.mul_c(kc, t.nr);
+    let next_same = k.add(bo, &panel_len);
+    let k1 = k.add(n.k0, kc);
+    let kleft = k.sub(n.kk, &k1);
+    let kcv = k.idx(t.kc as i64);
+    let kc1 = k.min(&kcv, &kleft);
+    let at = k.add_mul_c(n.b_base, &k1, p.n.div_ceil(t.nr) * t.nr);
+    let pk = k.mul(n.panel0, &kc1);
+    let next_kb = k.add_mul_c(&at, &pk, t.nr);
+    let jp1 = k.add_c(n.jp, 1);
+    let last = k.op(format!("arith.cmpi eq, {jp1}, {} : index", n.npanels));
+    let next = k.op(format!(
+        "arith.select {last}, {next_kb}, {next_same} : index"
+    ));
+    let lines = k.mul_c(kc, t.nr / LANES);
+    let c1 = k.idx(1);
+    let up = k.add(&lines, n.mpanels);
+    let up = k.sub(&up, &c1);
+    let per = k.op(format!("arith.divui {up}, {} : index", n.mpanels));
+    (next, per)
 }
 
 /// Whether the microkernel reads A where it lies rather than from packed

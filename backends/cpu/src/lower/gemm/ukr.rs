@@ -36,6 +36,10 @@ pub struct Ukr {
     /// `Some(lda)`: A is read in place from rows `lda` elements apart
     /// (contiguous along K) instead of from a packed `[kc][MR]` panel.
     pub a_rows: Option<usize>,
+    /// Takes a `%pf` offset into B and prefetches one cache line there per
+    /// unrolled K step (into L2), so the caller can stream the next B panel
+    /// in while this one is in use (see `blocked.rs`).
+    pub prefetch: bool,
     pub alpha: bool,
     pub pre: Vec<AddendShape>,
     pub act: Act,
@@ -53,6 +57,7 @@ impl Ukr {
             nr,
             unroll,
             a_rows,
+            prefetch: false,
             alpha: epi.alpha.is_some(),
             pre: epi.pre.iter().map(shape).collect(),
             act: epi.act,
@@ -72,6 +77,9 @@ impl Ukr {
         let mut s = format!("tsr_sgemm_{}x{}_u{}", self.mr, self.nr, self.unroll);
         if let Some(lda) = self.a_rows {
             s.push_str(&format!("_lda{lda}"));
+        }
+        if self.prefetch {
+            s.push_str("_pf");
         }
         let tag = |a: &AddendShape| {
             format!(
@@ -107,6 +115,9 @@ impl Ukr {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if self.prefetch {
+            t.push("index".into());
+        }
         if self.alpha {
             t.push("f32".into());
         }
@@ -120,7 +131,7 @@ impl Ukr {
     }
 
     /// The helper: `(a, a_off, b, b_off, kc, c, c_off, ldc, mv, nv, first,
-    /// last, [alpha], per addend: (buf, off, row_stride, [scale]))`. A is
+    /// last, [pf], [alpha], per addend: (buf, off, row_stride, [scale]))`. A is
     /// packed `[kc][MR]` (or read in place, see [`Ukr::a_rows`]), B
     /// `[kc][NR]`; A, C and the addends are addressed at the tile's
     /// top-left element.
@@ -134,6 +145,9 @@ impl Ukr {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if self.prefetch {
+            params.push("%pf".into());
+        }
         if self.alpha {
             params.push("%alpha".into());
         }
@@ -231,6 +245,15 @@ impl Ukr {
                 acc.iter().map(|a| (e.name("x"), a.clone())).collect();
             let res = e.ops(na, for_iter(&iv, &lo, &hi, &step, &carried, V));
             let mut cur: Vec<String> = carried.iter().map(|(n, _)| n.clone()).collect();
+            if self.prefetch && copies > 1 {
+                // Line `iv / u` of the caller's prefetch slice.
+                let line = e.op(format!("arith.divui {iv}, {cu} : index"));
+                let off = e.mul_c(&line, LANES);
+                let at = e.add("%pf", &off);
+                e.raw(format!(
+                    "memref.prefetch %b[{at}], read, locality<2>, data : {fl}"
+                ));
+            }
             for j in 0..copies {
                 let p = e.add_c(&iv, j);
                 self.rank1_step(&mut e, &p, &arows, &mut cur, &fl);
