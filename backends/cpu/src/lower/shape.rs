@@ -15,6 +15,7 @@
 //! Constant indices are checked at compile time instead.
 
 use super::generic::{affine_map, elementwise, generic, Region};
+use super::matmul::gemm::text::{flat, Emit, FLAT};
 use super::LowerFn;
 use crate::emit::kernel::{memref_type, Buf, KernelCtx};
 use tessera_ir::ops::util::norm_axis;
@@ -151,10 +152,91 @@ fn axis_window(
     subview(k, b, &offsets, &sizes, &vec![1; b.rank()])
 }
 
+/// Split and concat of a row-major tensor along `axis` move, per index of
+/// the dims before the axis, one contiguous run per piece: copied with
+/// 16-lane vector loads and stores, parallel over those outer indices, all
+/// pieces in one parallel region. (The generic strided copy runs a scalar
+/// loop per element; this is the Q/K/V split after the merged projection.)
+/// `to_pieces`: split (whole → pieces) rather than concat.
+fn axis_runs_copy(
+    k: &mut KernelCtx,
+    whole: &Buf,
+    pieces: &[(Buf, usize)],
+    axis: usize,
+    to_pieces: bool,
+) -> Result<(), String> {
+    let outer: usize = whole.shape[..axis].iter().product();
+    let inner: usize = whole.shape[axis + 1..].iter().product();
+    let row = whole.shape[axis] * inner;
+    let ty = whole.elem();
+    let vty = format!("vector<{LANES}x{ty}>");
+    let fl = format!("memref<{FLAT}x{ty}>");
+    let w = flat(k, whole, FLAT);
+    let flats: Vec<String> = pieces.iter().map(|(b, _)| flat(k, b, FLAT)).collect();
+    let (c0, c1) = (k.idx(0), k.idx(1));
+    let o = k.fresh("o");
+    let no = k.idx(outer as i64);
+    k.line(format!(
+        "scf.parallel ({o}) = ({c0}) to ({no}) step ({c1}) {{"
+    ));
+    let wrow = k.mul_c(&o, row);
+    for ((b, off), fb) in pieces.iter().zip(&flats) {
+        let run = b.shape[axis] * inner;
+        if run == 0 {
+            continue;
+        }
+        let wbase = k.add_c(&wrow, off * inner);
+        let pbase = k.mul_c(&o, run);
+        let (src, sbase, dst, dbase) = if to_pieces {
+            (&w, wbase, fb, pbase)
+        } else {
+            (fb, pbase, &w, wbase)
+        };
+        let vend = run / LANES * LANES;
+        for (lo, hi, step, vector) in [(0, vend, LANES, true), (vend, run, 1, false)] {
+            if lo == hi {
+                continue;
+            }
+            let (lo, hi, st) = (k.idx(lo as i64), k.idx(hi as i64), k.idx(step as i64));
+            let c = k.fresh("run");
+            k.line(format!("scf.for {c} = {lo} to {hi} step {st} {{"));
+            let s_at = k.add(&sbase, &c);
+            let d_at = k.add(&dbase, &c);
+            if vector {
+                let x = k.op(format!("vector.load {src}[{s_at}] : {fl}, {vty}"));
+                k.line(format!("vector.store {x}, {dst}[{d_at}] : {fl}, {vty}"));
+            } else {
+                let x = k.op(format!("memref.load {src}[{s_at}] : {fl}"));
+                k.line(format!("memref.store {x}, {dst}[{d_at}] : {fl}"));
+            }
+            k.line("}");
+        }
+    }
+    k.line("}");
+    Ok(())
+}
+
+const LANES: usize = 16;
+
+/// Whether [`axis_runs_copy`] handles this element type (booleans are
+/// bytes in memory but `i1` vectors are bit-packed).
+fn runs_copyable(b: &Buf) -> bool {
+    b.dtype != DType::Bool
+}
+
 fn lower_concat(k: &mut KernelCtx) -> Result<(), String> {
     let ins: Vec<Buf> = k.operands.iter().flatten().cloned().collect();
     let out = k.result(0).clone();
     let axis = norm_axis(k.op.int("axis")?, out.rank())?;
+    if runs_copyable(&out) && !out.is_empty() {
+        let mut pieces = Vec::new();
+        let mut offset = 0;
+        for b in &ins {
+            pieces.push((b.clone(), offset));
+            offset += b.shape[axis];
+        }
+        return axis_runs_copy(k, &out, &pieces, axis, false);
+    }
     let mut offset = 0;
     for b in &ins {
         let n = b.shape[axis];
@@ -170,6 +252,22 @@ fn lower_concat(k: &mut KernelCtx) -> Result<(), String> {
 fn lower_split(k: &mut KernelCtx) -> Result<(), String> {
     let x = k.operand(0)?.clone();
     let axis = norm_axis(k.op.int("axis")?, x.rank())?;
+    let covered: usize = k.results.iter().map(|b| b.shape[axis]).sum();
+    if covered != x.shape[axis] {
+        return Err(format!(
+            "split pieces cover {covered} of the axis of size {}",
+            x.shape[axis]
+        ));
+    }
+    if runs_copyable(&x) && !x.is_empty() {
+        let mut pieces = Vec::new();
+        let mut offset = 0;
+        for b in k.results.clone() {
+            pieces.push((b.clone(), offset));
+            offset += b.shape[axis];
+        }
+        return axis_runs_copy(k, &x, &pieces, axis, true);
+    }
     // The result types carry the sizes (split operand or equal pieces).
     let mut offset = 0i64;
     for out in k.results.clone() {

@@ -126,6 +126,16 @@ fn split_into_pieces() {
     check("tsr.graph @g(%x: tensor<7x2xi32>) -> (\"a\": tensor<3x2xi32>, \"b\": tensor<3x2xi32>, \"c\": tensor<1x2xi32>) {\n\
              %a, %b, %c = tsr.split %x {axis = 0} : (tensor<7x2xi32>) -> (tensor<3x2xi32>, tensor<3x2xi32>, tensor<1x2xi32>)\n\
              tsr.return %a, %b, %c\n}\n");
+    // Runs of whole 16-lane vectors plus a tail (the vector copy), in a
+    // half type, and booleans (the per-element copy).
+    check("tsr.graph @g(%x: tensor<4x3x100xf16>) -> (\"a\": tensor<4x3x48xf16>, \"b\": tensor<4x3x33xf16>, \"c\": tensor<4x3x19xf16>) {\n\
+             %s = tsr.constant {value = @s} : () -> tensor<3xi64>\n\
+             %a, %b, %c = tsr.split %x, %s {axis = 2} : (tensor<4x3x100xf16>, tensor<3xi64>) -> (tensor<4x3x48xf16>, tensor<4x3x33xf16>, tensor<4x3x19xf16>)\n\
+             tsr.return %a, %b, %c\n}\n\
+           tsr.constants {\n  @s = dense<[48, 33, 19]> : tensor<3xi64>\n}\n");
+    check("tsr.graph @g(%x: tensor<2x40xi1>, %y: tensor<2x9xi1>) -> (\"a\": tensor<2x49xi1>) {\n\
+             %a = tsr.concat %x, %y {axis = 1} : (tensor<2x40xi1>, tensor<2x9xi1>) -> tensor<2x49xi1>\n\
+             tsr.return %a\n}\n");
 }
 
 fn slice_text(
