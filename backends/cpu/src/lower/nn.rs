@@ -1008,9 +1008,6 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     };
 
     let group = d.q_heads / d.kv_heads;
-    let scores_ty = format!("memref<{}x{ct}>", d.batch * d.q_heads * total.max(1));
-    let scores = op(k, format!("memref.alloc() : {scores_ty}"));
-    freed.push((scores.clone(), scores_ty.clone()));
     let ninf = fconst(k, f64::NEG_INFINITY, ct);
     let zero = fconst(k, 0.0, ct);
     let one = fconst(k, 1.0, ct);
@@ -1038,8 +1035,16 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
         Some(m) => m.dtype == DType::F32 && mstrides[3] == 1,
     };
     let fast_w = (vec8 && full_range && vmask && cap.is_none() && d.head > 0)
-        .then(|| lane_width(total))
+        .then(|| lane_width(total).zip(lane_width(d.v_head)))
         .flatten();
+    let rows = if fast_w.is_some() {
+        row_block(d.q_seq)
+    } else {
+        1
+    };
+    let scores_ty = format!("memref<{}x{ct}>", d.batch * d.q_heads * rows * total.max(1));
+    let scores = op(k, format!("memref.alloc() : {scores_ty}"));
+    freed.push((scores.clone(), scores_ty.clone()));
     let kt_scratch = if fast_w.is_some() {
         let ty = format!("memref<{}xf32>", d.batch * d.q_heads * d.head * total);
         let n = op(k, format!("memref.alloc() : {ty}"));
@@ -1058,7 +1063,7 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     let kbase = ksl.head_base(k, &pb, &kvh);
     let vbase = vsl.head_base(k, &pb, &kvh);
     let bh = mad(k, &pb, d.q_heads, Some(&ph));
-    let sbase = mad(k, &bh, total, None);
+    let sbase = mad(k, &bh, rows * total, None);
     let mbase = if mflat.is_some() {
         let o = mad(k, &pb, mstrides[0], None);
         Some(mad(k, &ph, mstrides[1], Some(&o)))
@@ -1082,6 +1087,41 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
         for_close(k, &[]);
         (km_t.clone(), ktt.clone(), tb)
     });
+
+    if let (Some((w, wv)), Some(kt)) = (fast_w, &kt) {
+        let blk = VecBlock {
+            rows,
+            w,
+            wv,
+            total,
+            head: d.head,
+            v_head: d.v_head,
+            q: (&qm, &qt),
+            qbase: &qbase,
+            q_row: ql.row,
+            kt: (&kt.0, &kt.1),
+            kt_base: &kt.2,
+            v: (&vsrc.0, &vsrc.1),
+            vbase: &vbase,
+            v_row: vsl.row,
+            y: (&ym, &yt),
+            ybase: &ybase,
+            y_row: yl.row,
+            mask: mflat
+                .as_ref()
+                .zip(mbase.as_ref())
+                .map(|((mm, mt), mb)| (mm.as_str(), mt.as_str(), mb.as_str(), mstrides[2])),
+            scores: (&scores, &scores_ty),
+            sbase: &sbase,
+            scale: &scale_c,
+        };
+        vec_attention_blocks(k, &blk, d.q_seq);
+        par_close(k);
+        for (n, ty) in freed {
+            k.line(format!("memref.dealloc {n} : {ty}"));
+        }
+        return Ok(());
+    }
 
     let i = for_range(k, d.q_seq);
     let qrow = mad(k, &i, ql.row, Some(&qbase));
@@ -1113,25 +1153,7 @@ fn lower_attention(k: &mut KernelCtx) -> Result<(), String> {
     }
     let mrow = mbase.as_ref().map(|mb| mad(k, &i, mstrides[2], Some(mb)));
 
-    let sum = if let (Some(w), Some(kt)) = (fast_w, &kt) {
-        let sv = VecScores {
-            w,
-            total,
-            head: d.head,
-            q: (&qm, &qt),
-            qrow: &qrow,
-            kt: (&kt.0, &kt.1),
-            kt_base: &kt.2,
-            mask: mflat
-                .as_ref()
-                .zip(mrow.as_ref())
-                .map(|((mm, mt), mr)| (mm.as_str(), mt.as_str(), mr.as_str())),
-            scores: (&scores, &scores_ty),
-            sbase: &sbase,
-            scale: &scale_c,
-        };
-        vec_softmax_row(k, &sv)
-    } else {
+    let sum = {
         // Scores and their maximum.
         let (j, a, r) = for_open(k, &lo, &hi, 1, &[(&ninf, ct)]);
         let krow = mad(k, &j, ksl.row, Some(&kbase));
@@ -1249,84 +1271,183 @@ fn lane_width(n: usize) -> Option<usize> {
         .find(|&w| n > 0 && n.is_multiple_of(w))
 }
 
-/// One query row of the vector attention path.
-struct VecScores<'a> {
-    /// Keys per vector (divides `total`).
+/// Query rows per block of the vector attention path: each K^T and V
+/// vector loaded is used by this many rows (4 rows x 64 keys = 16 zmm
+/// accumulators), halving the loads per FMA against one row at a time.
+fn row_block(q_seq: usize) -> usize {
+    [4, 2, 1]
+        .into_iter()
+        .find(|&r| q_seq.is_multiple_of(r))
+        .unwrap_or(1)
+}
+
+/// The vector attention path of one (batch, head): f32, every row attends
+/// every key, any mask an additive f32 row.
+struct VecBlock<'a> {
+    /// Query rows per block (divides the query length).
+    rows: usize,
+    /// Keys per score vector (divides `total`), value lanes per output
+    /// vector (divides `v_head`).
     w: usize,
+    wv: usize,
     total: usize,
     head: usize,
+    v_head: usize,
     q: (&'a str, &'a str),
-    qrow: &'a str,
+    qbase: &'a str,
+    q_row: usize,
     /// K^T of the head, `[head][total]`, starting at `kt_base`.
     kt: (&'a str, &'a str),
     kt_base: &'a str,
-    /// An additive f32 mask row (memref, type, row start), contiguous.
-    mask: Option<(&'a str, &'a str, &'a str)>,
+    v: (&'a str, &'a str),
+    vbase: &'a str,
+    v_row: usize,
+    y: (&'a str, &'a str),
+    ybase: &'a str,
+    y_row: usize,
+    /// An additive f32 mask (memref, type, head start, query-row stride),
+    /// contiguous along the keys.
+    mask: Option<(&'a str, &'a str, &'a str, usize)>,
+    /// `rows` score rows of `total` per (batch, head), from `sbase`.
     scores: (&'a str, &'a str),
     sbase: &'a str,
     scale: &'a str,
 }
 
-/// Writes the row's unnormalized probabilities `exp(s_j - max)` into the
-/// scores scratch and returns their sum. Each score is a sequential sum over
-/// the head dimension; the max and the sum run over `w` lanes then reduce
-/// the lanes in a fixed order, so the result does not depend on threads.
-fn vec_softmax_row(k: &mut KernelCtx, r: &VecScores) -> String {
-    let vt = format!("vector<{}xf32>", r.w);
+/// Every query row of the head, `rows` at a time: the scores of the block
+/// (one K^T vector load feeds every row), each row's softmax, then the
+/// probabilities times V (one V vector load feeds every row). Each element
+/// is summed in the same order as one row at a time would (over the head
+/// dim, then over the keys, sequentially per lane; the max and the sum
+/// reduce `w` lanes in a fixed order), so results do not depend on the
+/// block size or on threads.
+fn vec_attention_blocks(k: &mut KernelCtx, b: &VecBlock, q_seq: usize) {
+    let r_n = b.rows;
+    let vt = format!("vector<{}xf32>", b.w);
     let vty = vt.as_str();
-    let (sm, st) = r.scores;
-    let bc = |k: &mut KernelCtx, x: &str| op(k, format!("vector.broadcast {x} : f32 to {vty}"));
+    let (sm, st) = b.scores;
+    let bc =
+        |k: &mut KernelCtx, x: &str, t: &str| op(k, format!("vector.broadcast {x} : f32 to {t}"));
     let zero = fconst(k, 0.0, "f32");
-    let vzero = bc(k, &zero);
+    let one = fconst(k, 1.0, "f32");
+    let vzero = bc(k, &zero, vty);
     let ninf = fconst(k, f64::NEG_INFINITY, "f32");
-    let vninf = bc(k, &ninf);
-    let vscale = bc(k, r.scale);
-    let (c0, ctot, chead) = (k.idx(0), k.idx(r.total as i64), k.idx(r.head as i64));
+    let vninf = bc(k, &ninf, vty);
+    let vscale = bc(k, b.scale, vty);
+    let (c0, ctot, chead) = (k.idx(0), k.idx(b.total as i64), k.idx(b.head as i64));
+    let cq = k.idx(q_seq as i64);
 
-    let (jb, a, mx) = for_open(k, &c0, &ctot, r.w, &[(&vninf, vty)]);
-    let (dd, acc, dot) = for_open(k, &c0, &chead, 1, &[(&vzero, vty)]);
-    let qi = op(k, format!("arith.addi {}, {dd} : index", r.qrow));
-    let qv = op(k, format!("memref.load {}[{qi}] : {}", r.q.0, r.q.1));
-    let qb = bc(k, &qv);
-    let ti = mad(k, &dd, r.total, Some(r.kt_base));
+    let (ib, _, _) = for_open(k, &c0, &cq, r_n, &[]);
+    let rows: Vec<(String, String, String, Option<String>)> = (0..r_n)
+        .map(|r| {
+            let i = k.fresh("row");
+            let rc = k.idx(r as i64);
+            k.line(format!("{i} = arith.addi {ib}, {rc} : index"));
+            let qrow = mad(k, &i, b.q_row, Some(b.qbase));
+            let yrow = mad(k, &i, b.y_row, Some(b.ybase));
+            let srow = mad(k, &rc, b.total, Some(b.sbase));
+            let mrow = b.mask.map(|(_, _, mb, ms)| mad(k, &i, ms, Some(mb)));
+            (qrow, yrow, srow, mrow)
+        })
+        .collect();
+
+    // Scores of the block and each row's running maximum.
+    let maxes: Vec<(&str, &str)> = (0..r_n).map(|_| (vninf.as_str(), vty)).collect();
+    let (jb, mx, mx_out) = for_open(k, &c0, &ctot, b.w, &maxes);
+    let accs: Vec<(&str, &str)> = (0..r_n).map(|_| (vzero.as_str(), vty)).collect();
+    let (dd, acc, dots) = for_open(k, &c0, &chead, 1, &accs);
+    let ti = mad(k, &dd, b.total, Some(b.kt_base));
     let ti = op(k, format!("arith.addi {ti}, {jb} : index"));
     let kv = op(
         k,
-        format!("vector.load {}[{ti}] : {}, {vty}", r.kt.0, r.kt.1),
+        format!("vector.load {}[{ti}] : {}, {vty}", b.kt.0, b.kt.1),
     );
-    let nacc = op(k, format!("vector.fma {qb}, {kv}, {} : {vty}", acc[0]));
-    for_close(k, &[(&nacc, vty)]);
-    let mut sc = op(k, format!("arith.mulf {}, {vscale} : {vty}", dot[0]));
-    if let Some((mm, mt, mr)) = r.mask {
-        let mi = op(k, format!("arith.addi {mr}, {jb} : index"));
-        let mv = op(k, format!("vector.load {mm}[{mi}] : {mt}, {vty}"));
-        sc = op(k, format!("arith.addf {sc}, {mv} : {vty}"));
+    let mut next = Vec::new();
+    for (r, (qrow, ..)) in rows.iter().enumerate() {
+        let qi = op(k, format!("arith.addi {qrow}, {dd} : index"));
+        let qv = op(k, format!("memref.load {}[{qi}] : {}", b.q.0, b.q.1));
+        let qb = bc(k, &qv, vty);
+        next.push(op(k, format!("vector.fma {qb}, {kv}, {} : {vty}", acc[r])));
     }
-    let si = op(k, format!("arith.addi {}, {jb} : index", r.sbase));
-    k.line(format!("vector.store {sc}, {sm}[{si}] : {st}, {vty}"));
-    let m = op(k, format!("arith.maxnumf {}, {sc} : {vty}", a[0]));
-    for_close(k, &[(&m, vty)]);
-    let rmax = op(
-        k,
-        format!("vector.reduction <maxnumf>, {} : {vty} into f32", mx[0]),
-    );
-    // A row with every key masked attends nothing: zeros, as the reference.
-    let none = op(k, format!("arith.cmpf oeq, {rmax}, {ninf} : f32"));
-    let max = op(k, format!("arith.select {none}, {zero}, {rmax} : f32"));
-    let vmax = bc(k, &max);
+    let yields: Vec<(&str, &str)> = next.iter().map(|n| (n.as_str(), vty)).collect();
+    for_close(k, &yields);
+    let mut new_max = Vec::new();
+    for (r, (_, _, srow, mrow)) in rows.iter().enumerate() {
+        let mut sc = op(k, format!("arith.mulf {}, {vscale} : {vty}", dots[r]));
+        if let (Some((mm, mt, _, _)), Some(mr)) = (b.mask, mrow) {
+            let mi = op(k, format!("arith.addi {mr}, {jb} : index"));
+            let mv = op(k, format!("vector.load {mm}[{mi}] : {mt}, {vty}"));
+            sc = op(k, format!("arith.addf {sc}, {mv} : {vty}"));
+        }
+        let si = op(k, format!("arith.addi {srow}, {jb} : index"));
+        k.line(format!("vector.store {sc}, {sm}[{si}] : {st}, {vty}"));
+        new_max.push(op(k, format!("arith.maxnumf {}, {sc} : {vty}", mx[r])));
+    }
+    let yields: Vec<(&str, &str)> = new_max.iter().map(|n| (n.as_str(), vty)).collect();
+    for_close(k, &yields);
 
-    let (jb, a, sum) = for_open(k, &c0, &ctot, r.w, &[(&vzero, vty)]);
-    let si = op(k, format!("arith.addi {}, {jb} : index", r.sbase));
-    let s = op(k, format!("vector.load {sm}[{si}] : {st}, {vty}"));
-    let t = op(k, format!("arith.subf {s}, {vmax} : {vty}"));
-    let e = vec_exp(k, &t, r.w);
-    k.line(format!("vector.store {e}, {sm}[{si}] : {st}, {vty}"));
-    let acc = op(k, format!("arith.addf {}, {e} : {vty}", a[0]));
-    for_close(k, &[(&acc, vty)]);
-    op(
-        k,
-        format!("vector.reduction <add>, {} : {vty} into f32", sum[0]),
-    )
+    // Each row: exp(s - max) in place, the sum, its reciprocal.
+    let mut invs = Vec::new();
+    for (r, (_, _, srow, _)) in rows.iter().enumerate() {
+        let rmax = op(
+            k,
+            format!("vector.reduction <maxnumf>, {} : {vty} into f32", mx_out[r]),
+        );
+        // A row with every key masked attends nothing: zeros, as the reference.
+        let none = op(k, format!("arith.cmpf oeq, {rmax}, {ninf} : f32"));
+        let max = op(k, format!("arith.select {none}, {zero}, {rmax} : f32"));
+        let vmax = bc(k, &max, vty);
+        let (jb, a, sum) = for_open(k, &c0, &ctot, b.w, &[(&vzero, vty)]);
+        let si = op(k, format!("arith.addi {srow}, {jb} : index"));
+        let s = op(k, format!("vector.load {sm}[{si}] : {st}, {vty}"));
+        let t = op(k, format!("arith.subf {s}, {vmax} : {vty}"));
+        let e = vec_exp(k, &t, b.w);
+        k.line(format!("vector.store {e}, {sm}[{si}] : {st}, {vty}"));
+        let acc = op(k, format!("arith.addf {}, {e} : {vty}", a[0]));
+        for_close(k, &[(&acc, vty)]);
+        let sum = op(
+            k,
+            format!("vector.reduction <add>, {} : {vty} into f32", sum[0]),
+        );
+        let empty = op(k, format!("arith.cmpf oeq, {sum}, {zero} : f32"));
+        let recip = op(k, format!("arith.divf {one}, {sum} : f32"));
+        invs.push(op(
+            k,
+            format!("arith.select {empty}, {zero}, {recip} : f32"),
+        ));
+    }
+
+    // y = (sum_j e_j v_j) / sum, `wv` value lanes at a time.
+    let ovt = format!("vector<{}xf32>", b.wv);
+    let ovt = ovt.as_str();
+    let ovz = bc(k, &zero, ovt);
+    let cv = k.idx(b.v_head as i64);
+    let (dc, _, _) = for_open(k, &c0, &cv, b.wv, &[]);
+    let accs: Vec<(&str, &str)> = (0..r_n).map(|_| (ovz.as_str(), ovt)).collect();
+    let (j, acc, outs) = for_open(k, &c0, &ctot, 1, &accs);
+    let vr = mad(k, &j, b.v_row, Some(b.vbase));
+    let vi = op(k, format!("arith.addi {vr}, {dc} : index"));
+    let vv = op(k, format!("vector.load {}[{vi}] : {}, {ovt}", b.v.0, b.v.1));
+    let mut next = Vec::new();
+    for (r, (_, _, srow, _)) in rows.iter().enumerate() {
+        let si = op(k, format!("arith.addi {srow}, {j} : index"));
+        let s = op(k, format!("memref.load {sm}[{si}] : {st}"));
+        let sv = bc(k, &s, ovt);
+        next.push(op(k, format!("vector.fma {sv}, {vv}, {} : {ovt}", acc[r])));
+    }
+    let yields: Vec<(&str, &str)> = next.iter().map(|n| (n.as_str(), ovt)).collect();
+    for_close(k, &yields);
+    for (r, (_, yrow, _, _)) in rows.iter().enumerate() {
+        let invv = bc(k, &invs[r], ovt);
+        let out = op(k, format!("arith.mulf {}, {invv} : {ovt}", outs[r]));
+        let yi = op(k, format!("arith.addi {yrow}, {dc} : index"));
+        k.line(format!(
+            "vector.store {out}, {}[{yi}] : {}, {ovt}",
+            b.y.0, b.y.1
+        ));
+    }
+    for_close(k, &[]);
+    for_close(k, &[]);
 }
 
 /// `exp(x)` on `vector<w x f32>` without libm: Cephes' expf (range
@@ -1423,138 +1544,6 @@ fn dot_product(
     r[0].clone()
 }
 
-// ---------------------------------------------------------------------------
-// Conv (2-D, groups, strides, dilations, pads): a direct loop nest, one
-// output row per parallel iteration, each output a fixed-order sum.
-
-fn lower_conv(k: &mut KernelCtx) -> Result<(), String> {
-    let x = float_operand(k, 0, "x")?;
-    let w = float_operand(k, 1, "w")?;
-    let bias = k.opt_operand(2).cloned();
-    let y = k.result(0).clone();
-    if x.rank() != 4 || w.rank() != 4 {
-        return Err(format!(
-            "only 2-D convolution (4-D x and w) is supported by the cpu target, got x {:?}",
-            x.shape
-        ));
-    }
-    let d = x.dtype;
-    if w.dtype != d {
-        return Err("x and w of different element types are not supported".into());
-    }
-    let ct = compute_ty(d);
-    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    let (m, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
-    let (oh, ow) = (y.shape[2], y.shape[3]);
-    let group = k.op.int("group")?.max(1) as usize;
-    if c != cg * group || m % group != 0 {
-        return Err(format!(
-            "w {:?} does not match x {:?} with group {group}",
-            w.shape, x.shape
-        ));
-    }
-    let ints = |name: &str, default: [i64; 2]| -> Result<Vec<i64>, String> {
-        match k.op.attr(name) {
-            Some(tessera_ir::Attr::Ints(v)) => Ok(v),
-            None => Ok(default.to_vec()),
-            Some(other) => Err(format!("{name} must be a list of integers, got {other:?}")),
-        }
-    };
-    let strides = ints("strides", [1, 1])?;
-    let dil = ints("dilations", [1, 1])?;
-    let pads = ints("pads", [0, 0])?;
-    if strides.len() != 2 || dil.len() != 2 || !(pads.len() == 4 || pads == [0, 0]) {
-        return Err("strides, dilations and pads must describe 2 spatial dims".into());
-    }
-    let auto = k.op.string("auto_pad").unwrap_or_else(|_| "NOTSET".into());
-    // The leading pad of each spatial dim (the result's size fixes the rest).
-    let begin = |i: usize, inp: usize, out: usize, kern: usize| -> Result<i64, String> {
-        let total =
-            ((out as i64 - 1) * strides[i] + (kern as i64 - 1) * dil[i] + 1 - inp as i64).max(0);
-        Ok(match auto.as_str() {
-            "NOTSET" => pads.get(i).copied().unwrap_or(0),
-            "VALID" => 0,
-            "SAME_UPPER" => total / 2,
-            "SAME_LOWER" => total - total / 2,
-            other => return Err(format!("unknown auto_pad '{other}'")),
-        })
-    };
-    let (ph, pw) = (begin(0, h, oh, kh)?, begin(1, wd, ow, kw)?);
-    if y.is_empty() {
-        return Ok(());
-    }
-    let (xm, xt) = flat(k, &x)?;
-    let (wm, wt) = flat(k, &w)?;
-    let (ym, yt) = flat(k, &y)?;
-    let bf = match &bias {
-        Some(b) => Some((flat(k, b)?, b.dtype)),
-        None => None,
-    };
-    let zero = fconst(k, 0.0, ct);
-    let mpg = m / group;
-    let p = par_open(k, &[n, m, oh]);
-    let (pn, pm, poh) = (p[0].clone(), p[1].clone(), p[2].clone());
-    let mg = k.idx(mpg as i64);
-    let g = op(k, format!("arith.divui {pm}, {mg} : index"));
-    let cbase = mad(k, &g, cg, None);
-    let init = match &bf {
-        Some(((bm, bt), bd)) => load_as(k, bm, bt, &pm, *bd, ct),
-        None => zero.clone(),
-    };
-    let ih0 = {
-        let a = mad(k, &poh, strides[0] as usize, None);
-        let pc = k.idx(ph);
-        op(k, format!("arith.subi {a}, {pc} : index"))
-    };
-    let (c0, hc, wc) = (k.idx(0), k.idx(h as i64), k.idx(wd as i64));
-    let owv = for_range(k, ow);
-    let iw0 = {
-        let a = mad(k, &owv, strides[1] as usize, None);
-        let pc = k.idx(pw);
-        op(k, format!("arith.subi {a}, {pc} : index"))
-    };
-    let cgc = k.idx(cg as i64);
-    let (ci, a0, r0) = for_open(k, &c0, &cgc, 1, &[(&init, ct)]);
-    let ch = op(k, format!("arith.addi {cbase}, {ci} : index"));
-    let nc = mad(k, &pn, c, Some(&ch));
-    let wrow = mad(k, &pm, cg, Some(&ci));
-    let khc = k.idx(kh as i64);
-    let (ki, a1, r1) = for_open(k, &c0, &khc, 1, &[(&a0[0], ct)]);
-    let ih = mad(k, &ki, dil[0] as usize, Some(&ih0));
-    let kwc = k.idx(kw as i64);
-    let (kj, a2, r2) = for_open(k, &c0, &kwc, 1, &[(&a1[0], ct)]);
-    let iw = mad(k, &kj, dil[1] as usize, Some(&iw0));
-    // Padding reads zero: an out-of-range tap loads a clamped (valid)
-    // address and is replaced by 0.
-    let v1 = op(k, format!("arith.cmpi sge, {ih}, {c0} : index"));
-    let v2 = op(k, format!("arith.cmpi slt, {ih}, {hc} : index"));
-    let v3 = op(k, format!("arith.cmpi sge, {iw}, {c0} : index"));
-    let v4 = op(k, format!("arith.cmpi slt, {iw}, {wc} : index"));
-    let v12 = op(k, format!("arith.andi {v1}, {v2} : i1"));
-    let v34 = op(k, format!("arith.andi {v3}, {v4} : i1"));
-    let valid = op(k, format!("arith.andi {v12}, {v34} : i1"));
-    let ihc = op(k, format!("arith.select {valid}, {ih}, {c0} : index"));
-    let iwc = op(k, format!("arith.select {valid}, {iw}, {c0} : index"));
-    let xr = mad(k, &nc, h, Some(&ihc));
-    let xi = mad(k, &xr, wd, Some(&iwc));
-    let xv = load(k, &xm, &xt, &xi, d);
-    let xv = op(k, format!("arith.select {valid}, {xv}, {zero} : {ct}"));
-    let wr = mad(k, &wrow, kh, Some(&ki));
-    let wi = mad(k, &wr, kw, Some(&kj));
-    let wv = load(k, &wm, &wt, &wi, d);
-    let acc = op(k, format!("math.fma {xv}, {wv}, {} : {ct}", a2[0]));
-    for_close(k, &[(&acc, ct)]);
-    for_close(k, &[(&r2[0], ct)]);
-    for_close(k, &[(&r1[0], ct)]);
-    let nm = mad(k, &pn, m, Some(&pm));
-    let yr = mad(k, &nm, oh, Some(&poh));
-    let yi = mad(k, &yr, ow, Some(&owv));
-    store(k, &r0[0], &ym, &yt, &yi, d);
-    for_close(k, &[]);
-    par_close(k);
-    Ok(())
-}
-
 pub const LOWERINGS: &[(&str, LowerFn)] = &[
     ("softmax", lower_softmax),
     ("log_softmax", lower_softmax),
@@ -1562,5 +1551,4 @@ pub const LOWERINGS: &[(&str, LowerFn)] = &[
     ("rms_normalization", lower_norm),
     ("rotary_embedding", lower_rotary),
     ("attention", lower_attention),
-    ("conv", lower_conv),
 ];

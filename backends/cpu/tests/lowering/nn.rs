@@ -180,6 +180,20 @@ fn attention_f32_wide_keys_float_mask() {
         "is_causal = 0, q_num_heads = 4, kv_num_heads = 2",
         &[("y", "2x16x128xf32")],
     ));
+    // Query lengths blocked by 2 and by 1 row, a mask row per query and
+    // one shared by every query (BERT's padding mask), value head 32.
+    for (sq, m) in [(6, "1x2x6x40xf32"), (5, "2x1x1x40xf32")] {
+        check(&attention(
+            &[
+                ("q", &format!("2x2x{sq}x16xf32")),
+                ("k", "2x2x40x16xf32"),
+                ("v", "2x2x40x32xf32"),
+                ("m", m),
+            ],
+            "is_causal = 0",
+            &[("y", &format!("2x2x{sq}x32xf32"))],
+        ));
+    }
 }
 
 #[test]
