@@ -63,6 +63,11 @@ pub static REGISTRY: &[PassInfo] = &[
         create: |a| Ok(Box::new(crate::transforms::merge_projections::MergeProjections::from_args(a)?)),
     },
     PassInfo {
+        name: "legalize-contrib",
+        summary: "Rewrite com.microsoft ops (Skip/Embed/SimplifiedLayerNormalization, Gelu family, Attention, GroupQueryAttention, RotaryEmbedding, QLinear*, DynamicQuantizeMatMul, MatMulIntegerToFloat, Q/DQ) into core ops with the same semantics; strict after shape specialization (the cpu backend), or partial=true: keep what needs bound shapes or lengths for later",
+        create: |a| Ok(Box::new(crate::transforms::legalize_contrib::LegalizeContrib::from_args(a)?)),
+    },
+    PassInfo {
         name: "egraph",
         summary: "Equality saturation of each repeated block once, rule groups in stages (algebra: identities; recognize: GELU, SiLU/SwiGLU, norms, softmax, attention, RoPE, GQA, causal masks; fusion: tsr.linear epilogues; tiling), then DAG-cost extraction; options: extractor=greedy|ilp target=cpu|cuda|accel|ref reuse-blocks=true|false staged=true|false groups=a,b ilp-ms=N iterations=N nodes=N time-ms=N",
         create: |a| Ok(Box::new(crate::egraph::EgraphPass::from_args(a)?)),
@@ -77,8 +82,10 @@ pub fn lookup(name: &str) -> Option<&'static PassInfo> {
 pub fn pipeline_for_level(level: u8) -> &'static str {
     match level {
         0 => "",
-        1 => "canonicalize,fold-constants,canonicalize,dce",
+        // com.microsoft ops become core ops first, so the e-graph fuses them
+        // with their neighbours (a bias add into the preceding product).
+        1 => "legalize-contrib{partial=true},canonicalize,fold-constants,canonicalize,dce",
         // The e-graph pass never returns a costlier program than its input.
-        _ => "canonicalize,fold-constants,merge-projections,egraph,canonicalize,dce",
+        _ => "legalize-contrib{partial=true},canonicalize,fold-constants,merge-projections,egraph,canonicalize,dce",
     }
 }

@@ -21,7 +21,13 @@ pub fn specialize(g: &Graph, env: &HashMap<String, i64>) -> Result<Graph, Diagno
     }
     fold_dims(&mut g, env)?;
     tessera_ir::symbolic::simplify_shapes(&mut g);
-    let pm = PassManager::parse("fold-constants,canonicalize,dce", PassOptions::default())?;
+    // com.microsoft ops become core ops once shapes (and the small integer
+    // operands the JIT binds by value) are known: folding first makes
+    // lengths computed from bound inputs constant.
+    let pm = PassManager::parse(
+        "fold-constants,legalize-contrib,fold-constants,canonicalize,dce",
+        PassOptions::default(),
+    )?;
     pm.run(&mut g, &mut |_, _| {})?;
     check_static(&g)?;
     Ok(g)
