@@ -6,6 +6,7 @@
 //! file. An op without a lowering is an error naming the op and its node,
 //! never a fallback.
 
+pub mod conv;
 pub mod elementwise;
 pub mod generic;
 pub mod matmul;
@@ -23,6 +24,7 @@ const FAMILIES: &[&[(&str, LowerFn)]] = &[
     elementwise::LOWERINGS,
     shape::LOWERINGS,
     nn::LOWERINGS,
+    conv::LOWERINGS,
     reduce::LOWERINGS,
     quant::LOWERINGS,
     matmul::LOWERINGS,

@@ -6,6 +6,7 @@
 mod common;
 
 mod basic;
+mod conv;
 mod elementwise;
 mod matmul;
 mod nn;
