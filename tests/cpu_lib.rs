@@ -72,7 +72,11 @@ fn c_program(
     c.push_str(&format!(
         "  size_t ws_bytes = ({upper}_WORKSPACE_BYTES + 63) / 64 * 64;\n\
          void* ws = aligned_alloc(64, ws_bytes);\n\
-         {name}_run({}, ws, atoi(argv[2]));\n",
+         int32_t status = {name}_run({}, ws, atoi(argv[2]));\n\
+         if (status != 0) {{\n\
+           fprintf(stderr, \"%s\\n\", {name}_status_message(status));\n\
+           return 2;\n\
+         }}\n",
         args.join(", ")
     ));
     for (i, (_, _, n)) in outputs.iter().enumerate() {
@@ -115,7 +119,7 @@ fn c_program_links_the_library_and_matches_onnxruntime() {
     );
     let name = "bert_legacy_op17";
     let header = std::fs::read_to_string(lib_dir.join(format!("{name}.h"))).expect("header");
-    assert!(header.contains(&format!("void {name}_run(")), "{header}");
+    assert!(header.contains(&format!("int32_t {name}_run(")), "{header}");
 
     let outputs: Vec<(String, DType, usize)> = expected
         .iter()
@@ -164,6 +168,21 @@ fn c_program_links_the_library_and_matches_onnxruntime() {
             assert!(c.ok, "output '{n}' with {threads} thread(s): {c}");
         }
     }
+
+    // A token id past the vocabulary: a nonzero status whose message names
+    // the embedding node, not a clamped row.
+    let ids = &inputs[0].1;
+    let mut bad = ids.to_i64_vec();
+    bad[0] = 1 << 40;
+    let bad = Tensor::from_i64(ids.dtype, ids.shape.clone(), &bad);
+    std::fs::write(io.join("in0.bin"), bad.to_bytes()).unwrap();
+    let run = Command::new(&exe).arg(&io).arg("2").output().expect("runs");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("node '") && err.contains("out of range"),
+        "{err}"
+    );
 }
 
 fn tempdir(tag: &str) -> PathBuf {

@@ -65,7 +65,7 @@ fn graph(m: usize, k: usize, n: usize) -> Result<Graph, String> {
 /// A compiled graph called directly on byte buffers.
 struct Compiled {
     _engine: inkwell::execution_engine::ExecutionEngine<'static>,
-    entry: extern "C" fn(*const *mut u8, i32),
+    entry: extern "C" fn(*const *mut u8, i32) -> i32,
     arena: Vec<u8>,
     weights: Vec<u8>,
 }
@@ -88,7 +88,7 @@ fn compile(g: &Graph, threads: usize) -> Result<Compiled, String> {
     let j = llvm::Jit::new(&module)?;
     let addr = j.address(jit::PACKED)?;
     // SAFETY: the packed entry has this signature (jit::add_packed_entry).
-    let entry: extern "C" fn(*const *mut u8, i32) = unsafe { std::mem::transmute(addr) };
+    let entry: extern "C" fn(*const *mut u8, i32) -> i32 = unsafe { std::mem::transmute(addr) };
     Ok(Compiled {
         _engine: j.into_engine(),
         entry,
@@ -246,7 +246,9 @@ fn main() -> Result<(), String> {
                 c.weights.as_mut_ptr(),
             ];
             let entry = c.entry;
-            let (secs, med) = time(runs, || entry(ptrs.as_ptr(), *t as i32));
+            let (secs, med) = time(runs, || {
+                entry(ptrs.as_ptr(), *t as i32);
+            });
             let got: Vec<f32> = y_bytes
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().unwrap()))

@@ -26,8 +26,9 @@ pub enum Lowered<'ctx> {
     ),
 }
 
-/// Symbol of the packed entry: `void tsr_run_packed(u8** buffers, i32 threads)`
-/// with buffers = inputs, outputs, arena, weights.
+/// Symbol of the packed entry: `i32 tsr_run_packed(u8** buffers, i32 threads)`
+/// with buffers = inputs, outputs, arena, weights; returns `tsr_main`'s
+/// status (0, or 1 + the index of the op that found bad run-time input).
 pub const PACKED: &str = "tsr_run_packed";
 
 /// Adds `tsr_run_packed`, which unpacks an array of buffer pointers, sets the
@@ -50,7 +51,7 @@ pub fn add_packed_entry(module: &Module, buffers: usize) -> Result<(), String> {
         });
     let f = module.add_function(
         PACKED,
-        ctx.void_type().fn_type(&[ptr.into(), i32t.into()], false),
+        i32t.fn_type(&[ptr.into(), i32t.into()], false),
         None,
     );
     let b = ctx.create_builder();
@@ -69,8 +70,12 @@ pub fn add_packed_entry(module: &Module, buffers: usize) -> Result<(), String> {
         .map_err(err)?;
         args.push(b.build_load(ptr, slot, "").map_err(err)?.into());
     }
-    b.build_call(main, &args, "").map_err(err)?;
-    b.build_return(None).map_err(err)?;
+    let status = b.build_call(main, &args, "").map_err(err)?;
+    let status = status
+        .try_as_basic_value()
+        .basic()
+        .ok_or("internal error: tsr_main returns no status")?;
+    b.build_return(Some(&status)).map_err(err)?;
     Ok(())
 }
 
@@ -110,7 +115,9 @@ struct Loaded {
     // context that owns the module.
     _engine: ExecutionEngine<'static>,
     _ctx: Box<Context>,
-    entry: extern "C" fn(*const *mut u8, i32),
+    entry: extern "C" fn(*const *mut u8, i32) -> i32,
+    /// What a nonzero status from `entry` means.
+    failures: Vec<emit::Failure>,
     weights: Vec<u8>,
     arena: Vec<u8>,
     emitted_inputs: Vec<emit::IoDesc>,
@@ -139,7 +146,7 @@ fn load(g: &Graph, env: &HashMap<String, i64>, opts: &CpuOptions) -> Result<Load
     let addr = jit.address(PACKED).map_err(Diagnostic::new)?;
     phases.push(("jit codegen", t.elapsed()));
     // SAFETY: the packed entry has exactly this signature (add_packed_entry).
-    let entry: extern "C" fn(*const *mut u8, i32) = unsafe { std::mem::transmute(addr) };
+    let entry: extern "C" fn(*const *mut u8, i32) -> i32 = unsafe { std::mem::transmute(addr) };
     let stats = CompileStats {
         kernels: emitted.kernels,
         arena_bytes: emitted.plan.arena_bytes,
@@ -157,6 +164,7 @@ fn load(g: &Graph, env: &HashMap<String, i64>, opts: &CpuOptions) -> Result<Load
         _engine: jit.into_engine(),
         _ctx: ctx,
         entry,
+        failures: emitted.failures,
         arena: vec![0u8; emitted.plan.arena_bytes.max(1)],
         weights: emitted.weights,
         emitted_inputs: emitted.inputs,
@@ -338,7 +346,17 @@ impl Executable for CpuExecutable {
         ptrs.extend(out_bytes.iter_mut().map(|b| b.as_mut_ptr()));
         ptrs.push(l.arena.as_mut_ptr());
         ptrs.push(l.weights.as_mut_ptr());
-        (l.entry)(ptrs.as_ptr(), threads);
+        let status = (l.entry)(ptrs.as_ptr(), threads);
+        if status != 0 {
+            return Err(l
+                .failures
+                .iter()
+                .find(|f| f.status == status)
+                .map(emit::Failure::diagnostic)
+                .unwrap_or_else(|| {
+                    Diagnostic::new(format!("internal error: unknown run status {status}"))
+                }));
+        }
         l.emitted_outputs
             .iter()
             .zip(out_bytes)

@@ -6,8 +6,12 @@
 //! caller-owned workspace (the arena of the memory plan):
 //!
 //! ```c
-//! void <name>_run(const T* in..., T* out..., void* workspace, int32_t threads);
+//! int32_t <name>_run(const T* in..., T* out..., void* workspace, int32_t threads);
 //! ```
+//!
+//! It returns 0, or a nonzero status when a kernel found bad run-time input
+//! (an index out of range); the header's `<name>_status_message` names the
+//! model node and the problem for each status.
 //!
 //! Tensors are dense, row-major, little-endian, with no padding; `bool` is one
 //! byte (0 or 1), f16/bf16 are `uint16_t` bit patterns. The workspace needs
@@ -133,7 +137,34 @@ pub fn header(name: &str, graph_name: &str, e: &Emitted) -> Result<String, Strin
     }
     params.push("void* workspace".into());
     params.push("int32_t threads".into());
-    writeln!(h, "void {name}_run({});\n", params.join(", ")).unwrap();
+    writeln!(
+        h,
+        "/* Returns 0, or a nonzero status when the input is invalid (e.g. an index out\n \
+         * of range); {name}_status_message(status) says which node found what. The\n \
+         * outputs are unspecified after a nonzero status. */"
+    )
+    .unwrap();
+    writeln!(h, "int32_t {name}_run({});\n", params.join(", ")).unwrap();
+    writeln!(
+        h,
+        "static inline const char* {name}_status_message(int32_t status) {{\n  switch (status) {{\n    case 0: return \"ok\";"
+    )
+    .unwrap();
+    for f in &e.failures {
+        let msg = f
+            .diagnostic()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
+        writeln!(
+            h,
+            "    case {}: return \"{}\";",
+            f.status,
+            msg.replace('\n', " ")
+        )
+        .unwrap();
+    }
+    writeln!(h, "    default: return \"unknown status\";\n  }}\n}}\n").unwrap();
     writeln!(h, "#ifdef __cplusplus\n}}\n#endif\n#endif /* {upper}_H */").unwrap();
     Ok(h)
 }
@@ -158,11 +189,7 @@ fn add_library_entry(module: &Module, name: &str, e: &Emitted) -> Result<(), Str
     let n = e.inputs.len() + e.outputs.len();
     let mut params: Vec<inkwell::types::BasicMetadataTypeEnum> = vec![ptr.into(); n + 1];
     params.push(i32t.into());
-    let f = module.add_function(
-        &format!("{name}_run"),
-        ctx.void_type().fn_type(&params, false),
-        None,
-    );
+    let f = module.add_function(&format!("{name}_run"), i32t.fn_type(&params, false), None);
     let b = ctx.create_builder();
     b.position_at_end(ctx.append_basic_block(f, "entry"));
     let err = |e: inkwell::builder::BuilderError| format!("internal error: {e}");
@@ -176,8 +203,12 @@ fn add_library_entry(module: &Module, name: &str, e: &Emitted) -> Result<(), Str
         .map(|i| f.get_nth_param(i as u32).unwrap().into())
         .collect();
     args.push(g.as_pointer_value().into());
-    b.build_call(main, &args, "").map_err(err)?;
-    b.build_return(None).map_err(err)?;
+    let status = b.build_call(main, &args, "").map_err(err)?;
+    let status = status
+        .try_as_basic_value()
+        .basic()
+        .ok_or("internal error: tsr_main returns no status")?;
+    b.build_return(Some(&status)).map_err(err)?;
     Ok(())
 }
 

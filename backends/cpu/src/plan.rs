@@ -33,6 +33,9 @@ pub struct MemoryPlan {
     /// Per value; `None` for values nothing stores (dead, or absent).
     pub place: Vec<Option<Place>>,
     pub arena_bytes: usize,
+    /// Offset in the arena of the run's status word (an i32), when some
+    /// kernel can report bad run-time input (see `KernelCtx::fail_if`).
+    pub status: Option<usize>,
     /// Graph outputs whose value lives elsewhere (a graph input, a constant,
     /// a view, or a value that is also an earlier output) and is copied into
     /// the caller's output buffer at the end: (output index, value).
@@ -48,6 +51,15 @@ pub fn is_view(kind: OpKind) -> bool {
         kind,
         OpKind::Reshape | OpKind::Flatten | OpKind::Squeeze | OpKind::Unsqueeze | OpKind::Identity
     )
+}
+
+impl MemoryPlan {
+    /// Reserves the status word after the intermediates.
+    pub fn reserve_status(&mut self) {
+        let at = self.arena_bytes.div_ceil(ALIGN) * ALIGN;
+        self.status = Some(at);
+        self.arena_bytes = at + ALIGN;
+    }
 }
 
 pub fn byte_size(g: &Graph, v: ValueId) -> usize {
@@ -174,6 +186,7 @@ pub fn plan(g: &Graph, weights: &dyn Fn(ValueId) -> Option<usize>) -> MemoryPlan
     MemoryPlan {
         place,
         arena_bytes: arena,
+        status: None,
         copies,
         unshared_bytes: unshared,
     }

@@ -103,7 +103,14 @@ pub struct KernelCtx<'a> {
     next: usize,
     index_consts: BTreeMap<i64, String>,
     pub helpers: &'a mut Helpers,
+    /// What [`KernelCtx::fail_if`] reports, once a lowering called it.
+    failure: Option<String>,
 }
+
+/// The kernel parameter through which run-time input errors are reported
+/// (see [`KernelCtx::fail_if`]).
+pub const STATUS: &str = "%status";
+pub const STATUS_TY: &str = "memref<1xi32>";
 
 impl<'a> KernelCtx<'a> {
     pub fn new(
@@ -154,6 +161,7 @@ impl<'a> KernelCtx<'a> {
             next: 0,
             index_consts: BTreeMap::new(),
             helpers,
+            failure: None,
         })
     }
 
@@ -271,13 +279,53 @@ impl<'a> KernelCtx<'a> {
         v
     }
 
+    /// The op's position in the graph: the code a failing kernel records.
+    fn op_index(&self) -> usize {
+        self.graph
+            .ops
+            .iter()
+            .position(|o| std::ptr::eq(o, self.op))
+            .expect("the kernel's op is in its graph")
+    }
+
+    /// Bad run-time input (e.g. an index out of range) is an error, not a
+    /// wrong answer: where the i1 `cond` holds, the kernel records its op in
+    /// the run's status word (the smallest op index wins: kernels run in
+    /// graph order, so that is the first failure). The kernel must still
+    /// keep every access in bounds (it runs on); the entry returns the status
+    /// and the caller reports `what` with the op's node. Returns the text,
+    /// for callers that emit into a region of their own.
+    pub fn fail_if_text(&mut self, cond: &str, what: &str) -> String {
+        self.failure.get_or_insert_with(|| what.to_string());
+        let code = self.op_index();
+        let c0 = self.idx(0);
+        let (v, r) = (self.fresh("code"), self.fresh("prev"));
+        format!(
+            "scf.if {cond} {{\n  {v} = arith.constant {code} : i32\n  {r} = memref.atomic_rmw mins {v}, {STATUS}[{c0}] : (i32, {STATUS_TY}) -> i32\n}}"
+        )
+    }
+
+    /// [`KernelCtx::fail_if_text`] emitted into the kernel body.
+    pub fn fail_if(&mut self, cond: &str, what: &str) {
+        let t = self.fail_if_text(cond, what);
+        self.line(t);
+    }
+
+    /// What the kernel reports when its status check fails, if it has one.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
     /// The finished `func.func`.
     pub fn finish(self) -> String {
-        let args: Vec<String> = self
+        let mut args: Vec<String> = self
             .args()
             .iter()
             .map(|b| format!("{}: {}", b.name, b.ty))
             .collect();
+        if self.failure.is_some() {
+            args.push(format!("{STATUS}: {STATUS_TY}"));
+        }
         let mut s = format!(
             "  func.func private @{}({}) {{\n",
             self.symbol.trim_start_matches('@'),

@@ -4,8 +4,10 @@
 //! caller's buffers, the arena and the weights blob.
 //!
 //! Entry ABI (bare-pointer memref convention, so it is a plain C function):
-//! `void tsr_main(u8* in0, ..., u8* out0, ..., u8* arena, const u8* weights)`.
+//! `i32 tsr_main(u8* in0, ..., u8* out0, ..., u8* arena, const u8* weights)`.
 //! Every buffer is bytes; the entry views them at their planned offsets.
+//! It returns 0, or 1 + the index of the first op whose kernel found bad
+//! run-time input (see [`Emitted::failures`] for what each reports).
 
 pub mod kernel;
 
@@ -34,6 +36,27 @@ pub struct Emitted {
     pub inputs: Vec<IoDesc>,
     pub outputs: Vec<IoDesc>,
     pub kernels: usize,
+    /// The kernels that check their run-time input: what the entry's
+    /// nonzero status means.
+    pub failures: Vec<Failure>,
+}
+
+/// A kernel that can fail at run time, by its status code.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The entry's return value when this kernel failed first.
+    pub status: i32,
+    pub what: String,
+    pub op: String,
+    pub loc: Option<tessera_ir::Loc>,
+}
+
+impl Failure {
+    pub fn diagnostic(&self) -> Diagnostic {
+        Diagnostic::new(self.what.clone())
+            .op(self.op.clone())
+            .at(self.loc.clone())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +103,7 @@ pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic>
     let mut helpers = Helpers::default();
     let mut kernels: Vec<(usize, String, Vec<KernelArg>)> = Vec::new();
     let mut derived: Vec<Vec<Tensor>> = Vec::new();
+    let mut failures = Vec::new();
     for (i, op) in g.ops.iter().enumerate() {
         if op.kind == OpKind::Constant || crate::plan::is_view(op.kind) {
             continue;
@@ -104,6 +128,15 @@ pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic>
                 b.value.expect("results are graph values"),
                 b.ty.clone(),
             ));
+        }
+        if let Some(what) = k.failure() {
+            args.push(KernelArg::Status);
+            failures.push(Failure {
+                status: i as i32 + 1,
+                what: what.to_string(),
+                op: format!("tsr.{}", op.kind.mnemonic()),
+                loc: op.loc.clone(),
+            });
         }
         kernels.push((i, k.finish(), args));
     }
@@ -168,7 +201,10 @@ pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic>
         }
     }
 
-    let plan = plan(g, &|v| const_offset.get(&v).copied());
+    let mut plan = plan(g, &|v| const_offset.get(&v).copied());
+    if !failures.is_empty() {
+        plan.reserve_status();
+    }
     let inputs: Vec<IoDesc> = g
         .inputs
         .iter()
@@ -203,6 +239,7 @@ pub fn emit_module(g: &Graph, opts: &EmitOptions) -> Result<Emitted, Diagnostic>
         inputs,
         outputs,
         kernels: kernels.len(),
+        failures,
     })
 }
 
@@ -213,6 +250,8 @@ enum KernelArg {
     Derived(usize, usize, String),
     /// A derived constant at this weights offset.
     Weights(usize, String),
+    /// The run's status word (the kernel checks its run-time input).
+    Status,
 }
 
 struct Entry<'a> {
@@ -322,6 +361,25 @@ impl<'a> Entry<'a> {
         g: &Graph,
         kernels: &[(usize, String, Vec<KernelArg>)],
     ) -> Result<String, Diagnostic> {
+        // The status word starts at i32::MAX ("no failure"); failing
+        // kernels lower it to their op index (atomic min).
+        let status = self.plan.status.map(|off| {
+            let v = self.view(
+                Place {
+                    base: Base::Arena,
+                    offset: off,
+                },
+                kernel::STATUS_TY,
+            );
+            writeln!(
+                self.body,
+                "    %st_ok = arith.constant {} : i32\n    %st_c0 = arith.constant 0 : index\n    memref.store %st_ok, {v}[%st_c0] : {}",
+                i32::MAX,
+                kernel::STATUS_TY
+            )
+            .unwrap();
+            v
+        });
         for (op_index, _, args) in kernels {
             let op = &g.ops[*op_index];
             let mut names = Vec::new();
@@ -333,6 +391,12 @@ impl<'a> Entry<'a> {
                         tys.push(ty.clone());
                     }
                     KernelArg::Derived(..) => unreachable!("laid out before the entry"),
+                    KernelArg::Status => {
+                        names.push(status.clone().ok_or_else(|| {
+                            Diagnostic::new("internal error: a kernel reports status but the plan has no status word")
+                        })?);
+                        tys.push(kernel::STATUS_TY.to_string());
+                    }
                     KernelArg::Weights(off, ty) => {
                         names.push(self.view(
                             Place {
@@ -371,8 +435,18 @@ impl<'a> Entry<'a> {
             .iter()
             .map(|(_, n, t)| format!("{n}: {t}"))
             .collect();
+        // 0, or 1 + the op index of the first failure.
+        match &status {
+            Some(v) => writeln!(
+                self.body,
+                "    %st = memref.load {v}[%st_c0] : {}\n    %st_none = arith.cmpi eq, %st, %st_ok : i32\n    %st_one = arith.constant 1 : i32\n    %st_code = arith.addi %st, %st_one : i32\n    %st_zero = arith.constant 0 : i32\n    %ret = arith.select %st_none, %st_zero, %st_code : i32",
+                kernel::STATUS_TY
+            ),
+            None => writeln!(self.body, "    %ret = arith.constant 0 : i32"),
+        }
+        .unwrap();
         Ok(format!(
-            "  func.func @tsr_main({}) {{\n{}    return\n  }}\n",
+            "  func.func @tsr_main({}) -> i32 {{\n{}    return %ret : i32\n  }}\n",
             params.join(", "),
             self.body
         ))

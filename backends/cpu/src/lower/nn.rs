@@ -733,11 +733,17 @@ fn lower_rotary(k: &mut KernelCtx) -> Result<(), String> {
     let bs = mad(k, &p[0], s, Some(&p[1]));
     let row = match &pv {
         Some((pm, pt)) => {
-            // Ids outside the cache are invalid input; clamping keeps the
-            // load in bounds (the reference reports an error instead).
+            // Ids outside the cache fail the run, as in the reference;
+            // clamping keeps the load in bounds while the kernel finishes.
             let id = op(k, format!("memref.load {pm}[{bs}] : {pt}"));
             let id = op(k, format!("arith.index_cast {id} : i64 to index"));
             let z = k.idx(0);
+            let n = k.idx(rows as i64);
+            let bad = op(k, format!("arith.cmpi uge, {id}, {n} : index"));
+            k.fail_if(
+                &bad,
+                &format!("a position id is outside the cos/sin cache of {rows} rows"),
+            );
             let last = k.idx(rows as i64 - 1);
             let id = op(k, format!("arith.maxsi {id}, {z} : index"));
             op(k, format!("arith.minsi {id}, {last} : index"))

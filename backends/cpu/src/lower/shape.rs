@@ -8,11 +8,12 @@
 //! from the data inside the generic's body at indices computed from
 //! `linalg.index` and the index operand.
 //!
-//! Out-of-range runtime indices: the reference rejects them; a kernel cannot
-//! report an error, so indices are wrapped once (negative count from the
-//! end) and then clamped into the axis. The clamp is a known divergence (a
-//! wrong value rather than an error) that keeps every load in bounds.
-//! Constant indices are checked at compile time instead.
+//! Out-of-range run-time indices are an error, as in the reference: the
+//! kernel reports it through the run's status (`KernelCtx::fail_if`) and
+//! the run fails naming the node. Indices are wrapped once (negative count
+//! from the end) and clamped into the axis so that every load stays in
+//! bounds while the kernel finishes. Constant indices are checked at compile
+//! time instead.
 
 use super::generic::{affine_map, elementwise, generic, Region};
 use super::matmul::gemm::text::{flat, Emit, FLAT};
@@ -371,13 +372,23 @@ fn lower_tile(k: &mut KernelCtx) -> Result<(), String> {
     copy_mapped(k, &x, &exprs, &out)
 }
 
-/// `i` (an `index`) wrapped once for negatives and clamped into `[0, n)`
-/// (see the module doc).
+/// `i` (an `index`) wrapped once for negatives and clamped into `[0, n)`;
+/// an index outside `[-n, n)` fails the run (see the module doc).
 fn wrap_clamp(r: &mut Region, i: &str, n: usize) -> String {
     let (c0, cn, last) = (r.k.idx(0), r.k.idx(n as i64), r.k.idx(n as i64 - 1));
     let neg = r.op(format!("arith.cmpi slt, {i}, {c0} : index"));
     let up = r.op(format!("arith.addi {i}, {cn} : index"));
     let w = r.op(format!("arith.select {neg}, {up}, {i} : index"));
+    // Negative after wrapping reads as huge unsigned: one compare.
+    let bad = r.op(format!("arith.cmpi uge, {w}, {cn} : index"));
+    let fail = r.k.fail_if_text(
+        &bad,
+        &format!(
+            "an index is out of range for the axis of size {n} (valid: -{n} to {})",
+            n as i64 - 1
+        ),
+    );
+    r.raw(fail);
     let lo = r.op(format!("arith.maxsi {w}, {c0} : index"));
     r.op(format!("arith.minsi {lo}, {last} : index"))
 }

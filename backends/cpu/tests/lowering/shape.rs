@@ -352,3 +352,55 @@ fn range_shape_and_size() {
         "tensor<i64>",
     ));
 }
+
+/// A run-time index outside `[-n, n)` fails the run with an error naming
+/// the node (the reference rejects it too), never a clamped wrong value;
+/// in-range indices (negative ones included) on the same compiled code
+/// still run, and the run after a failure is clean.
+#[test]
+fn out_of_range_runtime_indices_fail_naming_the_node() {
+    use tessera_backend::Backend;
+    let text = "tsr.graph @g(%x: tensor<5x3xf32>, %i: tensor<4xi64>, %j: tensor<2x3xi64>) -> (\"y\": tensor<4x3xf32>, \"z\": tensor<2x3xf32>) {\n\
+                  %y = tsr.gather %x, %i {axis = 0} : (tensor<5x3xf32>, tensor<4xi64>) -> tensor<4x3xf32> loc(\"emb\"(\"Gather\"))\n\
+                  %z = tsr.gather_elements %x, %j {axis = 0} : (tensor<5x3xf32>, tensor<2x3xi64>) -> tensor<2x3xf32> loc(\"pick\"(\"GatherElements\"))\n\
+                  tsr.return %y, %z\n}\n";
+    let g = crate::common::graph(text);
+    let x = Tensor::f32(vec![5, 3], (0..15).map(|v| v as f32).collect());
+    let j_ok = Tensor::from_i64(DType::I64, vec![2, 3], &[0, 4, -5, 1, 2, 3]);
+    let cpu = tessera_cpu::Cpu {
+        opts: tessera_cpu::CpuOptions::default(),
+    };
+    let mut exe = cpu.prepare(&g).expect("prepare");
+    let run = |exe: &mut Box<dyn tessera_backend::Executable>, i: &[i64], j: &Tensor| {
+        exe.run(&[
+            x.clone(),
+            Tensor::from_i64(DType::I64, vec![4], i),
+            j.clone(),
+        ])
+    };
+    let y = run(&mut exe, &[4, -1, 0, -5], &j_ok).expect("in-range indices run");
+    assert_eq!(
+        y[0].to_f32_vec(),
+        vec![12., 13., 14., 12., 13., 14., 0., 1., 2., 0., 1., 2.]
+    );
+    for bad in [5, -6, i64::MAX, i64::MIN] {
+        let e = run(&mut exe, &[0, bad, 1, 2], &j_ok)
+            .expect_err(&format!("index {bad} must fail"))
+            .to_string();
+        assert!(
+            e.contains("node 'emb'") && e.contains("out of range"),
+            "{e}"
+        );
+    }
+    let j_bad = Tensor::from_i64(DType::I64, vec![2, 3], &[0, 1, 2, 3, 7, 0]);
+    let e = run(&mut exe, &[0, 1, 2, 3], &j_bad)
+        .expect_err("gather_elements index 7 must fail")
+        .to_string();
+    assert!(e.contains("node 'pick'"), "{e}");
+    // Both bad: the first op in graph order is reported.
+    let e = run(&mut exe, &[9, 1, 2, 3], &j_bad)
+        .expect_err("fails")
+        .to_string();
+    assert!(e.contains("node 'emb'"), "{e}");
+    run(&mut exe, &[1, 1, 1, 1], &j_ok).expect("a clean run after failures");
+}
