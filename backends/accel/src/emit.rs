@@ -69,6 +69,12 @@ impl<'c> Emitter<'c> {
         }))
     }
 
+    /// A one-cycle compute-queue instruction for chunks that compute nothing
+    /// (DMA-only kernels) but must still hand their stores a token.
+    pub fn compute_nop(&self) -> Insn {
+        self.nop()
+    }
+
     fn push(&mut self, i: Insn) -> usize {
         self.insns.push(i);
         self.insns.len() - 1

@@ -8,12 +8,18 @@
 //! executes host ops with the reference semantics and segments on the
 //! simulator. See docs/accel-backend.md.
 
+pub mod attention;
+pub mod attention_gemm;
+pub mod attention_layout;
+pub mod conv;
 pub mod emit;
 pub mod gemm;
 pub mod lower;
 pub mod program;
 pub mod quantize;
+pub mod rotary;
 pub mod specialize;
+pub mod staged;
 pub mod vector;
 
 use program::Program;

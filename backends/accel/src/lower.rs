@@ -29,7 +29,10 @@ pub const HOST_OPS: &[(OpKind, &str)] = &[
     (OpKind::Flatten, "data movement (layout change)"),
     (OpKind::Squeeze, "data movement (layout change)"),
     (OpKind::Unsqueeze, "data movement (layout change)"),
-    (OpKind::Transpose, "data movement (permutation)"),
+    (
+        OpKind::Transpose,
+        "data movement (permutation) of 1-, 2- or 8-byte data, other than an i8 swap of the last two axes",
+    ),
     (OpKind::Expand, "data movement (broadcast copy)"),
     (OpKind::Concat, "data movement"),
     (OpKind::Split, "data movement"),
@@ -50,11 +53,11 @@ pub const HOST_OPS: &[(OpKind, &str)] = &[
     ),
     (
         OpKind::MatMul,
-        "activation x activation matmul (attention) is not quantized yet",
+        "non-f32 operands, or runtime operands whose batch dims broadcast (attention.rs quantizes one matrix or matching batches)",
     ),
     (
         OpKind::Linear,
-        "fused activation x activation matmul (attention) is not quantized yet",
+        "non-f32 operands, or a runtime weight whose batch dims broadcast",
     ),
     (
         OpKind::SwiGlu,
@@ -63,14 +66,17 @@ pub const HOST_OPS: &[(OpKind, &str)] = &[
     (OpKind::Gelu, "non-f32 operand"),
     (OpKind::Sigmoid, "non-f32 operand"),
     (OpKind::Tanh, "non-f32 operand"),
-    (OpKind::Attention, "fused attention is not lowered yet"),
+    (
+        OpKind::Attention,
+        "KV-cache operands, softcap, windows or extra outputs (attention.rs expands the rest)",
+    ),
     (
         OpKind::RotaryEmbedding,
-        "rotary embedding op is not lowered yet",
+        "interleaved pairs or runtime position ids (rotary.rs lowers half-split pairs with per-token caches)",
     ),
     (
         OpKind::Conv,
-        "convolution is not lowered yet (im2col GEMM pending)",
+        "padded, grouped or non-2-D convolution (conv.rs runs unpadded 2-D convs as im2col GEMMs)",
     ),
     (OpKind::Erf, "the vector unit has no erf"),
     (OpKind::Pow, "the vector unit has no pow"),
@@ -128,6 +134,10 @@ pub fn host_reason(kind: OpKind) -> Option<&'static str> {
 pub enum Kernel {
     Row(RowKernel),
     Gemm(GemmSpec),
+    /// Rotary embedding and constant-index gathers (`staged.rs`).
+    Staged(crate::staged::StagedKernel),
+    /// Runtime-operand matmuls and i8 transposes (`attention_gemm.rs`).
+    Gemms(crate::attention_gemm::GemmBatch),
 }
 
 /// Where the kernel builder gets DRAM addresses: runtime values by id,
@@ -314,8 +324,26 @@ pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
     let g = cx.g;
     let x = op.operand(0).ok_or("no operands")?;
     let y = op.results[0];
+    if op.kind == OpKind::MatMulInteger && op.operand(1).is_some_and(|w| cx.konst(w).is_none()) {
+        return crate::attention_gemm::build_matmul(cx, op, a).map(Kernel::Gemms);
+    }
+    if op.kind == OpKind::Transpose && dtype_is(g, Some(x), DType::I8) {
+        return crate::attention_gemm::build_transpose(cx, op, a).map(Kernel::Gemms);
+    }
+    if op.kind == OpKind::Transpose {
+        let k = crate::attention_layout::build_transpose(cx, op, a)?;
+        return Ok(Kernel::Staged(crate::staged::StagedKernel::Gather(k)));
+    }
     if op.kind == OpKind::MatMulInteger {
         return build_matmul(cx, op, a);
+    }
+    if op.kind == OpKind::RotaryEmbedding {
+        let k = crate::rotary::build(cx, op, a)?;
+        return Ok(Kernel::Staged(crate::staged::StagedKernel::Rotary(k)));
+    }
+    if op.kind == OpKind::GatherNd {
+        let k = crate::conv::build_gather(cx, op, a)?;
+        return Ok(Kernel::Staged(crate::staged::StagedKernel::Gather(k)));
     }
     let out_shape = cx.shape(y)?;
     let (rows, len) = rows_len(&out_shape);
@@ -525,6 +553,13 @@ pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
                 let bc = b.kernel_input(bias, len);
                 b.step(VecOp::Add, w, w, Src1::ConstRow(bc));
             }
+            b.out(w, y, word);
+        }
+        // Same bytes, another shape: a copy (the segment gives every value
+        // its own buffer).
+        K::Reshape if f32_in => {
+            let w = b.wide_input(x);
+            b.istep(VecOp::Copy, w, w);
             b.out(w, y, word);
         }
         _ => return Err("no accelerator lowering".into()),

@@ -113,6 +113,8 @@ fn check_fits(cfg: &HwConfig, k: &Kernel) -> Result<Option<Tiling>, String> {
     match k {
         Kernel::Row(r) => r.chunk_rows(cfg.acc_words()).map(|_| None),
         Kernel::Gemm(s) => plan_gemm(s, cfg).map(|p| Some(p.tiling)),
+        Kernel::Staged(k) => k.check(cfg).map(|_| None),
+        Kernel::Gemms(k) => k.check(cfg).map(|_| None),
     }
 }
 
@@ -144,8 +146,11 @@ impl Program {
         bindings: &Bindings,
     ) -> Result<Program, Diagnostic> {
         let mut g = graph.clone();
-        let quant = quantize_graph(&mut g)?;
+        let mut quant = quantize_graph(&mut g)?;
         specialize(&mut g, bindings);
+        // Rewrites that need concrete sizes (causal attention masks) apply now.
+        quant.runtime.extend(quantize_graph(&mut g)?.runtime);
+        crate::conv::im2col_convs(&mut g, &mut quant)?;
         let producers = g.producers();
         let cx = Ctx {
             g: &g,
@@ -253,6 +258,10 @@ impl Program {
         s += &format!(
             "# quantized matmuls (int8 per-channel weights, per-token dynamic int8 activations): {}\n",
             self.quant.quantized.len()
+        );
+        s += &format!(
+            "# activation x activation matmuls and attention ops (int8 per row x per matrix): {}\n",
+            self.quant.runtime.len()
         );
         let accel_ops: usize = self.segments().map(|g| g.ops.len()).sum();
         let hosts: Vec<&HostOp> = self.host_ops().collect();
@@ -482,6 +491,14 @@ fn emit_segment(
                     r.len,
                     r.steps.len()
                 )
+            }
+            Kernel::Gemms(k) => {
+                k.emit(&mut em).map_err(fail)?;
+                format!("{} {}: {}", op.kind.def().mnemonic, node_name(op), k.note())
+            }
+            Kernel::Staged(k) => {
+                k.emit(&mut em).map_err(fail)?;
+                format!("{} {}: {}", op.kind.def().mnemonic, node_name(op), k.note())
             }
             Kernel::Gemm(s) => {
                 let t = *tilings.get(&i).ok_or_else(|| {

@@ -17,6 +17,9 @@
 //! `ws[n] = max_k |W[k, n]| / 127`. Every float step is a single IEEE operation
 //! the vector unit performs with the same rounding (x·(1/s), not x/s), so the
 //! accelerator's result is bit-identical to the interpreter's on the same input.
+//!
+//! Matmuls whose second operand is computed at run time, and fused attention,
+//! take the variant of [`crate::attention`] (per-matrix scale for that operand).
 
 use crate::OpAttrs;
 use std::sync::Arc;
@@ -30,6 +33,9 @@ use tessera_ir::{
 pub struct QuantStats {
     /// Node names of the matmuls that were quantized.
     pub quantized: Vec<String>,
+    /// Node names of the activation x activation matmuls and attention ops
+    /// rewritten into the runtime-operand scheme.
+    pub runtime: Vec<String>,
 }
 
 /// Per-output-channel symmetric int8 quantization of a `[K, N]` weight.
@@ -50,9 +56,9 @@ pub fn quantize_weight(w: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
-struct Rewriter<'g> {
-    b: Builder<'g>,
-    node: String,
+pub(crate) struct Rewriter<'g> {
+    pub(crate) b: Builder<'g>,
+    pub(crate) node: String,
 }
 
 impl Rewriter<'_> {
@@ -63,7 +69,7 @@ impl Rewriter<'_> {
         })
     }
 
-    fn op(
+    pub(crate) fn op(
         &mut self,
         step: &str,
         kind: OpKind,
@@ -84,7 +90,7 @@ impl Rewriter<'_> {
         Ok(r[0])
     }
 
-    fn constant(&mut self, step: &str, t: Tensor) -> ValueId {
+    pub(crate) fn constant(&mut self, step: &str, t: Tensor) -> ValueId {
         let name = format!("{}/accel_quant/{step}", self.node);
         let loc = self.loc(step);
         self.b.constant(&name, Arc::new(t), loc)
@@ -99,24 +105,7 @@ impl Rewriter<'_> {
         n: usize,
     ) -> Result<ValueId, Diagnostic> {
         let (wq, ws) = quantize_weight(w, k, n);
-        let ax = self.op("abs", OpKind::Abs, vec![x], Attrs::new())?;
-        let axes = self.constant("axes", Tensor::i64(vec![1], vec![-1]));
-        let mut keep = Attrs::new();
-        keep.insert("keepdims".into(), Attr::Int(1));
-        let amax = self.op("reduce_max", OpKind::ReduceMax, vec![ax, axes], keep)?;
-        let floor = self.constant("floor", Tensor::f32(vec![], vec![2f32.powi(-100)]));
-        let amax = self.op("max", OpKind::Max, vec![amax, floor], Attrs::new())?;
-        let inv127 = self.constant("inv127", Tensor::f32(vec![], vec![1.0 / 127.0]));
-        let xs = self.op("scale", OpKind::Mul, vec![amax, inv127], Attrs::new())?;
-        let inv = self.op("inv_scale", OpKind::Reciprocal, vec![xs], Attrs::new())?;
-        let t = self.op("scaled", OpKind::Mul, vec![x, inv], Attrs::new())?;
-        let r = self.op("round", OpKind::Round, vec![t], Attrs::new())?;
-        let lo = self.constant("lo", Tensor::f32(vec![], vec![-127.0]));
-        let hi = self.constant("hi", Tensor::f32(vec![], vec![127.0]));
-        let c = self.op("clip", OpKind::Clip, vec![r, lo, hi], Attrs::new())?;
-        let mut to_i8 = Attrs::new();
-        to_i8.insert("to".into(), Attr::Type(DType::I8));
-        let xq = self.op("cast_i8", OpKind::Cast, vec![c], to_i8)?;
+        let (xq, xs) = self.quantize_rows("", x)?;
         let wq_t = Tensor::new(DType::I8, vec![k, n], tessera_ir::Data::I8(wq))
             .map_err(Diagnostic::new)?;
         let wq = self.constant("wq", wq_t);
@@ -126,18 +115,107 @@ impl Rewriter<'_> {
             vec![xq, wq],
             Attrs::new(),
         )?;
-        let mut to_f32 = Attrs::new();
-        to_f32.insert("to".into(), Attr::Type(DType::F32));
-        let accf = self.op("cast_f32", OpKind::Cast, vec![acc], to_f32)?;
+        let accf = self.cast("cast_f32", acc, DType::F32)?;
         let y = self.op("dequant_x", OpKind::Mul, vec![accf, xs], Attrs::new())?;
         let ws = self.constant("ws", Tensor::f32(vec![n], ws));
         self.op("dequant_w", OpKind::Mul, vec![y, ws], Attrs::new())
+    }
+
+    pub(crate) fn cast(
+        &mut self,
+        step: &str,
+        x: ValueId,
+        to: DType,
+    ) -> Result<ValueId, Diagnostic> {
+        let mut a = Attrs::new();
+        a.insert("to".into(), Attr::Type(to));
+        self.op(step, OpKind::Cast, vec![x], a)
+    }
+
+    /// `ReduceMax(x, axes=[-1], keepdims=1)`.
+    pub(crate) fn row_max(&mut self, step: &str, x: ValueId) -> Result<ValueId, Diagnostic> {
+        let axes = self.constant(&format!("{step}_axes"), Tensor::i64(vec![1], vec![-1]));
+        let mut keep = Attrs::new();
+        keep.insert("keepdims".into(), Attr::Int(1));
+        self.op(step, OpKind::ReduceMax, vec![x, axes], keep)
+    }
+
+    /// `amax -> scale = max(amax, 2^-100) * (1/127)`.
+    pub(crate) fn scale_of(&mut self, tag: &str, amax: ValueId) -> Result<ValueId, Diagnostic> {
+        let floor = self.constant(
+            &format!("{tag}floor"),
+            Tensor::f32(vec![], vec![2f32.powi(-100)]),
+        );
+        let amax = self.op(
+            &format!("{tag}max"),
+            OpKind::Max,
+            vec![amax, floor],
+            Attrs::new(),
+        )?;
+        let inv127 = self.constant(
+            &format!("{tag}inv127"),
+            Tensor::f32(vec![], vec![1.0 / 127.0]),
+        );
+        self.op(
+            &format!("{tag}scale"),
+            OpKind::Mul,
+            vec![amax, inv127],
+            Attrs::new(),
+        )
+    }
+
+    /// `Cast<i8>(Clip(Round(x * inv), -127, 127))`.
+    pub(crate) fn int8_of(
+        &mut self,
+        tag: &str,
+        x: ValueId,
+        inv: ValueId,
+    ) -> Result<ValueId, Diagnostic> {
+        let t = self.op(
+            &format!("{tag}scaled"),
+            OpKind::Mul,
+            vec![x, inv],
+            Attrs::new(),
+        )?;
+        let r = self.op(&format!("{tag}round"), OpKind::Round, vec![t], Attrs::new())?;
+        let lo = self.constant(&format!("{tag}lo"), Tensor::f32(vec![], vec![-127.0]));
+        let hi = self.constant(&format!("{tag}hi"), Tensor::f32(vec![], vec![127.0]));
+        let c = self.op(
+            &format!("{tag}clip"),
+            OpKind::Clip,
+            vec![r, lo, hi],
+            Attrs::new(),
+        )?;
+        self.cast(&format!("{tag}cast_i8"), c, DType::I8)
+    }
+
+    /// Symmetric int8 per row (last axis) with a runtime scale:
+    /// returns (`xq` i8, `xs` `[..., rows, 1]`).
+    pub(crate) fn quantize_rows(
+        &mut self,
+        tag: &str,
+        x: ValueId,
+    ) -> Result<(ValueId, ValueId), Diagnostic> {
+        let ax = self.op(&format!("{tag}abs"), OpKind::Abs, vec![x], Attrs::new())?;
+        let amax = self.row_max(&format!("{tag}reduce_max"), ax)?;
+        let xs = self.scale_of(tag, amax)?;
+        let inv = self.op(
+            &format!("{tag}inv_scale"),
+            OpKind::Reciprocal,
+            vec![xs],
+            Attrs::new(),
+        )?;
+        Ok((self.int8_of(tag, x, inv)?, xs))
     }
 }
 
 impl Rewriter<'_> {
     /// `act(y + bias) + residual` of a fused `tsr.linear`, as separate ops.
-    fn linear_epilogue(&mut self, op: &Op, mut y: ValueId) -> Result<ValueId, Diagnostic> {
+    pub(crate) fn linear_epilogue(
+        &mut self,
+        op: &Op,
+        mut y: ValueId,
+    ) -> Result<ValueId, Diagnostic> {
         if let Some(b) = op.operand(2) {
             y = self.op("bias", OpKind::Add, vec![y, b], Attrs::new())?;
         }
@@ -170,6 +248,29 @@ impl Rewriter<'_> {
     }
 }
 
+/// `W [K, N]` when `v` is the transpose of a constant `[N, K]` matrix (tied
+/// embeddings: the LM head multiplies by the embedding table transposed), so
+/// it gets the constant-weight scheme rather than a runtime transpose.
+fn transposed_constant(
+    probe: &Graph,
+    producers: &[Option<usize>],
+    v: ValueId,
+) -> Option<(Vec<f32>, usize, usize)> {
+    let op = &probe.ops[producers.get(v.0 as usize).copied().flatten()?];
+    let t = probe.constant_value(op.operand(0)?, producers)?;
+    let perm = OpAttrs(op).ints("perm").unwrap_or_default();
+    if op.kind != OpKind::Transpose
+        || t.rank() != 2
+        || t.dtype != DType::F32
+        || !(perm.is_empty() || perm == [1, 0])
+    {
+        return None;
+    }
+    let (n, k) = (t.shape[0], t.shape[1]);
+    let x = t.to_f32_vec();
+    Some(((0..k * n).map(|i| x[(i % n) * k + i / n]).collect(), k, n))
+}
+
 /// A float weight `[K, N]` the op multiplies by, when it is a constant.
 fn constant_weight(
     g: &Graph,
@@ -190,7 +291,11 @@ fn constant_weight(
     let konst = |i: usize| op.operand(i).and_then(constant);
     match op.kind {
         OpKind::MatMul | OpKind::Linear if f32_operand(0) => {
-            let Some(w) = konst(1) else { return Ok(None) };
+            let Some(w) = konst(1) else {
+                return Ok(op
+                    .operand(1)
+                    .and_then(|v| transposed_constant(probe, producers, v)));
+            };
             let a_rank = op.operand(0).map_or(0, |v| g.ty(v).rank());
             if w.rank() != 2 || a_rank < 2 {
                 return Ok(None);
@@ -253,7 +358,32 @@ fn constant_weight(
     }
 }
 
-/// Rewrites every float matmul with a constant weight into the int8 scheme.
+/// Points uses of `op`'s (single) result at `y`, which must have its type.
+fn replace(
+    g: &Graph,
+    subst: &mut Vec<Option<ValueId>>,
+    op: &Op,
+    y: ValueId,
+) -> Result<(), Diagnostic> {
+    let old = op.results[0];
+    if g.ty(y) != g.ty(old) {
+        return Err(Diagnostic::new(format!(
+            "quantized result has type {}, the op had {}",
+            g.ty(y),
+            g.ty(old)
+        ))
+        .at(op.loc.clone()));
+    }
+    if subst.len() < g.values.len() {
+        subst.resize(g.values.len(), None);
+    }
+    subst[old.0 as usize] = Some(y);
+    Ok(())
+}
+
+/// Rewrites every float matmul into the int8 scheme: constant weights per
+/// output channel, runtime ("activation x activation") operands and fused
+/// attention as in [`crate::attention`].
 pub fn quantize_graph(g: &mut Graph) -> Result<QuantStats, Diagnostic> {
     let mut stats = QuantStats::default();
     let old_ops = std::mem::take(&mut g.ops);
@@ -262,6 +392,7 @@ pub fn quantize_graph(g: &mut Graph) -> Result<QuantStats, Diagnostic> {
     probe.ops = old_ops.clone();
     let producers = probe.producers();
     let mut subst: Vec<Option<ValueId>> = vec![None; g.values.len()];
+    let mut masks = crate::attention::MaskBiases::default();
     let resolve = |subst: &[Option<ValueId>], v: ValueId| {
         subst.get(v.0 as usize).copied().flatten().unwrap_or(v)
     };
@@ -276,7 +407,14 @@ pub fn quantize_graph(g: &mut Graph) -> Result<QuantStats, Diagnostic> {
         let weight = constant_weight(g, &probe, &op, &producers)
             .map_err(|e| Diagnostic::new(e).at(op.loc.clone()))?;
         let Some((w, k, n)) = weight else {
-            g.ops.push(op);
+            // Activation x activation products and fused attention.
+            match crate::attention::rewrite(g, &op, &node, &mut masks)? {
+                Some(y) => {
+                    replace(g, &mut subst, &op, y)?;
+                    stats.runtime.push(node);
+                }
+                None => g.ops.push(op),
+            }
             continue;
         };
         let x = op.operands[0].ok_or_else(|| Diagnostic::new("matmul without A"))?;
@@ -300,19 +438,7 @@ pub fn quantize_graph(g: &mut Graph) -> Result<QuantStats, Diagnostic> {
         if op.kind == OpKind::Linear {
             y = rw.linear_epilogue(&op, y)?;
         }
-        let old = op.results[0];
-        if g.ty(y) != g.ty(old) {
-            return Err(Diagnostic::new(format!(
-                "quantized result has type {}, the op had {}",
-                g.ty(y),
-                g.ty(old)
-            ))
-            .at(op.loc.clone()));
-        }
-        if subst.len() < g.values.len() {
-            subst.resize(g.values.len(), None);
-        }
-        subst[old.0 as usize] = Some(y);
+        replace(g, &mut subst, &op, y)?;
         stats.quantized.push(node);
     }
     for (_, v) in g.outputs.iter_mut() {

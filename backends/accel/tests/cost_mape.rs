@@ -51,3 +51,117 @@ fn per_op_and_per_model_error_are_within_targets() {
         );
     }
 }
+
+mod attention {
+    use std::collections::BTreeMap;
+    use tessera_accel::attention_gemm::{
+        product_batch, transpose_batch, GemmBatch, Operands, Weight,
+    };
+    use tessera_accel::emit::Emitter;
+    use tessera_accel_isa::{Buffer, DType, HwConfig, Role, Stream};
+    use tessera_cost_model::accel::mape;
+    use tessera_sim::Simulator;
+
+    /// BERT-base attention's array kernels for `heads` heads of 64 at seq
+    /// 128: the Kᵀ layout transpose, Q·Kᵀ reading K's packed layout, P·V
+    /// with V transposed into scratch first.
+    fn kernels(heads: u64) -> Vec<(&'static str, GemmBatch)> {
+        let (s, d) = (128u64, 64u64);
+        let mat = heads * s * d;
+        let (q, k, kt, v, scores, ctx) = (0, mat, 2 * mat, 3 * mat, 4 * mat, 5 * mat);
+        let p = ctx + 4 * mat;
+        let scratch = p + heads * s * s;
+        let eye = scratch + s * d;
+        vec![
+            (
+                "k transpose",
+                transpose_batch("kt", heads, s, d, k, kt, eye),
+            ),
+            (
+                "q·kᵀ",
+                product_batch(
+                    "qk",
+                    heads,
+                    (s, d, s),
+                    Operands {
+                        a: q,
+                        b: kt,
+                        b_batched: true,
+                        c: scores,
+                    },
+                    Weight::Packed { addr: k },
+                ),
+            ),
+            (
+                "p·v",
+                product_batch(
+                    "pv",
+                    heads,
+                    (s, s, d),
+                    Operands {
+                        a: p,
+                        b: v,
+                        b_batched: true,
+                        c: ctx,
+                    },
+                    Weight::KFirst { scratch, eye },
+                ),
+            ),
+        ]
+    }
+
+    /// Simulated cycles of the kernels as one stream, and the model's sum.
+    fn run(cfg: &HwConfig, ks: &[&GemmBatch]) -> (u64, u64) {
+        let mut em = Emitter::new(cfg);
+        let mut predicted = 0;
+        for k in ks {
+            k.emit(&mut em).unwrap();
+            predicted += k.estimate(cfg).unwrap();
+        }
+        let size = 64 << 20;
+        let stream = Stream {
+            config_hash: cfg.hash(),
+            dram_size: size,
+            buffers: vec![Buffer {
+                name: "dram".into(),
+                role: Role::Output,
+                dtype: DType::U8,
+                shape: vec![size],
+                addr: 0,
+            }],
+            insns: em.finish(),
+            ..Default::default()
+        };
+        let (_, rep) = Simulator::new(cfg.clone())
+            .run(&stream, &BTreeMap::new())
+            .unwrap();
+        (predicted, rep.total_cycles)
+    }
+
+    #[test]
+    fn attention_gemm_kernels_are_within_targets() {
+        for cfg in [HwConfig::edge(), HwConfig::server()] {
+            let ks = kernels(2);
+            let mut pairs = vec![];
+            for (name, k) in &ks {
+                let (pred, sim) = run(&cfg, &[k]);
+                eprintln!("{} {name}: predicted {pred}, simulated {sim}", cfg.name);
+                pairs.push((pred as f64, sim as f64));
+            }
+            let per_op = mape(&pairs);
+            assert!(per_op < 10.0, "{}: per-op MAPE {per_op:.2}%", cfg.name);
+            let all = kernels(12);
+            let (pred, sim) = run(&cfg, &all.iter().map(|(_, k)| k).collect::<Vec<_>>());
+            let per_model = mape(&[(pred as f64, sim as f64)]);
+            eprintln!(
+                "{} attention (12 heads): predicted {pred}, simulated {sim}, {per_model:.2}%",
+                cfg.name
+            );
+            assert!(
+                per_model < 5.0,
+                "{}: attention predicted {pred}, simulated {sim}",
+                cfg.name
+            );
+        }
+    }
+}

@@ -586,7 +586,10 @@ impl<'a> PaddedConv<'a> {
             })
             .collect();
         let mg = y.shape[1] / group;
-        let mb = [4, 3, 2].into_iter().find(|b| mg.is_multiple_of(*b)).unwrap_or(1);
+        let mb = [4, 3, 2]
+            .into_iter()
+            .find(|b| mg.is_multiple_of(*b))
+            .unwrap_or(1);
         PaddedConv {
             x,
             w,
