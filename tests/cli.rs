@@ -126,7 +126,7 @@ fn target_stages_emit_or_explain() {
     assert!(o.status.success(), "{}", stderr(&o));
     let ll = String::from_utf8_lossy(&o.stdout);
     assert!(
-        ll.contains("define void @tsr_main(") && ll.contains("<16 x float>"),
+        ll.contains("define i32 @tsr_main(") && ll.contains("<16 x float>"),
         "{}",
         &ll[..ll.len().min(400)]
     );
