@@ -86,13 +86,7 @@ impl Rewriter<'_> {
         let rmax = self.row_max(&format!("{tag}row_max"), ax)?;
         let row = self.rows_to_row(&format!("{tag}row_max_t"), rmax, rank)?;
         let amax = self.row_max(&format!("{tag}matrix_max"), row)?;
-        let xs = self.scale_of(tag, amax)?;
-        let inv = self.op(
-            &format!("{tag}inv_scale"),
-            OpKind::Reciprocal,
-            vec![xs],
-            Attrs::new(),
-        )?;
+        let (xs, inv) = self.scale_of(tag, amax)?;
         // 1/xs once per row of x: max(0·rowmax, inv) on the [..., 1, R] view.
         let zero = self.constant(&format!("{tag}zero"), Tensor::f32(vec![], vec![0.0]));
         let zeros = self.op(

@@ -317,16 +317,11 @@ impl Program {
     /// on the simulator. Returns the outputs and one report per segment.
     pub fn run(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Vec<Report>), Diagnostic> {
         let g = &self.graph;
-        let mut vals: Vec<Option<Arc<Tensor>>> = vec![None; g.values.len()];
-        for (v, t) in g.inputs.iter().zip(inputs) {
-            vals[v.0 as usize] = Some(Arc::new(t.clone()));
-        }
         // Constants are available to every step.
+        let mut vals = initial_values(g, inputs);
         for op in &g.ops {
             if op.kind == OpKind::Constant {
-                if let Some(Attr::Const(c)) = op.attrs.get("value") {
-                    vals[op.results[0].0 as usize] = Some(g.constant(*c).value.clone());
-                }
+                bind_constant(g, op, &mut vals);
             }
         }
         let sim = Simulator::new(self.cfg.clone());
@@ -569,21 +564,32 @@ fn ulp_distance(a: f32, b: f32) -> u64 {
     key(a).abs_diff(key(b))
 }
 
+/// Per value of `g`: the graph inputs bound, nothing else yet.
+fn initial_values(g: &Graph, inputs: &[Tensor]) -> Vec<Option<Arc<Tensor>>> {
+    let mut vals: Vec<Option<Arc<Tensor>>> = vec![None; g.values.len()];
+    for (v, t) in g.inputs.iter().zip(inputs) {
+        vals[v.0 as usize] = Some(Arc::new(t.clone()));
+    }
+    vals
+}
+
+/// The value of a `Constant` op (shared, not copied).
+fn bind_constant(g: &Graph, op: &Op, vals: &mut [Option<Arc<Tensor>>]) {
+    if let Some(Attr::Const(c)) = op.attrs.get("value") {
+        vals[op.results[0].0 as usize] = Some(g.constant(*c).value.clone());
+    }
+}
+
 impl Program {
     /// Evaluates the whole graph with the reference semantics, then runs each
     /// segment on the reference values of its inputs and compares every value
     /// it produces with the reference value.
     pub fn differential(&self, inputs: &[Tensor]) -> Result<Vec<ValueCheck>, Diagnostic> {
         let g = &self.graph;
-        let mut vals: Vec<Option<Arc<Tensor>>> = vec![None; g.values.len()];
-        for (v, t) in g.inputs.iter().zip(inputs) {
-            vals[v.0 as usize] = Some(Arc::new(t.clone()));
-        }
+        let mut vals = initial_values(g, inputs);
         for op in &g.ops {
             if op.kind == OpKind::Constant {
-                if let Some(Attr::Const(c)) = op.attrs.get("value") {
-                    vals[op.results[0].0 as usize] = Some(g.constant(*c).value.clone());
-                }
+                bind_constant(g, op, &mut vals);
             } else {
                 eval_host(g, op, &mut vals)?;
             }

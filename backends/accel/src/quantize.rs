@@ -140,8 +140,13 @@ impl Rewriter<'_> {
         self.op(step, OpKind::ReduceMax, vec![x, axes], keep)
     }
 
-    /// `amax -> scale = max(amax, 2^-100) * (1/127)`.
-    pub(crate) fn scale_of(&mut self, tag: &str, amax: ValueId) -> Result<ValueId, Diagnostic> {
+    /// `amax -> scale = max(amax, 2^-100) * (1/127)` and its reciprocal
+    /// (what the quantize step multiplies by).
+    pub(crate) fn scale_of(
+        &mut self,
+        tag: &str,
+        amax: ValueId,
+    ) -> Result<(ValueId, ValueId), Diagnostic> {
         let floor = self.constant(
             &format!("{tag}floor"),
             Tensor::f32(vec![], vec![2f32.powi(-100)]),
@@ -156,12 +161,19 @@ impl Rewriter<'_> {
             &format!("{tag}inv127"),
             Tensor::f32(vec![], vec![1.0 / 127.0]),
         );
-        self.op(
+        let xs = self.op(
             &format!("{tag}scale"),
             OpKind::Mul,
             vec![amax, inv127],
             Attrs::new(),
-        )
+        )?;
+        let inv = self.op(
+            &format!("{tag}inv_scale"),
+            OpKind::Reciprocal,
+            vec![xs],
+            Attrs::new(),
+        )?;
+        Ok((xs, inv))
     }
 
     /// `Cast<i8>(Clip(Round(x * inv), -127, 127))`.
@@ -198,13 +210,7 @@ impl Rewriter<'_> {
     ) -> Result<(ValueId, ValueId), Diagnostic> {
         let ax = self.op(&format!("{tag}abs"), OpKind::Abs, vec![x], Attrs::new())?;
         let amax = self.row_max(&format!("{tag}reduce_max"), ax)?;
-        let xs = self.scale_of(tag, amax)?;
-        let inv = self.op(
-            &format!("{tag}inv_scale"),
-            OpKind::Reciprocal,
-            vec![xs],
-            Attrs::new(),
-        )?;
+        let (xs, inv) = self.scale_of(tag, amax)?;
         Ok((self.int8_of(tag, x, inv)?, xs))
     }
 }

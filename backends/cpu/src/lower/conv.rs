@@ -321,7 +321,14 @@ fn half_ty(d: DType) -> &'static str {
 // ---------------------------------------------------------------------------
 // Conv
 
-fn lower_conv(k: &mut KernelCtx) -> Result<(), String> {
+/// The operands, result, element type and group count shared by conv and
+/// conv_transpose (`w_layout` names w's expected layout in the error).
+#[allow(clippy::type_complexity)]
+fn conv_operands(
+    k: &mut KernelCtx,
+    w_layout: &str,
+) -> Result<(Buf, Buf, Option<Buf>, Buf, DType, usize), String> {
+    let name = format!("tsr.{}", k.op.kind.mnemonic());
     let x = float_input(k, 0, "x")?;
     let w = float_input(k, 1, "w")?;
     let bias = k.opt_operand(2).cloned();
@@ -329,19 +336,26 @@ fn lower_conv(k: &mut KernelCtx) -> Result<(), String> {
     check_spatial(k, &x)?;
     if w.rank() != x.rank() {
         return Err(format!(
-            "tsr.conv needs w [M, C/group, kernel...] of x's rank, got x {:?} and w {:?}",
+            "{name} needs w {w_layout} of x's rank, got x {:?} and w {:?}",
             x.shape, w.shape
         ));
     }
     let d = x.dtype;
     if w.dtype != d || bias.as_ref().is_some_and(|b| b.dtype != d) {
-        return Err("tsr.conv: x, w and b of different element types are not supported".into());
+        return Err(format!(
+            "{name}: x, w and b of different element types are not supported"
+        ));
     }
-    let (n, c, m, cg) = (x.shape[0], x.shape[1], w.shape[0], w.shape[1]);
     let group = usize::try_from(k.op.int("group")?)
         .ok()
         .filter(|&g| g > 0)
-        .ok_or("tsr.conv: group must be positive")?;
+        .ok_or_else(|| format!("{name}: group must be positive"))?;
+    Ok((x, w, bias, y, d, group))
+}
+
+fn lower_conv(k: &mut KernelCtx) -> Result<(), String> {
+    let (x, w, bias, y, d, group) = conv_operands(k, "[M, C/group, kernel...]")?;
+    let (n, c, m, cg) = (x.shape[0], x.shape[1], w.shape[0], w.shape[1]);
     if c != cg * group || m % group != 0 {
         return Err(format!(
             "tsr.conv: w {:?} does not match x {:?} with group {group}",
@@ -803,28 +817,8 @@ impl<'a> PaddedConv<'a> {
 // scatter to it, `o = i*stride + t*dilation - pad_begin` on every axis.
 
 fn lower_conv_transpose(k: &mut KernelCtx) -> Result<(), String> {
-    let x = float_input(k, 0, "x")?;
-    let w = float_input(k, 1, "w")?;
-    let bias = k.opt_operand(2).cloned();
-    let y = k.result(0).clone();
-    check_spatial(k, &x)?;
-    if w.rank() != x.rank() {
-        return Err(format!(
-            "tsr.conv_transpose needs w [C, M/group, kernel...] of x's rank, got x {:?} and w {:?}",
-            x.shape, w.shape
-        ));
-    }
-    let d = x.dtype;
-    if w.dtype != d || bias.as_ref().is_some_and(|b| b.dtype != d) {
-        return Err(
-            "tsr.conv_transpose: x, w and b of different element types are not supported".into(),
-        );
-    }
+    let (x, w, bias, y, d, group) = conv_operands(k, "[C, M/group, kernel...]")?;
     let (n, c, mg) = (x.shape[0], x.shape[1], w.shape[1]);
-    let group = usize::try_from(k.op.int("group")?)
-        .ok()
-        .filter(|&g| g > 0)
-        .ok_or("tsr.conv_transpose: group must be positive")?;
     if w.shape[0] != c || c % group != 0 || y.shape[1] != mg * group {
         return Err(format!(
             "tsr.conv_transpose: w {:?} does not match x {:?} with group {group}",
@@ -1123,6 +1117,7 @@ fn lower_pool(k: &mut KernelCtx) -> Result<(), String> {
     let pbase = mad(k, &plane, nin, None);
     let xview = (xm.0.as_str(), xm.1.as_str());
     let yview = (ym.0.as_str(), ym.1.as_str());
+    let e = crate::emit::kernel::elem(d)?;
     row_loop(k, 0, axes[sp - 1].out, &mut |k, ow| {
         let last = span(k, &axes[sp - 1], ow);
         let spans: Vec<&Span> = outer.iter().chain([&last]).collect();
@@ -1138,7 +1133,6 @@ fn lower_pool(k: &mut KernelCtx) -> Result<(), String> {
         let yi = mad(k, &yrow, axes[sp - 1].out, Some(ow));
         match kind {
             Pool::Max => {
-                let e = crate::emit::kernel::elem(d).expect("checked dtype");
                 let init = max_identity(k, d);
                 let none = k.idx(-1);
                 let mut body = |k: &mut KernelCtx, taps: &[String], acc: &[String]| {
@@ -1263,7 +1257,7 @@ fn lower_global_pool(k: &mut KernelCtx) -> Result<(), String> {
     let yview = (ym.0.as_str(), ym.1.as_str());
     if nin == 0 {
         // Nothing to read: the empty reduction's value for every plane.
-        let e = crate::emit::kernel::elem(d).expect("checked float dtype");
+        let e = crate::emit::kernel::elem(d)?;
         let v = match kind {
             Pool::Max => f64::NEG_INFINITY,
             Pool::Average { .. } => f64::NAN,
@@ -1279,7 +1273,7 @@ fn lower_global_pool(k: &mut KernelCtx) -> Result<(), String> {
     let xm = flat(k, &x)?;
     let xview = (xm.0.as_str(), xm.1.as_str());
     let at = match kind {
-        Pool::Max => crate::emit::kernel::elem(d).expect("checked float dtype"),
+        Pool::Max => crate::emit::kernel::elem(d)?,
         _ => acc_ty(d),
     };
     let init = match kind {
