@@ -50,7 +50,7 @@ fn emit_asm_lists_host_ops_and_segments() {
         asm.contains("\ngemm "),
         "quantized matmuls run on the array"
     );
-    assert!(asm.contains(".tsa 1"));
+    assert!(asm.contains(".tsa 2"));
 }
 
 #[test]

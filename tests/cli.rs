@@ -292,7 +292,7 @@ fn simulate_runs_a_stream_and_checks_it() {
     assert!(t["traceEvents"].as_array().is_some_and(|e| !e.is_empty()));
     // A malformed stream names the instruction; a missing input names the buffer.
     let bad = std::env::temp_dir().join(format!("tessera-bad-{}.tsa", std::process::id()));
-    std::fs::write(&bad, ".tsa 1\n.dram_size 64\nfrobnicate x=1\n").unwrap();
+    std::fs::write(&bad, ".tsa 2\n.dram_size 64\nfrobnicate x=1\n").unwrap();
     let o = tessera(&["simulate", bad.to_str().unwrap()]);
     assert!(
         !o.status.success() && stderr(&o).contains("instruction 0"),

@@ -209,6 +209,10 @@ mod tests {
         assert_eq!(p.fold_cycles(128), 174);
         // 4 rows of 40 words on 16 lanes: 3 groups; exp has II 4; latency 8.
         assert_eq!(p.vec_cycles(VecOp::Exp, 4, 40), 4 * 12 + 8);
+        // Division and erf are multi-cycle units too (II 4), unlike mul (II 1).
+        assert_eq!(p.vec_cycles(VecOp::Div, 4, 40), 4 * 12 + 8);
+        assert_eq!(p.vec_cycles(VecOp::Erf, 4, 40), 4 * 12 + 8);
+        assert_eq!(p.vec_cycles(VecOp::Mul, 4, 40), 4 * 3 + 8);
         // Reductions add a log2(16) = 4 cycle tree per row.
         assert_eq!(p.vec_cycles(VecOp::ReduceSum, 2, 16), 2 * (1 + 4) + 8);
     }

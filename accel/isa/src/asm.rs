@@ -173,7 +173,10 @@ pub fn assemble(text: &str) -> Result<Stream, IsaError> {
                 "tsa" => {
                     let v = one(".tsa")?;
                     if v != crate::VERSION as i64 {
-                        return Err(err(format!("unsupported version {v}")));
+                        return Err(err(format!(
+                            "unsupported version {v} (this build reads {}; recompile the stream)",
+                            crate::VERSION
+                        )));
                     }
                     s.version = v as u16;
                 }

@@ -8,7 +8,8 @@
 use crate::{Insn, IsaError};
 
 pub const MAGIC: [u8; 4] = *b"TSRA";
-pub const VERSION: u16 = 1;
+/// Version 2 added the vector ops `div` and `erf` (enum codes 20 and 21).
+pub const VERSION: u16 = 2;
 pub const HEADER_BYTES: usize = 48;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,7 +223,7 @@ impl Stream {
         let version = r.u16("version")?;
         if version != VERSION {
             return Err(IsaError::new(format!(
-                "unsupported stream version {version} (this build reads {VERSION})"
+                "unsupported stream version {version} (this build reads {VERSION}; recompile the stream)"
             )));
         }
         if r.u16("reserved")? != 0 {

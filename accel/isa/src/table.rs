@@ -83,6 +83,8 @@ pub const VEC_OP_NAMES: &[&str] = &[
     "rotary",
     "i2f",
     "f2i",
+    "div",
+    "erf",
 ];
 pub const VEC_DTYPE_NAMES: &[&str] = &["f32", "i32"];
 pub const SRC1_MODE_NAMES: &[&str] = &["tensor", "row", "scalar", "imm"];
@@ -558,10 +560,14 @@ pub enum VecOp {
     Rotary,
     I2f,
     F2i,
+    /// Since version 2.
+    Div,
+    /// Since version 2.
+    Erf,
 }
 
 impl VecOp {
-    const ALL: [VecOp; 20] = [
+    const ALL: [VecOp; 22] = [
         VecOp::Copy,
         VecOp::Add,
         VecOp::Sub,
@@ -582,6 +588,8 @@ impl VecOp {
         VecOp::Rotary,
         VecOp::I2f,
         VecOp::F2i,
+        VecOp::Div,
+        VecOp::Erf,
     ];
     pub fn from_index(i: u8) -> Option<VecOp> {
         Self::ALL.get(i as usize).copied()
@@ -595,7 +603,13 @@ impl VecOp {
     pub fn uses_src1(self) -> bool {
         matches!(
             self,
-            VecOp::Add | VecOp::Sub | VecOp::Mul | VecOp::Max | VecOp::Min | VecOp::Rotary
+            VecOp::Add
+                | VecOp::Sub
+                | VecOp::Mul
+                | VecOp::Div
+                | VecOp::Max
+                | VecOp::Min
+                | VecOp::Rotary
         )
     }
     pub fn allows_i32(self) -> bool {
@@ -614,7 +628,9 @@ impl VecOp {
     pub fn is_reduction(self) -> bool {
         matches!(self, VecOp::ReduceSum | VecOp::ReduceMax)
     }
-    /// Transcendental ops issue at a lower rate (`vec_special_ii` in the config).
+    /// Transcendental ops and division are multi-cycle in hardware (iterative
+    /// or table-plus-polynomial units), so they issue at a lower rate
+    /// (`vec_special_ii` in the config).
     pub fn is_special(self) -> bool {
         matches!(
             self,
@@ -627,6 +643,8 @@ impl VecOp {
                 | VecOp::Silu
                 | VecOp::Sigmoid
                 | VecOp::Tanh
+                | VecOp::Div
+                | VecOp::Erf
         )
     }
 }

@@ -164,7 +164,7 @@ fn stream_round_trips_binary_and_text() {
 #[test]
 fn hand_written_text_is_canonical() {
     let text = "\
-.tsa 1
+.tsa 2
 .config_hash 0x00000000000000ff
 .dram_size 4096
 .buffer input x i8 [2,3] @0x0
@@ -327,5 +327,58 @@ fn docs_contain_the_generated_reference() {
     assert!(
         doc.contains(&gen),
         "docs/accel-isa.md is out of date; regenerate its instruction reference with table::reference_markdown()"
+    );
+}
+
+#[test]
+fn version_2_vector_ops_div_and_erf() {
+    // op codes 20 and 21 at bits [7, 12), dtype f32 = 0, src1_mode row = 1 at bit 13.
+    let div =
+        parse_insn("vec op=div src1_mode=row dst=8 src1=4 len=16 rows=2 stride=16 dst_stride=16")
+            .unwrap();
+    let w = div.encode().unwrap();
+    let expect: u128 =
+        4 | 20 << 7 | 1 << 13 | 8 << 15 | 4 << 47 | 16 << 63 | 2 << 75 | 16 << 87 | 16 << 103;
+    assert_eq!(w, expect);
+    assert_eq!(Insn::decode(w, 0).unwrap(), div);
+    let erf = parse_insn("vec op=erf len=3 rows=1").unwrap();
+    assert_eq!(erf.encode().unwrap(), 4 | 21 << 7 | 3 << 63 | 1 << 75);
+    for insn in [div, erf] {
+        assert_eq!(parse_insn(&format_insn(&insn)).unwrap(), insn);
+    }
+    // Code 22 is still reserved.
+    let e = Insn::decode(4 | 22 << 7 | 1 << 63 | 1 << 75, 3).unwrap_err();
+    assert!(
+        e.to_string().contains("field op has invalid value 22"),
+        "{e}"
+    );
+    // Division has no integer form (like recip); erf takes no second source.
+    for (line, want) in [
+        ("vec op=div dtype=i32 len=1 rows=1", "div has no i32 form"),
+        ("vec op=erf src1_mode=row len=1 rows=1", "erf takes no src1"),
+    ] {
+        let e = parse_insn(line).unwrap_err();
+        assert!(e.contains(want), "{line}: {e}");
+    }
+    assert!(VecOp::Div.is_special() && VecOp::Erf.is_special());
+    assert!(VecOp::Div.uses_src1() && !VecOp::Erf.uses_src1());
+}
+
+#[test]
+fn version_1_streams_are_rejected() {
+    assert_eq!(VERSION, 2);
+    let s = assemble(".tsa 2\n.dram_size 64\nvec op=div len=1 rows=1\nfinish\n").unwrap();
+    let mut bytes = s.to_bytes().unwrap();
+    assert_eq!(Stream::from_bytes(&bytes).unwrap(), s);
+    bytes[4..6].copy_from_slice(&1u16.to_le_bytes());
+    let e = Stream::from_bytes(&bytes).unwrap_err().to_string();
+    assert!(
+        e.contains("unsupported stream version 1 (this build reads 2; recompile the stream)"),
+        "{e}"
+    );
+    let e = assemble(".tsa 1\nfinish\n").unwrap_err().to_string();
+    assert!(
+        e.contains("unsupported version 1 (this build reads 2"),
+        "{e}"
     );
 }

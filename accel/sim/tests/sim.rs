@@ -69,7 +69,7 @@ fn gemm_stream(mode: Mode, w: &[i64]) -> String {
             wimg[bit / 8] |= v << (bit % 8);
         }
     }
-    let mut t = String::from(".tsa 1\n.config_hash 0x0000000000000000\n.dram_size 4096\n");
+    let mut t = String::from(".tsa 2\n.config_hash 0x0000000000000000\n.dram_size 4096\n");
     t += &format!(
         ".buffer input a {} [8,32] @0x0\n",
         if abytes == 2 { "bf16" } else { "i8" }
@@ -199,7 +199,7 @@ fn softmax_on_the_vector_unit() {
         .map(|_| rng.int(-4000, 4000) as f32 / 1000.0)
         .collect();
     let text = "\
-.tsa 1
+.tsa 2
 .config_hash 0x0000000000000000
 .dram_size 2048
 .buffer input x f32 [4,40] @0x0
@@ -262,7 +262,7 @@ fn vector_elementwise_ops_against_f64() {
     ];
     for (name, f) in ops {
         let text = format!(
-            ".tsa 1\n.config_hash 0x0000000000000000\n.dram_size 1024\n.buffer input x f32 [32] @0x0\n.buffer output y i32 [32] @0x100\n\
+            ".tsa 2\n.config_hash 0x0000000000000000\n.dram_size 1024\n.buffer input x f32 [32] @0x0\n.buffer output y i32 [32] @0x100\n\
              load push_next mem=acc elem_bytes=4 y_size=1 x_size=32\nvec pop_prev push_next op={name} dst=100 len=32 rows=1\n\
              store pop_prev push_prev fmt=i32 dram=0x100 sram=100 y_size=1 x_size=32\nfinish pop_next\n"
         );
@@ -314,7 +314,7 @@ fn vector_integer_rotary_and_conversions() {
     words.extend(cs.iter().map(|v| v.to_bits()));
     words.extend([2.5f32, 3.5, -2.5, 1e10].iter().map(|v| v.to_bits()));
     let text = "\
-.tsa 1
+.tsa 2
 .config_hash 0x0000000000000000
 .dram_size 1024
 .buffer input x i32 [28] @0x0
@@ -364,7 +364,7 @@ finish pop_next
 fn bf16_store_rounds_to_nearest_even() {
     let vals = [1.0f32 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -3.3, 65504.0];
     let text = "\
-.tsa 1
+.tsa 2
 .config_hash 0x0000000000000000
 .dram_size 256
 .buffer input x f32 [4] @0x0
@@ -479,7 +479,7 @@ fn single_gemm_tile_cycles_follow_the_fill_drain_formula() {
 #[test]
 fn dma_latency_bandwidth_tokens_and_energy() {
     let text = "\
-.tsa 1
+.tsa 2
 .config_hash 0x0000000000000000
 .dram_size 2048
 load push_next mem=sp y_size=10 x_size=100 x_stride=100
@@ -809,4 +809,145 @@ fn random_streams_never_panic() {
         }
     }
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
+}
+
+/// One `vec` instruction over `x` (loaded at word 0): `src1` words follow `x`
+/// at word `x.len()`; the result is stored from word 100 as raw words.
+fn run_one_vec(vec_line: &str, x: &[f32], src1: &[f32], out_words: usize) -> (Vec<u32>, Report) {
+    let words: Vec<u8> = x.iter().chain(src1).flat_map(|v| v.to_le_bytes()).collect();
+    let n = x.len() + src1.len();
+    let text = format!(
+        ".tsa 2\n.config_hash 0x0000000000000000\n.dram_size 1024\n.buffer input x f32 [{n}] @0x0\n.buffer output y i32 [{out_words}] @0x200\n\
+         load push_next mem=acc elem_bytes=4 y_size=1 x_size={n}\n{vec_line}\n\
+         store pop_prev push_prev fmt=i32 dram=0x200 sram=100 y_size=1 x_size={out_words}\nfinish pop_next\n"
+    );
+    let (out, rep) = run_text(HwConfig::edge(), &text, &[("x", words)]).unwrap();
+    let y = out.outputs["y"]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (y, rep)
+}
+
+fn same_f32(got: u32, want: f32) -> bool {
+    let g = f32::from_bits(got);
+    (g.is_nan() && want.is_nan()) || got == want.to_bits()
+}
+
+#[test]
+fn vector_div_is_correctly_rounded_ieee_division() {
+    let tiny = f32::from_bits(1); // the smallest subnormal
+                                  // (dividend, divisor, quotient written out by hand)
+    let cases: [(f32, f32, f32); 12] = [
+        (9.0, 10.0, 0.9), // 9 * (1/10) rounds to 0.90000004: division must not go through recip
+        (13.0, 10.0, 1.3),
+        (5.0, 3.0, 1.6666666),
+        (-7.5, 2.5, -3.0),
+        (0.0, 0.0, f32::NAN),
+        (1.0, 0.0, f32::INFINITY),
+        (-1.0, 0.0, f32::NEG_INFINITY),
+        (1.0, -0.0, f32::NEG_INFINITY),
+        (f32::INFINITY, f32::INFINITY, f32::NAN),
+        (-0.0, 5.0, -0.0),
+        (tiny, 2.0, 0.0), // a tie between 0 and the smallest subnormal: to even
+        (3.0 * tiny, 2.0, 2.0 * tiny), // 1.5 ulp: a tie, to even
+    ];
+    let x: Vec<f32> = cases.iter().map(|c| c.0).collect();
+    let y: Vec<f32> = cases.iter().map(|c| c.1).collect();
+    let n = cases.len();
+    let line = format!(
+        "vec pop_prev push_next op=div src1={n} dst=100 len={n} rows=1 stride={n} dst_stride={n}"
+    );
+    let (out, rep) = run_one_vec(&line, &x, &y, n);
+    for (i, &(a, b, q)) in cases.iter().enumerate() {
+        assert!(
+            same_f32(out[i], q),
+            "{a} / {b} = {}, want {q}",
+            f32::from_bits(out[i])
+        );
+    }
+    // A multi-cycle op: issued at vec_special_ii (4 on edge), counted as special.
+    assert_eq!(rep.actions.vec_special, n as u64);
+    assert_eq!(rep.actions.vec_simple, 0);
+
+    // The broadcast forms: one word per row, one scalar word, a bf16 immediate.
+    let x: Vec<f32> = vec![9.0, 13.0, 1.0, 2.0, 7.0, 5.0];
+    let forms = [
+        (
+            "src1_mode=row src1=6",
+            vec![10.0f32, 3.0],
+            [0.9f32, 1.3, 0.1, 0.6666667, 2.3333333, 1.6666666],
+        ),
+        (
+            "src1_mode=scalar src1=6",
+            vec![10.0],
+            [0.9, 1.3, 0.1, 0.2, 0.7, 0.5],
+        ),
+        // 0x4040 is 3.0 in bf16.
+        (
+            "src1_mode=imm src1=16448",
+            vec![],
+            [3.0, 4.3333335, 0.33333334, 0.6666667, 2.3333333, 1.6666666],
+        ),
+    ];
+    for (mode, src1, want) in forms {
+        let line = format!(
+            "vec pop_prev push_next op=div {mode} dst=100 len=3 rows=2 stride=3 dst_stride=3"
+        );
+        let (out, _) = run_one_vec(&line, &x, &src1, 6);
+        for i in 0..6 {
+            assert!(
+                same_f32(out[i], want[i]),
+                "{mode}: element {i} = {}, want {}",
+                f32::from_bits(out[i]),
+                want[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn vector_erf_against_quadrature_and_specials() {
+    let mut xs: Vec<f32> = (0..32).map(|i| (i as f32 - 15.5) * 0.37).collect();
+    xs.extend([2.5, -2.5, 6.0, 1e-20]);
+    let n = xs.len();
+    let line = format!("vec pop_prev push_next op=erf dst=100 len={n} rows=1");
+    let (out, rep) = run_one_vec(&line, &xs, &[], n);
+    for (i, &x) in xs.iter().enumerate() {
+        let got = f32::from_bits(out[i]) as f64;
+        let want = if x.abs() < 1e-3 {
+            // erf(x) = 2x/sqrt(pi) (1 - x^2/3 + ...): exact to f64 this close to 0.
+            2.0 * x as f64 / std::f64::consts::PI.sqrt()
+        } else {
+            1.0 - erfc_by_quadrature(x as f64)
+        };
+        assert!(
+            (got - want).abs() <= 2f64.powi(-23) * want.abs(),
+            "erf({x}) = {got}, want {want}"
+        );
+    }
+    assert_eq!(rep.actions.vec_special, n as u64);
+    let specials = [
+        0.0f32,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        100.0,
+    ];
+    let want = [0.0f32, -0.0, 1.0, -1.0, f32::NAN, 1.0];
+    let (out, _) = run_one_vec(
+        "vec pop_prev push_next op=erf dst=100 len=6 rows=1",
+        &specials,
+        &[],
+        6,
+    );
+    for i in 0..6 {
+        assert!(
+            same_f32(out[i], want[i]),
+            "erf({}) = {}",
+            specials[i],
+            f32::from_bits(out[i])
+        );
+    }
 }

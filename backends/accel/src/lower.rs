@@ -18,25 +18,34 @@ use tessera_ir::{DType, Graph, Op, OpKind, Tensor, ValueId};
 pub const HOST_OPS: &[(OpKind, &str)] = &[
     (
         OpKind::Gather,
-        "indexing with runtime indices (embedding lookup)",
+        "indexing with runtime indices (embedding lookup); movement.rs gathers by constant indices",
     ),
     (OpKind::GatherNd, "indexing with runtime indices"),
     (OpKind::Shape, "shape arithmetic"),
     (OpKind::Dims, "shape arithmetic"),
     (OpKind::Range, "shape arithmetic"),
     (OpKind::ConstantOfShape, "shape arithmetic"),
-    (OpKind::Reshape, "data movement (layout change)"),
-    (OpKind::Flatten, "data movement (layout change)"),
-    (OpKind::Squeeze, "data movement (layout change)"),
-    (OpKind::Unsqueeze, "data movement (layout change)"),
+    (OpKind::Reshape, "layout change of non-4-byte data (i64 shapes, bool masks)"),
+    (OpKind::Flatten, "layout change of non-4-byte data (i64 shapes, bool masks)"),
+    (OpKind::Squeeze, "layout change of non-4-byte data (i64 shapes, bool masks)"),
+    (OpKind::Unsqueeze, "layout change of non-4-byte data (i64 shapes, bool masks)"),
     (
         OpKind::Transpose,
         "data movement (permutation) of 1-, 2- or 8-byte data, other than an i8 swap of the last two axes",
     ),
-    (OpKind::Expand, "data movement (broadcast copy)"),
-    (OpKind::Concat, "data movement"),
-    (OpKind::Split, "data movement"),
-    (OpKind::Slice, "data movement"),
+    (
+        OpKind::Expand,
+        "broadcast copy of non-4-byte data or to a runtime shape",
+    ),
+    (
+        OpKind::Concat,
+        "data movement of non-4-byte data (i64 shapes, bool masks)",
+    ),
+    (OpKind::Split, "data movement with several results"),
+    (
+        OpKind::Slice,
+        "data movement of non-4-byte data or with runtime bounds",
+    ),
     (OpKind::Identity, "data movement"),
     (OpKind::Where, "mask construction (select)"),
     (OpKind::Equal, "mask construction (comparison)"),
@@ -78,17 +87,20 @@ pub const HOST_OPS: &[(OpKind, &str)] = &[
         OpKind::Conv,
         "padded, grouped or non-2-D convolution (conv.rs runs unpadded 2-D convs as im2col GEMMs)",
     ),
-    (OpKind::Erf, "the vector unit has no erf"),
-    (OpKind::Pow, "the vector unit has no pow"),
+    (OpKind::Erf, "non-f32 operand"),
+    (
+        OpKind::Pow,
+        "exponent other than a constant 2 (the vector unit has no pow)",
+    ),
     (
         OpKind::Div,
-        "the vector unit divides only through recip (not bit-exact)",
+        "non-f32 operands, or a broadcast pattern the vector unit cannot stride",
     ),
     (OpKind::Cos, "the vector unit has no cos"),
     (OpKind::Sin, "the vector unit has no sin"),
     (
         OpKind::DynamicQuantizeLinear,
-        "runtime zero point (the array takes a static one)",
+        "outputs used other than by MatMulIntegers with constant i8 weights (dynamic_quant.rs rewrites those)",
     ),
     (
         OpKind::DequantizeLinear,
@@ -96,7 +108,7 @@ pub const HOST_OPS: &[(OpKind, &str)] = &[
     ),
     (
         OpKind::MatMulInteger,
-        "u8 activations with a runtime zero point",
+        "u8 activations, or a runtime zero point not from a rewritten DynamicQuantizeLinear",
     ),
     (OpKind::MsMatMulNBits, "4-bit weights with a bias operand"),
     (OpKind::Gemm, "Gemm with a runtime weight"),
@@ -169,13 +181,60 @@ impl Ctx<'_> {
             .flatten()
             .map(|i| &self.g.ops[i])
     }
-    /// Whether every element of `v` is an integer by construction.
-    fn integral(&self, v: ValueId) -> bool {
-        match self.producer(v) {
-            Some(p) if p.kind == OpKind::Round => true,
-            Some(p) if p.kind == OpKind::Clip => p.operand(0).is_some_and(|x| self.integral(x)),
-            _ => false,
+    /// When every element of `v` is an integer by construction, bounds on
+    /// it (infinite when unknown); None when it may hold non-integers. A
+    /// float-to-int cast is exact on the vector unit (`f2i`) only for an
+    /// integer in the target's range: out of range, the interpreter's Cast
+    /// wraps (i8) or gives i32::MIN, while `f2i` and the i8 store saturate.
+    fn integer_range(&self, v: ValueId) -> Option<(f64, f64)> {
+        if let Some(t) = self.konst(v) {
+            let x = t.to_f64_vec();
+            if t.dtype != DType::F32 || x.iter().any(|v| v.fract() != 0.0) {
+                return None;
+            }
+            let lo = x.iter().copied().fold(f64::INFINITY, f64::min);
+            return Some((lo, x.iter().copied().fold(f64::NEG_INFINITY, f64::max)));
         }
+        let range = |p: &Op, i: usize| p.operand(i).and_then(|x| self.integer_range(x));
+        let unbounded = (f64::NEG_INFINITY, f64::INFINITY);
+        // Sums of integers stay integers (f32 sums are exact below 2^24 and
+        // every f32 above is an integer); an infinite bound absorbs the rest.
+        let finite = |(lo, hi): (f64, f64)| {
+            (
+                if lo.is_nan() { f64::NEG_INFINITY } else { lo },
+                if hi.is_nan() { f64::INFINITY } else { hi },
+            )
+        };
+        let p = self.producer(v)?;
+        match p.kind {
+            OpKind::Round => Some(unbounded),
+            OpKind::Clip => {
+                let (mut lo, mut hi) = range(p, 0)?;
+                if p.operand(1).is_some() {
+                    lo = lo.max(range(p, 1)?.0);
+                }
+                if p.operand(2).is_some() {
+                    hi = hi.min(range(p, 2)?.1);
+                }
+                Some((lo, hi))
+            }
+            OpKind::Neg => range(p, 0).map(|(lo, hi)| (-hi, -lo)),
+            OpKind::Add => {
+                let ((a, b), (c, d)) = (range(p, 0)?, range(p, 1)?);
+                Some(finite((a + c, b + d)))
+            }
+            OpKind::Sub => {
+                let ((a, b), (c, d)) = (range(p, 0)?, range(p, 1)?);
+                Some(finite((a - d, b - c)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether every element of `v` is an integer in `[lo, hi]`.
+    fn integers_within(&self, v: ValueId, lo: f64, hi: f64) -> bool {
+        self.integer_range(v)
+            .is_some_and(|(a, b)| a >= lo && b <= hi)
     }
 }
 
@@ -187,14 +246,14 @@ fn rows_len(shape: &[u64]) -> (u64, u64) {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Arg {
+pub(crate) enum Arg {
     Full,
     PerRow,
     RowVec,
     Scalar,
 }
 
-fn classify(s: &[u64], out: &[u64]) -> Option<Arg> {
+pub(crate) fn classify(s: &[u64], out: &[u64]) -> Option<Arg> {
     let n: u64 = s.iter().product();
     let on: u64 = out.iter().product();
     let (rows, len) = rows_len(out);
@@ -341,6 +400,10 @@ pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
         let k = crate::rotary::build(cx, op, a)?;
         return Ok(Kernel::Staged(crate::staged::StagedKernel::Rotary(k)));
     }
+    if crate::movement::is_movement(op.kind) {
+        let k = crate::movement::build(cx, op, a)?;
+        return Ok(Kernel::Staged(crate::staged::StagedKernel::Gather(k)));
+    }
     if op.kind == OpKind::GatherNd {
         let k = crate::conv::build_gather(cx, op, a)?;
         return Ok(Kernel::Staged(crate::staged::StagedKernel::Gather(k)));
@@ -364,6 +427,7 @@ pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
             K::Exp => VecOp::Exp,
             K::Sigmoid => VecOp::Sigmoid,
             K::Tanh => VecOp::Tanh,
+            K::Erf => VecOp::Erf,
             K::Sqrt => VecOp::Sqrt,
             K::Reciprocal => VecOp::Recip,
             K::Identity => VecOp::Copy,
@@ -373,7 +437,40 @@ pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
     if op.results.len() != 1 && !matches!(op.kind, K::LayerNormalization) {
         return Err("several results".into());
     }
+    let i32_in = dtype_is(g, Some(x), DType::I32);
     match op.kind {
+        // Wrapping i32 arithmetic (the integer correction terms of
+        // dynamic_quant.rs); the second operand is full, per row, a row
+        // vector or a scalar word (never an immediate: those are bf16 bits).
+        K::Add | K::Sub | K::Mul if i32_in => {
+            let x1 = op.operand(1).ok_or("missing operand")?;
+            if op.operands.len() != 2 || !dtype_is(g, Some(x1), DType::I32) {
+                return Err("i32 arithmetic needs two i32 operands".into());
+            }
+            let (s0, s1) = (cx.shape(x)?, cx.shape(x1)?);
+            if classify(&s0, &out_shape) != Some(Arg::Full) {
+                return Err("i32 arithmetic with a broadcast first operand".into());
+            }
+            let c1 = classify(&s1, &out_shape).ok_or("broadcast pattern")?;
+            let vop = match op.kind {
+                K::Add => VecOp::Add,
+                K::Sub => VecOp::Sub,
+                _ => VecOp::Mul,
+            };
+            let w = b.wide_input(x);
+            let s1 = match c1 {
+                Arg::Scalar => Src1::Scalar(b.kernel_input(x1, 1)),
+                c => b.src1(x1, c),
+            };
+            b.k.steps.push(Step {
+                op: vop,
+                int: true,
+                dst: w,
+                src0: w,
+                src1: s1,
+            });
+            b.out(w, y, word);
+        }
         K::Add | K::Sub | K::Mul | K::Max | K::Min if f32_in => {
             if op.operands.len() != 2 {
                 return Err("variadic form".into());
@@ -402,6 +499,61 @@ pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
             if swapped && vop == VecOp::Sub {
                 b.step(VecOp::Mul, w, w, Src1::Imm(-1.0));
             }
+            b.out(w, y, word);
+        }
+        K::Div if f32_in => {
+            let x1 = op.operand(1).ok_or("missing operand")?;
+            let (c0, c1) = (
+                classify(&cx.shape(x)?, &out_shape).ok_or("broadcast pattern")?,
+                classify(&cx.shape(x1)?, &out_shape).ok_or("broadcast pattern")?,
+            );
+            let q = match (c0, c1) {
+                (Arg::Full, _) => {
+                    let w = b.wide_input(x);
+                    let s1 = b.src1(x1, c1);
+                    b.step(VecOp::Div, w, w, s1);
+                    w
+                }
+                (_, Arg::Full) => {
+                    // The broadcast dividend must become a wide src0. x · recip(d)
+                    // would round twice, so spread its bits instead: i32 d − d
+                    // zeroes a slot and i32 0 + x copies x's bits (an f32 add
+                    // would turn −0 into +0). An i32 immediate is not an f32, so
+                    // a bf16-exact scalar constant is read from a word.
+                    let d = b.wide_input(x1);
+                    let n = b.wide_temp();
+                    let bits = match b.src1(x, c0) {
+                        Src1::Imm(_) => Src1::Scalar(b.kernel_input(x, 1)),
+                        s => s,
+                    };
+                    let int = |op, dst, src0, src1| Step {
+                        op,
+                        int: true,
+                        dst,
+                        src0,
+                        src1,
+                    };
+                    b.k.steps.push(int(VecOp::Sub, n, d, Src1::Tensor(d)));
+                    b.k.steps.push(int(VecOp::Add, n, n, bits));
+                    b.step(VecOp::Div, n, n, Src1::Tensor(d));
+                    n
+                }
+                _ => return Err("broadcast pattern".into()),
+            };
+            b.out(q, y, word);
+        }
+        // x² (RMSNorm's Pow(x, 2)): the interpreter's f64 pow of an f32 base
+        // is exact and rounds once to f32, as the vector unit's mul does.
+        K::Pow if f32_in => {
+            let e = op
+                .operand(1)
+                .and_then(|v| cx.konst(v))
+                .ok_or("runtime exponent")?;
+            if e.len() != 1 || e.to_f64_vec()[0] != 2.0 {
+                return Err("exponent other than the constant 2".into());
+            }
+            let w = b.wide_input(x);
+            b.step(VecOp::Mul, w, w, Src1::Tensor(w));
             b.out(w, y, word);
         }
         K::Neg | K::Relu | K::Abs if f32_in => {
@@ -464,13 +616,23 @@ pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
             let from = g.ty(x).dtype();
             let w = b.wide_input(x);
             match (from, to) {
+                (f, t) if f == t && matches!(f, DType::F32 | DType::I32) => {
+                    b.istep(VecOp::Copy, w, w);
+                    b.out(w, y, word);
+                }
                 (DType::I32, DType::F32) => {
                     b.istep(VecOp::I2f, w, w);
                     b.out(w, y, word);
                 }
-                (DType::F32, DType::I8) if cx.integral(x) => {
+                (DType::F32, DType::I8) if cx.integers_within(x, -128.0, 127.0) => {
                     b.istep(VecOp::F2i, w, w);
                     b.out(w, y, OutFmt::I8 { lo: -128, hi: 127 });
+                }
+                (DType::F32, DType::I32)
+                    if cx.integers_within(x, i32::MIN as f64, i32::MAX as f64) =>
+                {
+                    b.istep(VecOp::F2i, w, w);
+                    b.out(w, y, word);
                 }
                 _ => return Err(format!("cast {from} -> {to}")),
             }
@@ -553,13 +715,6 @@ pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<Kernel, String> {
                 let bc = b.kernel_input(bias, len);
                 b.step(VecOp::Add, w, w, Src1::ConstRow(bc));
             }
-            b.out(w, y, word);
-        }
-        // Same bytes, another shape: a copy (the segment gives every value
-        // its own buffer).
-        K::Reshape if f32_in => {
-            let w = b.wide_input(x);
-            b.istep(VecOp::Copy, w, w);
             b.out(w, y, word);
         }
         _ => return Err("no accelerator lowering".into()),

@@ -3,11 +3,13 @@
 //! weights in its DRAM image), and how to run it.
 
 use crate::emit::Emitter;
+use crate::fuse::{self, ImageTags, TagValues};
 use crate::gemm::{plan_gemm, Tiling};
 use crate::lower::{build, host_reason, Addrs, Ctx, Kernel};
 use crate::quantize::{quantize_graph, QuantStats};
 use crate::specialize::{specialize, Bindings};
-use std::collections::{BTreeMap, HashMap};
+use crate::vector::RowKernel;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tessera_accel_isa::{asm, Buffer, HwConfig, Role, Stream, VERSION};
 use tessera_ir::ops::EvalCtx;
@@ -30,6 +32,9 @@ pub struct Segment {
     /// Graph values read from and written to the stream's buffers.
     pub inputs: Vec<ValueId>,
     pub outputs: Vec<ValueId>,
+    /// Values computed by the segment that never leave the accumulator
+    /// (fused row kernels store only what something outside reads).
+    pub internal: Vec<ValueId>,
     /// One line per kernel (op, kernel shape, tiles).
     pub notes: Vec<String>,
 }
@@ -38,6 +43,20 @@ pub struct Segment {
 pub enum Step {
     Host(HostOp),
     Accel(Segment),
+}
+
+/// Compilation choices that change the emitted program, not its values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Fuse consecutive vector-unit row kernels (`fuse.rs`); off emits one
+    /// kernel per op.
+    pub fuse_rows: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { fuse_rows: true }
+    }
 }
 
 pub struct Program {
@@ -139,18 +158,32 @@ fn types_fit(g: &Graph, op: &Op, producers: &[Option<usize>]) -> Result<(), Stri
 }
 
 impl Program {
-    /// Quantizes, specializes and partitions `graph`, then emits every segment.
+    /// Quantizes, specializes and partitions `graph`, then emits every
+    /// segment, with the default [`Options`].
     pub fn compile(
         graph: &Graph,
         cfg: &HwConfig,
         bindings: &Bindings,
     ) -> Result<Program, Diagnostic> {
+        Program::compile_with(graph, cfg, bindings, Options::default())
+    }
+
+    pub fn compile_with(
+        graph: &Graph,
+        cfg: &HwConfig,
+        bindings: &Bindings,
+        options: Options,
+    ) -> Result<Program, Diagnostic> {
         let mut g = graph.clone();
+        let dynamic = crate::dynamic_quant::rewrite_dynamic_quantization(&mut g)?;
         let mut quant = quantize_graph(&mut g)?;
+        quant.dynamic = dynamic;
         specialize(&mut g, bindings);
         // Rewrites that need concrete sizes (causal attention masks) apply now.
         quant.runtime.extend(quantize_graph(&mut g)?.runtime);
         crate::conv::im2col_convs(&mut g, &mut quant)?;
+        crate::movement::split_to_slices(&mut g)?;
+        crate::movement::materialize_broadcasts(&mut g)?;
         let producers = g.producers();
         let cx = Ctx {
             g: &g,
@@ -159,16 +192,24 @@ impl Program {
         // Placement.
         let mut placed: Vec<Option<Result<Option<Tiling>, String>>> =
             Vec::with_capacity(g.ops.len());
-        for op in &g.ops {
+        let mut row_ops = HashSet::new();
+        for (i, op) in g.ops.iter().enumerate() {
             if op.kind == OpKind::Constant {
                 placed.push(None);
                 continue;
             }
             let r = types_fit(&g, op, &producers)
                 .and_then(|_| build(&cx, op, &mut Dry))
-                .and_then(|k| check_fits(cfg, &k));
+                .and_then(|k| {
+                    if matches!(k, Kernel::Row(_)) {
+                        row_ops.insert(i);
+                    }
+                    check_fits(cfg, &k)
+                });
             placed.push(Some(r));
         }
+        let fusion = Fusion::new(&g, row_ops);
+        let fusion = options.fuse_rows.then_some(&fusion);
         let mut steps: Vec<Step> = Vec::new();
         let mut run: Vec<usize> = Vec::new();
         let mut tilings: HashMap<usize, Tiling> = HashMap::new();
@@ -197,6 +238,7 @@ impl Program {
                             cfg,
                             std::mem::take(&mut run),
                             &tilings,
+                            fusion,
                         )?));
                     }
                     steps.push(Step::Host(HostOp {
@@ -209,7 +251,7 @@ impl Program {
             }
         }
         if !run.is_empty() {
-            steps.push(Step::Accel(emit_segment(&cx, cfg, run, &tilings)?));
+            steps.push(Step::Accel(emit_segment(&cx, cfg, run, &tilings, fusion)?));
         }
         Ok(Program {
             cfg: cfg.clone(),
@@ -412,14 +454,82 @@ fn eval_host(g: &Graph, op: &Op, vals: &mut [Option<Arc<Tensor>>]) -> Result<(),
     Ok(())
 }
 
+/// What fusion needs to know about the graph: who reads each value.
+struct Fusion {
+    /// Ops reading each value (by value index).
+    readers: Vec<Vec<usize>>,
+    outputs: HashSet<ValueId>,
+    /// Ops whose kernel is a row kernel.
+    row_ops: HashSet<usize>,
+}
+
+impl Fusion {
+    fn new(g: &Graph, row_ops: HashSet<usize>) -> Fusion {
+        let mut readers = vec![Vec::new(); g.values.len()];
+        for (i, op) in g.ops.iter().enumerate() {
+            for v in op.operands.iter().flatten() {
+                readers[v.0 as usize].push(i);
+            }
+        }
+        Fusion {
+            readers,
+            outputs: g.outputs.iter().map(|(_, v)| *v).collect(),
+            row_ops,
+        }
+    }
+
+    /// Whether something outside `group` reads `v` (so it must be stored).
+    fn keep(&self, group: &[usize], v: ValueId) -> bool {
+        self.outputs.contains(&v)
+            || self.readers[v.0 as usize]
+                .iter()
+                .any(|o| !group.contains(o))
+    }
+
+    /// The segment's ops in groups: fused row kernels and single ops.
+    fn groups(&self, cx: &Ctx, cfg: &HwConfig, ops: &[usize]) -> Vec<Vec<usize>> {
+        let mut tags = ImageTags::default();
+        let mut rows = HashMap::new();
+        for &i in ops.iter().filter(|i| self.row_ops.contains(i)) {
+            // An op that fails to build here is emitted alone and reports
+            // its error there.
+            if let Ok(Kernel::Row(k)) = build(cx, &cx.g.ops[i], &mut TagValues { image: &mut tags })
+            {
+                rows.insert(i, k);
+            }
+        }
+        fuse::plan(ops, &rows, cfg.acc_words(), &|g, v| self.keep(g, v))
+    }
+}
+
+fn op_diag(op: &Op, m: String) -> Diagnostic {
+    Diagnostic::new(m)
+        .at(op.loc.clone())
+        .op(format!("tsr.{}", op.kind.def().mnemonic))
+}
+
 /// Lays out DRAM for a run of accel ops and emits their kernels as one stream.
 fn emit_segment(
     cx: &Ctx,
     cfg: &HwConfig,
     ops: Vec<usize>,
     tilings: &HashMap<usize, Tiling>,
+    fusion: Option<&Fusion>,
 ) -> Result<Segment, Diagnostic> {
     let g = cx.g;
+    let groups = match fusion {
+        Some(f) => f.groups(cx, cfg, &ops),
+        None => ops.iter().map(|&i| vec![i]).collect(),
+    };
+    let mut internal: Vec<ValueId> = Vec::new();
+    if let Some(f) = fusion {
+        for group in groups.iter().filter(|gr| gr.len() > 1) {
+            for &i in group {
+                let results = g.ops[i].results.iter();
+                internal.extend(results.filter(|v| !f.keep(group, **v)));
+            }
+        }
+    }
     let mut produced: Vec<ValueId> = Vec::new();
     let mut inputs: Vec<ValueId> = Vec::new();
     for &i in &ops {
@@ -432,6 +542,7 @@ fn emit_segment(
         }
         produced.extend(op.results.iter().copied());
     }
+    produced.retain(|v| !internal.contains(v));
     let mut addr = HashMap::new();
     let mut buffers = Vec::new();
     let mut next = 0u64;
@@ -467,51 +578,14 @@ fn emit_segment(
     };
     let mut em = Emitter::new(cfg);
     let mut notes = Vec::new();
-    for &i in &ops {
-        let op = &g.ops[i];
-        let fail = |m: String| {
-            Diagnostic::new(m)
-                .at(op.loc.clone())
-                .op(format!("tsr.{}", op.kind.def().mnemonic))
-        };
-        let k = build(cx, op, &mut a).map_err(fail)?;
-        let note = match &k {
-            Kernel::Row(r) => {
-                r.emit(&mut em).map_err(fail)?;
-                format!(
-                    "{} {}: vector, {} rows x {} ({} steps)",
-                    op.kind.def().mnemonic,
-                    node_name(op),
-                    r.rows,
-                    r.len,
-                    r.steps.len()
-                )
-            }
-            Kernel::Gemms(k) => {
-                k.emit(&mut em).map_err(fail)?;
-                format!("{} {}: {}", op.kind.def().mnemonic, node_name(op), k.note())
-            }
-            Kernel::Staged(k) => {
-                k.emit(&mut em).map_err(fail)?;
-                format!("{} {}: {}", op.kind.def().mnemonic, node_name(op), k.note())
-            }
-            Kernel::Gemm(s) => {
-                let t = *tilings.get(&i).ok_or_else(|| {
-                    fail("internal error: the GEMM was placed without a tiling".into())
-                })?;
-                em.gemm(s, t).map_err(fail)?;
-                format!(
-                    "{} {}: gemm {}x{}x{}, tiles m{} n{} k{} {:?}",
-                    op.kind.def().mnemonic,
-                    node_name(op),
-                    s.m,
-                    s.k,
-                    s.n,
-                    t.m_tile,
-                    t.n_tile,
-                    t.k_tile,
-                    t.order
-                )
+    for group in &groups {
+        let note = match (group.as_slice(), fusion) {
+            (&[i], _) => emit_op(cx, i, &mut a, &mut em, tilings)?,
+            (_, Some(f)) => emit_fused(cx, group, f, &mut a, &mut em)?,
+            (_, None) => {
+                return Err(Diagnostic::new(
+                    "internal error: ops grouped without fusion",
+                ))
             }
         };
         notes.push(note);
@@ -531,8 +605,99 @@ fn emit_segment(
         },
         inputs,
         outputs: produced,
+        internal,
         notes,
     })
+}
+
+/// Emits one op's kernel; returns its note.
+fn emit_op(
+    cx: &Ctx,
+    i: usize,
+    a: &mut SegAddrs,
+    em: &mut Emitter,
+    tilings: &HashMap<usize, Tiling>,
+) -> Result<String, Diagnostic> {
+    let op = &cx.g.ops[i];
+    let fail = |m: String| op_diag(op, m);
+    let k = build(cx, op, a).map_err(fail)?;
+    let head = format!("{} {}", op.kind.def().mnemonic, node_name(op));
+    Ok(match &k {
+        Kernel::Row(r) => {
+            r.emit(em).map_err(fail)?;
+            format!(
+                "{head}: vector, {} rows x {} ({} steps)",
+                r.rows,
+                r.len,
+                r.steps.len()
+            )
+        }
+        Kernel::Gemms(k) => {
+            k.emit(em).map_err(fail)?;
+            format!("{head}: {}", k.note())
+        }
+        Kernel::Staged(k) => {
+            k.emit(em).map_err(fail)?;
+            format!("{head}: {}", k.note())
+        }
+        Kernel::Gemm(s) => {
+            let t = *tilings.get(&i).ok_or_else(|| {
+                fail("internal error: the GEMM was placed without a tiling".into())
+            })?;
+            em.gemm(s, t).map_err(fail)?;
+            format!(
+                "{head}: gemm {}x{}x{}, tiles m{} n{} k{} {:?}",
+                s.m, s.k, s.n, t.m_tile, t.n_tile, t.k_tile, t.order
+            )
+        }
+    })
+}
+
+/// Emits the row kernels of `group` as one fused kernel; its note names
+/// every op.
+fn emit_fused(
+    cx: &Ctx,
+    group: &[usize],
+    f: &Fusion,
+    a: &mut SegAddrs,
+    em: &mut Emitter,
+) -> Result<String, Diagnostic> {
+    let mut kernels = Vec::with_capacity(group.len());
+    for &i in group {
+        let op = &cx.g.ops[i];
+        match build(cx, op, &mut TagValues { image: &mut *a }) {
+            Ok(Kernel::Row(k)) => kernels.push(k),
+            Ok(_) => {
+                return Err(op_diag(
+                    op,
+                    "internal error: a fused op is not a row kernel".into(),
+                ))
+            }
+            Err(m) => return Err(op_diag(op, m)),
+        }
+    }
+    let names: Vec<String> = group
+        .iter()
+        .map(|&i| {
+            let op = &cx.g.ops[i];
+            format!("{} {}", op.kind.def().mnemonic, node_name(op))
+        })
+        .collect();
+    let fail = |m: String| Diagnostic::new(format!("fused row kernel [{}]: {m}", names.join(", ")));
+    let refs: Vec<&RowKernel> = kernels.iter().collect();
+    let mut k = fuse::fuse(&refs, &|v| f.keep(group, v)).map_err(fail)?;
+    fuse::relocate(&mut k, &|v| a.addr.get(&v).copied()).map_err(fail)?;
+    k.emit(em).map_err(fail)?;
+    Ok(format!(
+        "fused [{}]: vector, {} rows x {} ({} steps, {} wide + {} narrow slots, {} stores)",
+        names.join(", "),
+        k.rows,
+        k.len,
+        k.steps.len(),
+        k.wide,
+        k.narrow,
+        k.outputs.len()
+    ))
 }
 
 /// How one segment output compares with the reference semantics on the same
@@ -583,7 +748,8 @@ fn bind_constant(g: &Graph, op: &Op, vals: &mut [Option<Arc<Tensor>>]) {
 impl Program {
     /// Evaluates the whole graph with the reference semantics, then runs each
     /// segment on the reference values of its inputs and compares every value
-    /// it produces with the reference value.
+    /// it stores with the reference value (values a fused kernel keeps in
+    /// the accumulator, `Segment::internal`, have no buffer to compare).
     pub fn differential(&self, inputs: &[Tensor]) -> Result<Vec<ValueCheck>, Diagnostic> {
         let g = &self.graph;
         let mut vals = initial_values(g, inputs);

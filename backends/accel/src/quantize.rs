@@ -36,6 +36,9 @@ pub struct QuantStats {
     /// Node names of the activation x activation matmuls and attention ops
     /// rewritten into the runtime-operand scheme.
     pub runtime: Vec<String>,
+    /// Node names of the `DynamicQuantizeLinear` ops whose u8 activations
+    /// were re-centred for the array (`dynamic_quant.rs`).
+    pub dynamic: Vec<String>,
 }
 
 /// Per-output-channel symmetric int8 quantization of a `[K, N]` weight.

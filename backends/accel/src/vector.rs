@@ -7,7 +7,7 @@ use tessera_accel_isa::{bf16_to_f32, f32_to_bf16, VecOp};
 
 /// A per-chunk accumulator slot: `Wide` holds `len` words per row, `Narrow`
 /// one word per row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Slot {
     Wide(u8),
     Narrow(u8),

@@ -2,33 +2,15 @@
 //! accelerator: placement (no host op), exactness of the data movement, and
 //! agreement with the reference interpreter.
 
+mod support;
+use support::{op, values};
+
 use std::sync::Arc;
 use tessera_accel::conv::{dma_blocks, Block};
 use tessera_accel::program::Program;
 use tessera_accel::specialize::Bindings;
 use tessera_accel_isa::HwConfig;
-use tessera_ir::{Attr, Attrs, Builder, DType, Graph, Loc, OpKind, Tensor, TensorType, ValueId};
-
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
-        })
-        .collect()
-}
-
-fn op(b: &mut Builder, kind: OpKind, xs: &[ValueId], attrs: Attrs, name: &str) -> ValueId {
-    let loc = Some(Loc {
-        name: name.into(),
-        op_type: name.into(),
-    });
-    b.op(kind, xs.iter().map(|&v| Some(v)).collect(), attrs, 1, loc)
-        .unwrap()[0]
-}
+use tessera_ir::{Attr, Attrs, Builder, DType, Graph, OpKind, Tensor, TensorType};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.shape, b.shape);
