@@ -69,10 +69,7 @@ pub fn build_transpose<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<GatherK
     if shape.iter().product::<u64>() == 0 {
         return Err("empty tensor".into());
     }
-    let data = match cx.g.constant_value(x, cx.producers) {
-        Some(t) => a.image((x, 0), &t.to_bytes()),
-        None => a.value(x),
-    };
+    let data = cx.dram_addr(a, x);
     Ok(GatherKernel {
         data,
         out: a.value(op.results[0]),

@@ -221,10 +221,7 @@ pub fn build_gather<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<GatherKern
     if src.is_empty() {
         return Err("empty gather".into());
     }
-    let data = match cx.g.constant_value(x, cx.producers) {
-        Some(t) => a.image((x, 0), &t.to_bytes()),
-        None => a.value(x),
-    };
+    let data = cx.dram_addr(a, x);
     Ok(GatherKernel {
         data,
         out: a.value(op.results[0]),

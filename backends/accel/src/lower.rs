@@ -165,6 +165,14 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// DRAM address of an operand: constants live in the segment's image,
+    /// runtime values in their buffers.
+    pub fn dram_addr<A: Addrs>(&self, a: &mut A, v: ValueId) -> u64 {
+        match self.konst(v) {
+            Some(t) => a.image((v, 0), &t.to_bytes()),
+            None => a.value(v),
+        }
+    }
     fn konst(&self, v: ValueId) -> Option<&Tensor> {
         self.g.constant_value(v, self.producers).map(|t| &**t)
     }
@@ -294,13 +302,7 @@ struct RowBuilder<'c, 'a, A: Addrs> {
 impl<A: Addrs> RowBuilder<'_, '_, A> {
     /// DRAM address of an operand: constants live in the image.
     fn addr_of(&mut self, v: ValueId) -> u64 {
-        match self.cx.konst(v) {
-            Some(t) => {
-                let bytes = t.to_bytes();
-                self.a.image((v, 0), &bytes)
-            }
-            None => self.a.value(v),
-        }
+        self.cx.dram_addr(self.a, v)
     }
     fn wide_input(&mut self, v: ValueId) -> Slot {
         let s = Slot::Wide(self.k.wide);

@@ -63,10 +63,7 @@ pub fn build<A: Addrs>(cx: &Ctx, op: &Op, a: &mut A) -> Result<GatherKernel, Str
                 if cx.g.ty(*v).dtype() != dtype {
                     return Err("operands of another type".into());
                 }
-                addrs.push(Some(match cx.g.constant_value(*v, cx.producers) {
-                    Some(t) => a.image((*v, 0), &t.to_bytes()),
-                    None => a.value(*v),
-                }));
+                addrs.push(Some(cx.dram_addr(a, *v)));
                 consts.push(None);
             }
             Some(v) => {
